@@ -1,0 +1,1 @@
+"""Example applications mounting flask-publipostage."""

@@ -1,0 +1,60 @@
+"""Who may administer what in the console, handed to the extension as two callables."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask_login import current_user
+from flask_publipostage import Scope
+
+from .models import Classe, Etablissement, Utilisateur, db
+
+CAPACITES = ("view", "print", "send")
+
+
+def _utilisateur_connecte() -> Utilisateur | None:
+    # Outside a request (CLI, background jobs) there is no current user at all.
+    user = current_user._get_current_object()  # type: ignore[attr-defined]
+    if user is None or not user.is_authenticated:
+        return None
+    return user  # type: ignore[no-any-return]
+
+
+def current_admin_scope() -> Scope | None:
+    """The accounts and classes the logged-in user may administer (None: logged out)."""
+    user = _utilisateur_connecte()
+    if user is None:
+        return None
+    if user.is_super_admin:
+        return Scope(actor=f"user:{user.id}", key="*", actor_email=user.courriel)
+    etablissement = db.session.get(Etablissement, user.etablissement_id) if user.etablissement_id else None
+    if not user.is_adml or etablissement is None:
+        # Logged in without admin rights: an empty perimeter (the permission says no anyway).
+        return Scope(
+            actor=f"user:{user.id}",
+            users=sa.false(),
+            classes=sa.false(),
+            key=f"user:{user.id}",
+            actor_email=user.courriel,
+        )
+    return Scope(
+        actor=f"user:{user.id}",
+        # A local admin never sees the territory's super admins, even if attached here.
+        users=(Utilisateur.etablissement_id == etablissement.id) & Utilisateur.is_super_admin.is_(False),
+        classes=Classe.etablissement_id == etablissement.id,
+        key=f"etab:{etablissement.id}",
+        school_name=etablissement.nom,
+        actor_email=user.courriel,
+    )
+
+
+def current_admin_can(capability: str) -> bool:
+    """Super admins and local admins may view, print and send; nobody else."""
+    user = _utilisateur_connecte()
+    if user is None or capability not in CAPACITES:
+        return False
+    return bool(user.is_super_admin or user.is_adml)
+
+
+def est_admin() -> bool:
+    user = _utilisateur_connecte()
+    return user is not None and user.est_admin

@@ -1,0 +1,78 @@
+"""Login and logout of the console (Flask-Login, a CSRF-protected form)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import LoginManager, current_user, login_required, login_user, logout_user
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, StringField, SubmitField
+from wtforms.validators import DataRequired
+
+from .models import Utilisateur, db
+
+login_manager = LoginManager()
+login_manager.login_view = "auth.login"
+login_manager.login_message = "Veuillez vous connecter pour accéder à cette page."
+login_manager.login_message_category = "info"
+
+bp = Blueprint("auth", __name__)
+
+#: Printed on the login page and by ``serve``: (login, password, role).
+DEMO_ACCOUNTS: tuple[tuple[str, str, str], ...] = (
+    ("admin.ent", "demo", "Super administrateur de l'ENT (tous les établissements)"),
+    ("adml.ecole", "demo", "Administratrice locale de l'École élémentaire Jules Ferry"),
+    ("adml.college", "demo", "Administrateur local du Collège Victor Hugo"),
+    ("prof.ecole", "demo", "Enseignante de l'école, sans droit d'administration"),
+)
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> Utilisateur | None:
+    try:
+        return db.session.get(Utilisateur, int(user_id))
+    except ValueError:
+        return None
+
+
+class LoginForm(FlaskForm):
+    identifiant = StringField("Identifiant", validators=[DataRequired()])
+    mot_de_passe = PasswordField("Mot de passe", validators=[DataRequired()])
+    submit = SubmitField("Se connecter")
+
+
+def _safe_next(target: str | None) -> str:
+    # Only a path of this site: never bounce to another host after login.
+    if target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc and target.startswith("/") and not target.startswith("//"):
+            return target
+    return url_for("console.home")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> ResponseReturnValue:
+    if current_user.is_authenticated:
+        return redirect(url_for("console.home"))
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = db.session.scalar(
+            sa.select(Utilisateur).where(Utilisateur.login == form.identifiant.data.strip())
+        )
+        if user is not None and user.verifier_mot_de_passe(form.mot_de_passe.data):
+            login_user(user)
+            flash(f"Bienvenue, {user.nom_complet}.", "success")
+            return redirect(_safe_next(request.args.get("next")))
+        flash("Identifiant ou mot de passe incorrect.", "error")
+    return render_template("login.html", form=form, demo_accounts=DEMO_ACCOUNTS)
+
+
+@bp.route("/logout", methods=["POST"])
+@login_required
+def logout() -> ResponseReturnValue:
+    logout_user()
+    flash("Vous êtes déconnecté.", "info")
+    return redirect(url_for("auth.login"))

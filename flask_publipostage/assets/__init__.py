@@ -1,0 +1,1 @@
+"""Fonts and scripts served or embedded by the extension."""

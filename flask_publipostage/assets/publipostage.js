@@ -1,0 +1,1 @@
+/* live preview: see publipostage.js */

@@ -1,0 +1,86 @@
+"""Every configuration key the extension reads, with its default.
+
+`init_app` fills the missing keys with ``app.config.setdefault``; the rest of the
+package reads them through :func:`config_value`, which refuses unknown names so a
+typo fails loudly instead of silently using a default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+
+DEFAULTS: dict[str, Any] = {
+    #: URL prefix of the page, under the host console.
+    "URL_PREFIX": "/imports-exports/publipostage",
+    #: The host layout that the extension's pages extend (through
+    #: ``publipostage/layout.html``). It must define ``title`` and ``content`` blocks.
+    "BASE_TEMPLATE": "base.html",
+    #: Name of the ENT printed on letters and emails ("ENT Lumière", "ONE"...).
+    "ENT_NAME": "ENT",
+    #: Public address of the ENT, printed on letters and emails.
+    "ENT_URL": "https://ent.example.fr",
+    #: Page where a new user activates the account; default ``ENT_URL + /auth/activation``.
+    "ACTIVATION_URL": None,
+    #: Page "Mot de passe oublié"; default ``ENT_URL + /auth/forgot``.
+    "RESET_URL": None,
+    #: The password rule shown in the activation steps; ``None`` uses the catalog's text.
+    "PASSWORD_RULE": None,
+    #: Path of the logo printed on letters (PNG or JPEG); the PDF renderer may read
+    #: this file and the extension's own assets, nothing else.
+    "LOGO_PATH": None,
+    #: School name when the admin's scope does not name one (letters, file names).
+    "SCHOOL_NAME": "",
+    #: Time zone of the school: creation-date filters are calendar days there.
+    "TIMEZONE": "Europe/Paris",
+    #: Rows per page of the preview table.
+    "PAGE_SIZE": 50,
+    #: Accounts read from the database at a time when building outputs.
+    "BATCH_SIZE": 500,
+    #: Largest selection any output accepts; bigger ones are refused with a message.
+    "MAX_SELECTION": 200_000,
+    #: Up to this many accounts the PDF comes back in the request; above, a background job.
+    "PDF_SYNC_LIMIT": 300,
+    #: Letters per chunk rendered by one worker (cards use the next multiple of 8).
+    "PDF_CHUNK_SIZE": 50,
+    #: Worker processes rendering chunks in parallel (in-process backend).
+    "PDF_WORKERS": 2,
+    #: Folder where finished PDF files wait for their download; default
+    #: ``<instance_path>/publipostage``.
+    "STORAGE_DIR": None,
+    #: Seconds a finished file is kept when it is not downloaded.
+    "FILE_EXPIRY": 3600,
+    #: Sender of the credential emails; default ``MAIL_DEFAULT_SENDER``.
+    "MAIL_SENDER": None,
+    #: Reply-To of the credential emails (the school office, say).
+    "MAIL_REPLY_TO": None,
+    #: Messages sent over one SMTP connection before it is renewed.
+    "MAIL_BATCH_SIZE": 100,
+    #: SMTP connections used side by side by one campaign (relays limit this).
+    "MAIL_CONNECTIONS": 4,
+    #: Messages per minute at most, over all connections; 0 means no limit.
+    "MAIL_RATE_LIMIT": 0,
+    #: Attempts for a transient SMTP failure before a delivery is marked failed.
+    "MAIL_MAX_ATTEMPTS": 5,
+    #: First back-off delay in seconds (doubled at each attempt).
+    "MAIL_RETRY_DELAY": 2.0,
+    #: ``"thread"`` (in-process, nothing to install) or ``"celery"``.
+    "JOB_BACKEND": "thread",
+    #: The host's Celery application, when ``JOB_BACKEND`` is ``"celery"``.
+    "CELERY_APP": None,
+    #: Running jobs (PDF or campaign) an admin may have for the same selection.
+    "MAX_RUNNING_JOBS": 1,
+    #: Create the extension's tables on ``init_app`` (turn off when migrations do it).
+    "CREATE_TABLES": True,
+    #: Extra catalog folders merged after the built-in one (later ones win).
+    "TRANSLATION_DIRECTORIES": (),
+}
+
+
+def config_value(key: str, app: Any = None) -> Any:
+    """Read ``PUBLIPOSTAGE_<key>`` from the app's config, refusing unknown keys."""
+    if key not in DEFAULTS:
+        raise KeyError(f"unknown publipostage setting {key!r}")
+    app = app or current_app
+    return app.config.get(f"PUBLIPOSTAGE_{key}", DEFAULTS[key])

@@ -1,0 +1,177 @@
+"""The extension object: ``Publipostage(app=None)`` and ``init_app``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import sqlalchemy as sa
+from flask import Flask, current_app, url_for
+
+from .access import VIEW, Scope, has_capability
+from .config import DEFAULTS, config_value
+from .host import HostModels
+from .sql import fold_for_sort
+from .i18n import gettext, lazy_gettext as _l, make_domain, ngettext
+
+EXTENSION_KEY = "publipostage"
+
+
+@dataclass(frozen=True)
+class MenuEntry:
+    """What the extension contributes to the host's menu."""
+
+    category: Any
+    label: Any
+    endpoint: str
+    capability: str
+
+    @property
+    def url(self) -> str:
+        return url_for(self.endpoint)
+
+
+MENU = (
+    MenuEntry(
+        category=_l("Imports/Exports"),
+        label=_l("Account mail merge"),
+        endpoint="publipostage.index",
+        capability=VIEW,
+    ),
+)
+
+
+@dataclass
+class PublipostageState:
+    """Per-app state, stored in ``app.extensions["publipostage"]``."""
+
+    extension: "Publipostage"
+    db: Any
+    host: HostModels
+    scope_callback: Callable[[], Scope | None]
+    permission_callback: Callable[[str], bool]
+    domain: Any
+    runner: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+
+class Publipostage:
+    """Adds the page "Publipostage des comptes" to a host console.
+
+    ::
+
+        publipostage = Publipostage()
+        publipostage.init_app(
+            app, db=db, user_model=User, class_model=SchoolClass,
+            fields={...}, scope=admin_scope, permission=admin_can,
+        )
+    """
+
+    def __init__(self, app: Flask | None = None, **options: Any) -> None:
+        if app is not None:
+            self.init_app(app, **options)
+
+    def init_app(
+        self,
+        app: Flask,
+        *,
+        db: Any,
+        user_model: Any,
+        class_model: Any,
+        fields: Mapping[str, Any],
+        scope: Callable[[], Scope | None],
+        permission: Callable[[str], bool],
+        profiles: Mapping[Any, str] | None = None,
+    ) -> None:
+        """Mount the page on ``app``.
+
+        :param db: the host's Flask-SQLAlchemy object.
+        :param user_model: the host's user model.
+        :param class_model: the host's class model.
+        :param fields: logical field -> attribute name or SQL expression (see
+            :class:`~flask_publipostage.host.HostModels`).
+        :param scope: ``() -> Scope | None``, the current admin's perimeter.
+        :param permission: ``(capability) -> bool`` for ``view``, ``print``, ``send``.
+        :param profiles: host profile value -> canonical profile, if they differ.
+
+        Reads every ``PUBLIPOSTAGE_*`` key of :data:`flask_publipostage.config.DEFAULTS`.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError("flask-publipostage is already registered on this app")
+        if not callable(scope) or not callable(permission):
+            raise TypeError("init_app needs a scope and a permission callable (fail closed)")
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(f"PUBLIPOSTAGE_{key}", value)
+
+        host = HostModels(user_model, class_model, fields, profiles)
+        state = PublipostageState(
+            extension=self,
+            db=db,
+            host=host,
+            scope_callback=scope,
+            permission_callback=permission,
+            domain=make_domain(tuple(config_value("TRANSLATION_DIRECTORIES", app))),
+        )
+        app.extensions[EXTENSION_KEY] = state
+
+        from . import jobs
+        from .blueprint import bp
+        from .cli import publipostage_cli
+
+        state.runner = jobs.make_runner(app)
+        app.register_blueprint(bp, url_prefix=config_value("URL_PREFIX", app))
+        app.cli.add_command(publipostage_cli)
+        app.jinja_env.globals.update(
+            _pp=gettext,
+            _pp_n=ngettext,
+            publipostage_menu=menu_entries,
+        )
+        with app.app_context():
+            engine = db.engine
+            if engine.dialect.name == "sqlite":
+                _register_sqlite_functions(engine)
+            if config_value("CREATE_TABLES", app):
+                self.create_tables(app)
+        state.runner.start(app)
+
+    @staticmethod
+    def create_tables(app: Flask) -> None:
+        """Create the extension's tables on the host database (idempotent)."""
+        from . import audit, mail, pdf  # noqa: F401  (their tables join the metadata)
+        from .models import metadata
+
+        state = app.extensions[EXTENSION_KEY]
+        with app.app_context():
+            metadata.create_all(state.db.engine)
+
+
+def menu_entries(category: Any = None) -> list[MenuEntry]:
+    """Menu entries the current user may open, for the host's navigation template."""
+    visible = []
+    for entry in MENU:
+        if category is not None and str(entry.category) != str(category):
+            continue
+        if current_app.extensions[EXTENSION_KEY].scope_callback() is None:
+            continue  # nobody logged in: the host shows its menu without us
+        if has_capability(entry.capability):
+            visible.append(entry)
+    return visible
+
+
+def _register_sqlite_functions(engine: sa.Engine) -> None:
+    """SQLite lacks accent folding: give it the same sort key Python uses."""
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.create_function("publipostage_fold", 1, fold_for_sort, deterministic=True)
+
+    sa.event.listen(engine, "connect", on_connect)
+    # Connections opened before init_app (a StaticPool in-memory database) get it too.
+    with engine.connect() as connection:
+        on_connect(connection.connection.dbapi_connection, None)
+
+
+def get_state(app: Flask | None = None) -> PublipostageState:
+    return (app or current_app).extensions[EXTENSION_KEY]
+
+

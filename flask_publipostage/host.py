@@ -1,0 +1,192 @@
+"""The host's models, seen through a field mapping.
+
+The extension never owns users: it reads the host's user and class models. The host
+maps each *logical* field to an attribute name of its model or to a SQL expression;
+nothing else in the package names a column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import sqlalchemy as sa
+from sqlalchemy.orm import aliased
+from sqlalchemy.orm.attributes import QueryableAttribute
+
+from .profiles import Profile
+
+#: Logical fields of the user model. ``activated``, ``children`` and
+#: ``postal_address`` are optional.
+USER_FIELDS = (
+    "login",
+    "first_name",
+    "last_name",
+    "profile",
+    "email",
+    "activation_code",
+    "activated",
+    "created_at",
+    "local_admin",
+    "classes",
+    "children",
+    "postal_address",
+)
+REQUIRED_USER_FIELDS = (
+    "login",
+    "first_name",
+    "last_name",
+    "profile",
+    "email",
+    "activation_code",
+    "created_at",
+    "local_admin",
+    "classes",
+)
+#: Logical field of the class model.
+CLASS_FIELDS = ("class_name",)
+
+
+class MappingError(ValueError):
+    """The host's field mapping does not match its models."""
+
+
+@dataclass
+class HostModels:
+    """Adapter over the host's user and class models.
+
+    :param user_model: the host's mapped user class.
+    :param class_model: the host's mapped class ("classe") model.
+    :param fields: logical field -> attribute name, or a SQL expression built on the
+        user model (``User.activated_flag.is_(True)``). ``classes`` and ``children``
+        name relationships (user -> classes, parent -> pupils). ``postal_address``
+        may be a list of attribute names, printed one per line.
+    :param profiles: host profile value -> canonical profile name, when the host
+        stores other values ("ELEVE" -> "Student").
+    """
+
+    user_model: Any
+    class_model: Any
+    fields: Mapping[str, Any]
+    profiles: Mapping[Any, str] | None = None
+    _user_pk: Any = field(init=False, repr=False)
+    _class_pk: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.fields) - set(USER_FIELDS) - set(CLASS_FIELDS)
+        if unknown:
+            raise MappingError(f"unknown logical fields: {sorted(unknown)}")
+        missing = [f for f in (*REQUIRED_USER_FIELDS, *CLASS_FIELDS) if f not in self.fields]
+        if missing:
+            raise MappingError(f"the field mapping lacks: {missing}")
+        self._user_pk = self._single_pk(self.user_model)
+        self._class_pk = self._single_pk(self.class_model)
+        for name in ("classes", "children"):
+            if name in self.fields and not isinstance(self.fields[name], str):
+                raise MappingError(f"{name!r} must name a relationship of the user model")
+        for name in self.fields:
+            if name not in ("classes", "children", "postal_address", "class_name"):
+                self.user_column(name)  # fail now, not at the first request
+        self.class_name_column()
+        if self.profiles is not None:
+            bad = {v for v in self.profiles.values() if v not in {p.value for p in Profile}}
+            if bad:
+                raise MappingError(f"profile mapping to unknown profiles: {sorted(bad)}")
+
+    @staticmethod
+    def _single_pk(model: Any) -> Any:
+        pk = sa.inspect(model).primary_key
+        if len(pk) != 1:
+            raise MappingError(f"{model.__name__} must have a single-column primary key")
+        return getattr(model, sa.inspect(model).get_property_by_column(pk[0]).key)
+
+    # -- columns -------------------------------------------------------------
+
+    @property
+    def user_id(self) -> Any:
+        return self._user_pk
+
+    @property
+    def class_id(self) -> Any:
+        return self._class_pk
+
+    def user_column_pk(self, alias: Any) -> Any:
+        """The primary key of an alias of the user model."""
+        return getattr(alias, self._user_pk.key)
+
+    def class_id_of(self, alias: Any) -> Any:
+        """The primary key of an alias of the class model."""
+        return getattr(alias, self._class_pk.key)
+
+    def user_column(self, name: str, model: Any = None) -> Any:
+        """The SQL expression of a scalar logical field, on ``model`` (an alias) or the model."""
+        model = model if model is not None else self.user_model
+        if name == "activated" and "activated" not in self.fields:
+            return self.user_column("activation_code", model).is_(None)
+        if name not in self.fields:
+            raise MappingError(f"the field mapping lacks {name!r}")
+        value = self.fields[name]
+        if isinstance(value, str):
+            try:
+                return getattr(model, value)
+            except AttributeError:
+                raise MappingError(f"{self.user_model.__name__} has no attribute {value!r}") from None
+        if model is not self.user_model:
+            # An expression was built on the model itself: adapt it to the alias.
+            return sa.inspect(model)._adapt_element(value)
+        return value
+
+    def class_name_column(self, model: Any = None) -> Any:
+        model = model if model is not None else self.class_model
+        value = self.fields["class_name"]
+        if isinstance(value, str):
+            return getattr(model, value)
+        return value
+
+    def relationship(self, name: str, model: Any = None) -> QueryableAttribute[Any] | None:
+        if name not in self.fields:
+            return None
+        return getattr(model if model is not None else self.user_model, self.fields[name])
+
+    @property
+    def has_children(self) -> bool:
+        return "children" in self.fields
+
+    @property
+    def has_postal_address(self) -> bool:
+        return "postal_address" in self.fields
+
+    def postal_address_columns(self) -> list[Any]:
+        value = self.fields.get("postal_address")
+        if value is None:
+            return []
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return [getattr(self.user_model, v) if isinstance(v, str) else v for v in items]
+
+    # -- profiles ------------------------------------------------------------
+
+    def canonical_profile(self, host_value: Any) -> Profile | None:
+        if self.profiles is not None:
+            name = self.profiles.get(host_value)
+        else:
+            name = host_value
+        try:
+            return Profile(name)
+        except ValueError:
+            return None
+
+    def host_profile_values(self, profile: Profile) -> list[Any]:
+        if self.profiles is None:
+            return [profile.value]
+        return [k for k, v in self.profiles.items() if v == profile.value]
+
+    def profile_column(self) -> Any:
+        return self.user_column("profile")
+
+    # -- aliases ---------------------------------------------------------------
+
+    def user_alias(self) -> Any:
+        return aliased(self.user_model)
+
+    def class_alias(self) -> Any:
+        return aliased(self.class_model)

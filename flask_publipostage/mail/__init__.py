@@ -1,0 +1,1 @@
+"""Email campaigns with a per-recipient journal."""

@@ -1,0 +1,1 @@
+"""PDF letters and cut-out cards."""

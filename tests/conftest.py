@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+import pytest
+from flask import Flask
+
+from .hosts import db, make_app
+
+POSTGRES_URL = os.environ.get("PUBLIPOSTAGE_TEST_DATABASE_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    if request.param == "postgresql":
+        if not POSTGRES_URL:
+            pytest.skip("PostgreSQL: set PUBLIPOSTAGE_TEST_DATABASE_URL to run against it")
+        return POSTGRES_URL
+    return f"sqlite:///{tmp_path / 'host.sqlite3'}"
+
+
+@pytest.fixture
+def app_config() -> dict[str, Any]:
+    """Per-test extra configuration (override in a test module)."""
+    return {}
+
+
+@pytest.fixture
+def app(database_url: str, tmp_path: Any, app_config: dict[str, Any]) -> Iterator[Flask]:
+    app = make_app(database_url, str(tmp_path / "instance"), **app_config)
+    yield app
+    state = app.extensions["publipostage"]
+    state.runner.shutdown(wait=True)
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def app_ctx(app: Flask) -> Iterator[Flask]:
+    with app.app_context():
+        yield app
+
+
+class RoleClient:
+    """A test client that logs in as one of the test host's roles."""
+
+    def __init__(self, app: Flask) -> None:
+        self.client = app.test_client()
+
+    def get(self, url: str, role: str | None = None, **kwargs: Any) -> Any:
+        return self.client.get(url, headers=_headers(role), **kwargs)
+
+    def post(self, url: str, role: str | None = None, **kwargs: Any) -> Any:
+        return self.client.post(url, headers=_headers(role), **kwargs)
+
+
+def _headers(role: str | None) -> dict[str, str]:
+    return {"X-Test-User": role} if role else {}
+
+
+@pytest.fixture
+def client(app: Flask) -> RoleClient:
+    return RoleClient(app)
+
+
+@pytest.fixture
+def school(app_ctx: Flask) -> Any:
+    from .school import build_school
+
+    return build_school()
