@@ -11,12 +11,29 @@ from .hosts import db, make_app
 POSTGRES_URL = os.environ.get("PUBLIPOSTAGE_TEST_DATABASE_URL")
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A schema of its own for this test process, so concurrent runs never collide."""
+    if not POSTGRES_URL:
+        pytest.skip("PostgreSQL: set PUBLIPOSTAGE_TEST_DATABASE_URL to run against it")
+    import sqlalchemy as sa
+
+    schema = f"pp_test_{os.getpid()}"
+    engine = sa.create_engine(POSTGRES_URL)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+    engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     if request.param == "postgresql":
-        if not POSTGRES_URL:
-            pytest.skip("PostgreSQL: set PUBLIPOSTAGE_TEST_DATABASE_URL to run against it")
-        return POSTGRES_URL
+        return str(request.getfixturevalue("postgres_url"))
     return f"sqlite:///{tmp_path / 'host.sqlite3'}"
 
 

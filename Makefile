@@ -1,0 +1,41 @@
+# Two commands do everything: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+BABEL_KEYWORDS := -k _l -k _pp -k _pp_n:1,2 -k lazy_gettext -k ngettext:1,2
+
+.PHONY: demo test venv translations bench-selection bench-pdf bench-mail clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip "setuptools>=64" wheel
+	$(PY) -m pip install --quiet -e '.[test,demo,celery]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m examples.ent_console.seed --reset $(if $(wildcard ../shared/fixtures/entcore-samples/*.csv),--import-be1d ../shared/fixtures/entcore-samples)
+	$(PY) -m examples.ent_console.serve
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Refresh the catalog after changing texts: extract, merge, compile.
+translations: $(STAMP)
+	$(VENV)/bin/pybabel extract -F babel.cfg $(BABEL_KEYWORDS) --no-location --sort-output -o translations/flask_publipostage.pot .
+	$(VENV)/bin/pybabel update -D flask_publipostage -i translations/flask_publipostage.pot -d translations --no-location --omit-header --width 0
+	$(VENV)/bin/pybabel compile -D flask_publipostage -d translations
+
+bench-selection: $(STAMP)
+	$(PY) -m bench.bench_selection $(BENCH_ARGS)
+
+bench-pdf: $(STAMP)
+	$(PY) -m bench.bench_pdf $(BENCH_ARGS)
+
+bench-mail: $(STAMP)
+	$(PY) -m bench.bench_mail $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info instance

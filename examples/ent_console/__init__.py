@@ -1,0 +1,119 @@
+"""ENT Lumière: a small French school ENT admin console mounting flask-publipostage.
+
+It owns its directory (schools, accounts, classes), its login and its layout; the
+extension adds the page "Publipostage des comptes" under "Imports/Exports" through
+its public API only.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Mapping
+
+from flask import Flask
+from flask_babel import Babel
+from flask_mail import Mail
+from flask_publipostage import Publipostage
+from flask_wtf import CSRFProtect
+
+from .access import current_admin_can, current_admin_scope
+from .models import Classe, Utilisateur, db
+
+__all__ = ["create_app", "current_admin_can", "current_admin_scope", "default_instance_path", "publipostage"]
+
+publipostage = Publipostage()
+babel = Babel()
+csrf = CSRFProtect()
+mail = Mail()
+
+#: How the console's columns map onto the extension's logical fields.
+PUBLIPOSTAGE_FIELDS: dict[str, Any] = {
+    "login": "login",
+    "first_name": "prenom",
+    "last_name": "nom",
+    "profile": "profil",
+    "email": "courriel",
+    "activation_code": "code_activation",
+    "created_at": "date_creation",
+    "local_admin": "is_adml",
+    "classes": "classes",
+    "children": "enfants",
+    "class_name": "nom",
+    "postal_address": ["adresse_ligne1", "adresse_cp_ville"],
+}
+
+
+def default_instance_path() -> str:
+    """``$ENT_CONSOLE_INSTANCE_PATH``, else ``instance/`` at the root of the checkout."""
+    configured = os.environ.get("ENT_CONSOLE_INSTANCE_PATH")
+    if configured:
+        return os.path.abspath(configured)
+    return str(Path(__file__).resolve().parents[2] / "instance")
+
+
+def _secret_key(instance_path: str) -> str:
+    # Kept in the instance folder so that sessions survive a restart of the demo.
+    configured = os.environ.get("ENT_CONSOLE_SECRET_KEY")
+    if configured:
+        return configured
+    path = Path(instance_path) / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32), encoding="ascii")
+        path.chmod(0o600)
+    return path.read_text(encoding="ascii").strip()
+
+
+def _locale() -> str:
+    return "fr"
+
+
+def create_app(
+    config: Mapping[str, Any] | None = None, *, instance_path: str | os.PathLike[str] | None = None
+) -> Flask:
+    """Build the console. ``config`` overrides every default (tests pass an in-memory DB)."""
+    app = Flask(__name__, instance_path=os.path.abspath(instance_path or default_instance_path()))
+    os.makedirs(app.instance_path, exist_ok=True)
+    database = os.path.join(app.instance_path, "ent_console.sqlite3")
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=os.environ.get("ENT_CONSOLE_DATABASE_URL") or f"sqlite:///{database}",
+        BABEL_DEFAULT_LOCALE="fr",
+        BABEL_DEFAULT_TIMEZONE="Europe/Paris",
+        PUBLIPOSTAGE_ENT_NAME="ENT Lumière",
+        PUBLIPOSTAGE_ENT_URL="https://ent.lumiere.example.fr",
+        MAIL_SERVER="127.0.0.1",
+        MAIL_PORT=int(os.environ.get("ENT_CONSOLE_SMTP_PORT", 8025)),
+        MAIL_DEFAULT_SENDER="ENT Lumière <ne-pas-repondre@ent.lumiere.example.fr>",
+        ENT_CONSOLE_OUTBOX_DIR=os.environ.get("ENT_CONSOLE_OUTBOX_DIR")
+        or os.path.join(app.instance_path, "outbox"),
+    )
+    if config:
+        app.config.update(config)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _secret_key(app.instance_path)
+
+    db.init_app(app)
+    csrf.init_app(app)
+    mail.init_app(app)
+    babel.init_app(app, locale_selector=_locale)
+
+    from . import auth, views
+
+    auth.login_manager.init_app(app)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(views.bp)
+
+    with app.app_context():
+        db.create_all()
+
+    publipostage.init_app(
+        app,
+        db=db,
+        user_model=Utilisateur,
+        class_model=Classe,
+        fields=PUBLIPOSTAGE_FIELDS,
+        scope=current_admin_scope,
+        permission=current_admin_can,
+    )
+    return app
