@@ -16,7 +16,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
-from flask import abort, current_app, g
+from flask import abort, current_app
 
 VIEW = "view"
 PRINT = "print"
@@ -55,17 +55,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def current_scope() -> Scope:
-    """The current admin's scope; 401 (or the host's login page) when nobody is logged in."""
-    if "publipostage_scope" not in g:
-        state = current_app.extensions["publipostage"]
-        scope = state.scope_callback()
-        if scope is None:
-            login_manager = getattr(current_app, "login_manager", None)
-            if login_manager is not None:
-                abort(login_manager.unauthorized())
-            abort(401)
-        g.publipostage_scope = scope
-    scope: Scope = g.publipostage_scope
+    """The current admin's scope; 401 (or the host's login page) when nobody is logged in.
+
+    Asked of the host at each call, never cached: an app context (``g``) may outlive
+    one request, and the scope belongs to the request's user.
+    """
+    state = current_app.extensions["publipostage"]
+    scope = state.scope_callback()
+    if scope is None:
+        login_manager = getattr(current_app, "login_manager", None)
+        if login_manager is not None:
+            abort(login_manager.unauthorized())
+        abort(401)
     return scope
 
 
