@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from flask import Flask
 from flask_babel import Babel
 from flask_mail import Mail
-from flask_publipostage import Publipostage
 from flask_wtf import CSRFProtect
+
+from flask_publipostage import Publipostage
 
 from .access import current_admin_can, current_admin_scope
 from .models import Classe, Utilisateur, db

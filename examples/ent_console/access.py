@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from flask_login import current_user
+
 from flask_publipostage import Scope
 
 from .models import Classe, Etablissement, Utilisateur, db

@@ -40,9 +40,7 @@ lien_parent_enfant = sa.Table(
 
 class Etablissement(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = "etablissement"
-    __table_args__ = (
-        sa.CheckConstraint("type IN ('école', 'collège')", name="ck_etablissement_type"),
-    )
+    __table_args__ = (sa.CheckConstraint("type IN ('école', 'collège')", name="ck_etablissement_type"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     nom: Mapped[str] = mapped_column(sa.String(200))
@@ -52,9 +50,7 @@ class Etablissement(db.Model):  # type: ignore[name-defined,misc]
     code_postal: Mapped[str | None] = mapped_column(sa.String(10))
     ville: Mapped[str | None] = mapped_column(sa.String(100))
 
-    classes: Mapped[list[Classe]] = relationship(
-        back_populates="etablissement", order_by="Classe.nom"
-    )
+    classes: Mapped[list[Classe]] = relationship(back_populates="etablissement", order_by="Classe.nom")
 
     def __repr__(self) -> str:
         return f"<Etablissement {self.uai} {self.nom!r}>"
@@ -69,9 +65,7 @@ class Classe(db.Model):  # type: ignore[name-defined,misc]
     etablissement_id: Mapped[int] = mapped_column(sa.ForeignKey("etablissement.id"), index=True)
 
     etablissement: Mapped[Etablissement] = relationship(back_populates="classes")
-    membres: Mapped[list[Utilisateur]] = relationship(
-        secondary=utilisateur_classe, back_populates="classes"
-    )
+    membres: Mapped[list[Utilisateur]] = relationship(secondary=utilisateur_classe, back_populates="classes")
 
     def __repr__(self) -> str:
         return f"<Classe {self.nom!r}>"

@@ -12,9 +12,10 @@ import argparse
 import itertools
 import os
 import re
-import time
+import signal
+import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -44,8 +45,8 @@ class OutboxHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         content: bytes = envelope.original_content or envelope.content
         # The envelope says who really receives it (Bcc included), as a relay's log would.
-        header = f"X-Envelope-To: {', '.join(envelope.rcpt_tos)}\r\n".encode("utf-8")
-        now = datetime.now(timezone.utc)
+        header = f"X-Envelope-To: {', '.join(envelope.rcpt_tos)}\r\n".encode()
+        now = datetime.now(UTC)
         name = f"{now:%Y%m%dT%H%M%S}-{now.microsecond:06d}-{next(_counter)}.eml"
         temporary = self.directory / f".{name}.tmp"
         temporary.write_bytes(header + content)
@@ -108,7 +109,7 @@ def read_message(directory: str | os.PathLike[str], name: str) -> StoredMessage 
     try:
         received = parsedate_to_datetime(str(message["Date"]))
     except (TypeError, ValueError):
-        received = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+        received = datetime.fromtimestamp(path.stat().st_mtime, UTC)
     return StoredMessage(
         name=name,
         received=received,
@@ -150,18 +151,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=smtp_port())
     parser.add_argument(
         "--dir",
-        default=os.environ.get("ENT_CONSOLE_OUTBOX_DIR")
-        or os.path.join(default_instance_path(), "outbox"),
+        default=os.environ.get("ENT_CONSOLE_OUTBOX_DIR") or os.path.join(default_instance_path(), "outbox"),
         help="dossier où chaque message est enregistré (.eml)",
     )
     args = parser.parse_args(argv)
     controller = start_outbox(args.dir, port=args.port)
     print(f"SMTP de démonstration sur {DEFAULT_HOST}:{args.port}, messages dans {args.dir}")
+    stop = threading.Event()
+    # Ctrl-C, and also `kill` from a script that started it in the background.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        stop.wait()
     finally:
         controller.stop()
 

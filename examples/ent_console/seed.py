@@ -17,19 +17,23 @@ import re
 import sys
 import time
 import unicodedata
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 from werkzeug.security import generate_password_hash
 
 from . import names
 from .models import Classe, Etablissement, Utilisateur, lien_parent_enfant, utilisateur_classe
 
 log = logging.getLogger(__name__)
+
+#: A plain session or Flask-SQLAlchemy's ``db.session``.
+SessionLike = Session | scoped_session[Any]
 
 DEFAULT_SEED = 2026
 #: Activation codes avoid the characters read one for another: 0/O, 1/I/l.
@@ -58,14 +62,26 @@ _ACADEMIC_DOMAIN = "ac-lumiere.example.fr"
 # Letters that Unicode does not decompose into an ASCII base letter.
 _FOLD = str.maketrans(
     {
-        "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ø": "o", "Ø": "O", "ı": "i",
-        "ß": "ss", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "þ": "th", "Þ": "TH",
+        "ł": "l",
+        "Ł": "L",
+        "đ": "d",
+        "Đ": "D",
+        "ø": "o",
+        "Ø": "O",
+        "ı": "i",
+        "ß": "ss",
+        "æ": "ae",
+        "Æ": "AE",
+        "œ": "oe",
+        "Œ": "OE",
+        "þ": "th",
+        "Þ": "TH",
     }
 )
 
 
 def ascii_fold(text: str) -> str:
-    """"Żółć" -> "Zolc", "Œillet" -> "OEillet": the ASCII a login or address can use."""
+    """ "Żółć" -> "Zolc", "Œillet" -> "OEillet": the ASCII a login or address can use."""
     decomposed = unicodedata.normalize("NFKD", text.translate(_FOLD))
     return "".join(c for c in decomposed if not unicodedata.combining(c) and ord(c) < 128)
 
@@ -77,7 +93,7 @@ def _slug(text: str) -> str:
 
 
 def login_base(prenom: str, nom: str) -> str:
-    """"Jean-Rémi", "D'Alembert" -> "jean-remi.dalembert"."""
+    """ "Jean-Rémi", "D'Alembert" -> "jean-remi.dalembert"."""
     return f"{_slug(prenom) or 'x'}.{_slug(nom) or 'x'}"
 
 
@@ -91,10 +107,10 @@ class _Family:
 class _Builder:
     """Accumulates rows with their ids, then writes them in a few bulk inserts."""
 
-    def __init__(self, session: Session, rng: random.Random) -> None:
+    def __init__(self, session: SessionLike, rng: random.Random) -> None:
         self.session = session
         self.rng = rng
-        self._ids = {
+        self._ids: dict[type[Any], int] = {
             model: (session.scalar(sa.select(sa.func.max(model.id))) or 0)
             for model in (Etablissement, Classe, Utilisateur)
         }
@@ -103,6 +119,7 @@ class _Builder:
             session.scalars(sa.select(Utilisateur.courriel).where(Utilisateur.courriel.is_not(None)))
         )
         self.codes: set[str] = set()
+        self._hashes: dict[str, str] = {}
         self.etablissements: list[dict[str, Any]] = []
         self.classes: list[dict[str, Any]] = []
         self.users: list[dict[str, Any]] = []
@@ -119,8 +136,15 @@ class _Builder:
         ident = self._next_id(Etablissement)
         ligne1, code_postal, ville = adresse
         self.etablissements.append(
-            dict(id=ident, nom=nom, uai=uai, type=type_, adresse_ligne1=ligne1,
-                 code_postal=code_postal, ville=ville)
+            dict(
+                id=ident,
+                nom=nom,
+                uai=uai,
+                type=type_,
+                adresse_ligne1=ligne1,
+                code_postal=code_postal,
+                ville=ville,
+            )
         )
         return ident
 
@@ -146,6 +170,12 @@ class _Builder:
             email = f"{base}{number}@{domain}"
         self.emails.add(email)
         return email
+
+    def password_hash(self, password: str) -> str:
+        # The demo accounts share one published password: hash it once, scrypt is slow.
+        if password not in self._hashes:
+            self._hashes[password] = generate_password_hash(password)
+        return self._hashes[password]
 
     def activation_code(self) -> str:
         while True:
@@ -182,12 +212,21 @@ class _Builder:
         ligne1, code_postal, ville = address or (None, None, None)
         self.users.append(
             dict(
-                id=ident, login=login, prenom=prenom, nom=nom, profil=profil, courriel=email,
+                id=ident,
+                login=login,
+                prenom=prenom,
+                nom=nom,
+                profil=profil,
+                courriel=email,
                 code_activation=None if activated else self.activation_code(),
-                date_creation=created, etablissement_id=etablissement_id, is_adml=is_adml,
+                date_creation=created,
+                etablissement_id=etablissement_id,
+                is_adml=is_adml,
                 is_super_admin=is_super_admin,
-                mot_de_passe_hash=generate_password_hash(password) if password else None,
-                adresse_ligne1=ligne1, adresse_code_postal=code_postal, adresse_ville=ville,
+                mot_de_passe_hash=self.password_hash(password) if password else None,
+                adresse_ligne1=ligne1,
+                adresse_code_postal=code_postal,
+                adresse_ville=ville,
             )
         )
         for classe_id in dict.fromkeys(classes):  # once each, in order
@@ -229,14 +268,14 @@ class _Builder:
 
     def write(self) -> None:
         session = self.session
-        for model, rows in (
-            (Etablissement, self.etablissements),
-            (Classe, self.classes),
-            (Utilisateur, self.users),
+        # Core inserts on the tables: one executemany per table, no ORM bookkeeping.
+        for table, rows in (
+            (Etablissement.__table__, self.etablissements),
+            (Classe.__table__, self.classes),
+            (Utilisateur.__table__, self.users),
+            (utilisateur_classe, self.user_classes),
+            (lien_parent_enfant, self.parent_links),
         ):
-            if rows:
-                session.execute(sa.insert(model), rows)
-        for table, rows in ((utilisateur_classe, self.user_classes), (lien_parent_enfant, self.parent_links)):
             if rows:
                 session.execute(table.insert(), rows)
         if session.get_bind().dialect.name == "postgresql":
@@ -314,8 +353,13 @@ def _families(
             child_wave = wave_of_level[levels[classe_id]]
             family.children.append(
                 builder.user(
-                    "Student", first, child_surname, etablissement_id, builder.created(child_wave),
-                    activated=builder.activated("Student", child_wave), classes=[classe_id],
+                    "Student",
+                    first,
+                    child_surname,
+                    etablissement_id,
+                    builder.created(child_wave),
+                    activated=builder.activated("Student", child_wave),
+                    classes=[classe_id],
                 )
             )
 
@@ -323,7 +367,11 @@ def _families(
             # Separated parents and step-parents often live elsewhere.
             moved = rank > 0 and last != surname and rng.random() < 0.3
             parent_id = builder.user(
-                "Relative", first, last, etablissement_id, builder.created(wave),
+                "Relative",
+                first,
+                last,
+                etablissement_id,
+                builder.created(wave),
                 activated=builder.activated("Relative", wave),
                 email_domain=rng.choice(_PARENT_DOMAINS) if rng.random() < 0.6 else None,
                 address=builder.address() if moved else family.address,
@@ -358,54 +406,106 @@ def _ecole(builder: _Builder, specials: Sequence[int]) -> int:
             titulars.append(builder.person())
     class_ids = [
         builder.classe(f"{level} de {_civility(sex)} {last}", level, etab)
-        for level, (_first, last, sex) in zip(_ECOLE_LEVELS, titulars)
+        for level, (_first, last, sex) in zip(_ECOLE_LEVELS, titulars, strict=True)
     ]
 
-    for level, classe_id, (first, last, _sex) in zip(_ECOLE_LEVELS, class_ids, titulars):
+    for level, classe_id, (first, last, _sex) in zip(_ECOLE_LEVELS, class_ids, titulars, strict=True):
         # Exchanges of classes for some subjects ("décloisonnement").
         classes = [classe_id]
         if rng.random() < 0.3:
             classes.append(rng.choice(class_ids))
         if level == "CE2":
-            builder.user("Teacher", first, last, etab, _WAVES[1][0], activated=True,
-                         login="prof.ecole", password=DEMO_PASSWORD,
-                         email_domain=_ACADEMIC_DOMAIN, classes=[classe_id])
+            builder.user(
+                "Teacher",
+                first,
+                last,
+                etab,
+                _WAVES[1][0],
+                activated=True,
+                login="prof.ecole",
+                password=DEMO_PASSWORD,
+                email_domain=_ACADEMIC_DOMAIN,
+                classes=[classe_id],
+            )
         elif level == "CM2":
-            builder.user("Teacher", first, last, etab, _WAVES[1][0], activated=True,
-                         login="adml.ecole", password=DEMO_PASSWORD, is_adml=True,
-                         email_domain=_ACADEMIC_DOMAIN, classes=[classe_id])
+            builder.user(
+                "Teacher",
+                first,
+                last,
+                etab,
+                _WAVES[1][0],
+                activated=True,
+                login="adml.ecole",
+                password=DEMO_PASSWORD,
+                is_adml=True,
+                email_domain=_ACADEMIC_DOMAIN,
+                classes=[classe_id],
+            )
         else:
             wave = 1 if rng.random() < 0.7 else 2
-            builder.user("Teacher", first, last, etab, builder.created(wave),
-                         activated=builder.activated("Teacher", wave),
-                         email_domain=_ACADEMIC_DOMAIN, classes=classes)
+            builder.user(
+                "Teacher",
+                first,
+                last,
+                etab,
+                builder.created(wave),
+                activated=builder.activated("Teacher", wave),
+                email_domain=_ACADEMIC_DOMAIN,
+                classes=classes,
+            )
     # Half-time teachers, the head teacher's replacement, the special-needs teacher…
     for index in range(6):
         first, last, _sex = builder.person()
         wave = 1 if rng.random() < 0.5 else 2
-        builder.user("Teacher", first, last, etab, builder.created(wave),
-                     activated=builder.activated("Teacher", wave), email_domain=_ACADEMIC_DOMAIN,
-                     is_adml=index == 0,  # the school's digital referent
-                     classes=rng.sample(class_ids, rng.randint(1, 2)))
+        builder.user(
+            "Teacher",
+            first,
+            last,
+            etab,
+            builder.created(wave),
+            activated=builder.activated("Teacher", wave),
+            email_domain=_ACADEMIC_DOMAIN,
+            is_adml=index == 0,  # the school's digital referent
+            classes=rng.sample(class_ids, rng.randint(1, 2)),
+        )
     # ATSEM of the nursery classes and the after-school team.
     for _ in range(4):
         first, last, _sex = builder.person("F" if rng.random() < 0.8 else "M")
-        builder.user("Personnel", first, last, etab, builder.created(1),
-                     activated=builder.activated("Personnel", 1),
-                     email_domain=rng.choice(_PARENT_DOMAINS) if rng.random() < 0.5 else None)
+        builder.user(
+            "Personnel",
+            first,
+            last,
+            etab,
+            builder.created(1),
+            activated=builder.activated("Personnel", 1),
+            email_domain=rng.choice(_PARENT_DOMAINS) if rng.random() < 0.5 else None,
+        )
     for _ in range(2):
         first, last, _sex = builder.person()
-        builder.user("Guest", first, last, etab, builder.created(2),
-                     activated=builder.activated("Guest", 2), email_domain=rng.choice(_PARENT_DOMAINS))
+        builder.user(
+            "Guest",
+            first,
+            last,
+            etab,
+            builder.created(2),
+            activated=builder.activated("Guest", 2),
+            email_domain=rng.choice(_PARENT_DOMAINS),
+        )
 
-    places = dict(zip(class_ids, _ECOLE_SIZES))
+    places = dict(zip(class_ids, _ECOLE_SIZES, strict=True))
     levels = {c: rank for rank, c in enumerate(class_ids)}
     # Nursery newcomers arrived at the second rentrée; the others mostly at the first.
     waves = {rank: 2 if rank <= 1 else (1 if rng.random() < 0.85 else 2) for rank in range(len(class_ids))}
-    _families(builder, etab, places, levels, waves,
-              children_weights=((1, 0.93), (2, 0.06), (3, 0.01)),
-              parents_weights=((1, 0.04), (2, 0.90), (3, 0.05), (4, 0.01)),
-              specials=specials)
+    _families(
+        builder,
+        etab,
+        places,
+        levels,
+        waves,
+        children_weights=((1, 0.93), (2, 0.06), (3, 0.01)),
+        parents_weights=((1, 0.04), (2, 0.90), (3, 0.05), (4, 0.01)),
+        specials=specials,
+    )
     return etab
 
 
@@ -426,39 +526,75 @@ def _college(builder: _Builder, specials: Sequence[int]) -> int:
             class_ids.append(classe_id)
             levels[classe_id] = rank
 
-    builder.user("Personnel", "Karim", "Benali", etab, _WAVES[1][0], activated=True,
-                 login="adml.college", password=DEMO_PASSWORD, is_adml=True,
-                 email_domain=_ACADEMIC_DOMAIN)
+    builder.user(
+        "Personnel",
+        "Karim",
+        "Benali",
+        etab,
+        _WAVES[1][0],
+        activated=True,
+        login="adml.college",
+        password=DEMO_PASSWORD,
+        is_adml=True,
+        email_domain=_ACADEMIC_DOMAIN,
+    )
     for index in range(60):
         first, last, _sex = builder.person()
         wave = 1 if rng.random() < 0.75 else 2
-        builder.user("Teacher", first, last, etab, builder.created(wave),
-                     activated=builder.activated("Teacher", wave), email_domain=_ACADEMIC_DOMAIN,
-                     is_adml=index == 0,  # the digital referent
-                     classes=rng.sample(class_ids, rng.randint(3, 6)))
+        builder.user(
+            "Teacher",
+            first,
+            last,
+            etab,
+            builder.created(wave),
+            activated=builder.activated("Teacher", wave),
+            email_domain=_ACADEMIC_DOMAIN,
+            is_adml=index == 0,  # the digital referent
+            classes=rng.sample(class_ids, rng.randint(3, 6)),
+        )
     # Head, CPE, office, nurse, librarian, teaching assistants, technical staff.
     for index in range(20):
         first, last, _sex = builder.person()
         wave = 1 if rng.random() < 0.7 else 2
-        builder.user("Personnel", first, last, etab, builder.created(wave),
-                     activated=builder.activated("Personnel", wave), is_adml=index == 0,
-                     email_domain=_ACADEMIC_DOMAIN if rng.random() < 0.8 else None)
+        builder.user(
+            "Personnel",
+            first,
+            last,
+            etab,
+            builder.created(wave),
+            activated=builder.activated("Personnel", wave),
+            is_adml=index == 0,
+            email_domain=_ACADEMIC_DOMAIN if rng.random() < 0.8 else None,
+        )
     for _ in range(4):
         first, last, _sex = builder.person()
-        builder.user("Guest", first, last, etab, builder.created(2),
-                     activated=builder.activated("Guest", 2), email_domain=rng.choice(_PARENT_DOMAINS))
+        builder.user(
+            "Guest",
+            first,
+            last,
+            etab,
+            builder.created(2),
+            activated=builder.activated("Guest", 2),
+            email_domain=rng.choice(_PARENT_DOMAINS),
+        )
 
     sizes = [38] * 8 + [37] * 8  # 600 pupils
-    places = dict(zip(class_ids, sizes))
+    places = dict(zip(class_ids, sizes, strict=True))
     waves = {0: 2, 1: 1, 2: 1, 3: 1}  # the 6e came in at the last rentrée
-    _families(builder, etab, places, levels, waves,
-              children_weights=((1, 0.90), (2, 0.09), (3, 0.01)),
-              parents_weights=((1, 0.20), (2, 0.76), (3, 0.03), (4, 0.01)),
-              specials=specials)
+    _families(
+        builder,
+        etab,
+        places,
+        levels,
+        waves,
+        children_weights=((1, 0.90), (2, 0.09), (3, 0.01)),
+        parents_weights=((1, 0.20), (2, 0.76), (3, 0.03), (4, 0.01)),
+        specials=specials,
+    )
     return etab
 
 
-def seed_database(session: Session, seed: int = DEFAULT_SEED) -> list[Etablissement]:
+def seed_database(session: SessionLike, seed: int = DEFAULT_SEED) -> list[Etablissement]:
     """Create the two demo schools and the demo accounts; return the schools.
 
     The caller commits.
@@ -466,9 +602,18 @@ def seed_database(session: Session, seed: int = DEFAULT_SEED) -> list[Etablissem
     rng = random.Random(seed)
     builder = _Builder(session, rng)
     # The territory's super admin belongs to no school.
-    builder.user("Personnel", "Anne-Sophie", "Duval", None, _WAVES[1][0], activated=True,
-                 login="admin.ent", password=DEMO_PASSWORD, is_super_admin=True,
-                 email="admin.ent@ent.lumiere.example.fr")
+    builder.user(
+        "Personnel",
+        "Anne-Sophie",
+        "Duval",
+        None,
+        _WAVES[1][0],
+        activated=True,
+        login="admin.ent",
+        password=DEMO_PASSWORD,
+        is_super_admin=True,
+        email="admin.ent@ent.lumiere.example.fr",
+    )
     specials = list(range(len(names.SPECIAL_PEOPLE)))
     ecole = _ecole(builder, specials[0::2])
     college = _college(builder, specials[1::2])
@@ -521,7 +666,7 @@ def _split_classes(value: str) -> list[str]:
     return [c.strip() for c in re.split(r"[,|]", value) if c.strip()]
 
 
-def import_be1d(session: Session, directory: str | Path, seed: int = DEFAULT_SEED) -> Etablissement:
+def import_be1d(session: SessionLike, directory: str | Path, seed: int = DEFAULT_SEED) -> Etablissement:
     """Load a BE1D extraction (pupils, teachers, parents) as a new school; return it.
 
     Classes come from the pupils' "Classe" column; teachers join their class; a parent
@@ -534,7 +679,7 @@ def import_be1d(session: Session, directory: str | Path, seed: int = DEFAULT_SEE
     responsables = _Csv(_be1d_file(directory, "responsables"))
 
     builder = _Builder(session, random.Random(seed))
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     town = None
     adresse_col = responsables.index("Commune responsable")
     for row in responsables.rows:
@@ -550,7 +695,11 @@ def import_be1d(session: Session, directory: str | Path, seed: int = DEFAULT_SEE
         return classes[name]
 
     # Pupils.
-    nom, usage, prenom = eleves.index("Nom Elève"), eleves.index("Nom d'usage Elève"), eleves.index("Prénom Elève")
+    nom, usage, prenom = (
+        eleves.index("Nom Elève"),
+        eleves.index("Nom d'usage Elève"),
+        eleves.index("Prénom Elève"),
+    )
     niveau, classe = eleves.index("Niveau"), eleves.index("Classe")
     adresse, cp, commune = eleves.index("Adresse1"), eleves.index("Cp1"), eleves.index("Commune1")
     by_class: dict[tuple[str, str, str], int] = {}
@@ -561,7 +710,12 @@ def import_be1d(session: Session, directory: str | Path, seed: int = DEFAULT_SEE
         class_names = _split_classes(_Csv.cell(row, classe))
         address = (_Csv.cell(row, adresse), _Csv.cell(row, cp), _Csv.cell(row, commune))
         pupil = builder.user(
-            "Student", first, shown_name, etab, now, activated=False,
+            "Student",
+            first,
+            shown_name,
+            etab,
+            now,
+            activated=False,
             address=address if address[0] else None,
             classes=[classe_id(c, _Csv.cell(row, niveau)) for c in class_names],
         )
@@ -571,37 +725,66 @@ def import_be1d(session: Session, directory: str | Path, seed: int = DEFAULT_SEE
                 by_class[(_fold_key(surname), _fold_key(first), _fold_key(c))] = pupil
 
     # Teachers: the head teacher ("Directeur") administers the school.
-    t_usage, t_nom, t_prenom = enseignants.index("Nom usage"), enseignants.index("Nom"), enseignants.index("Prénom")
-    t_mail, t_head, t_classe = enseignants.index("Courriel"), enseignants.index("Directeur"), enseignants.index("Classe")
+    t_usage, t_nom, t_prenom = (
+        enseignants.index("Nom usage"),
+        enseignants.index("Nom"),
+        enseignants.index("Prénom"),
+    )
+    t_mail, t_head, t_classe = (
+        enseignants.index("Courriel"),
+        enseignants.index("Directeur"),
+        enseignants.index("Classe"),
+    )
     for row in enseignants.rows:
         builder.user(
-            "Teacher", _Csv.cell(row, t_prenom), _Csv.cell(row, t_usage) or _Csv.cell(row, t_nom), etab, now,
-            activated=False, email=_valid_email(_Csv.cell(row, t_mail)),
+            "Teacher",
+            _Csv.cell(row, t_prenom),
+            _Csv.cell(row, t_usage) or _Csv.cell(row, t_nom),
+            etab,
+            now,
+            activated=False,
+            email=_valid_email(_Csv.cell(row, t_mail)),
             is_adml=_fold_key(_Csv.cell(row, t_head)) == "oui",
             classes=[classe_id(c) for c in _split_classes(_Csv.cell(row, t_classe))],
         )
 
     # Parents and their children (up to three per row).
-    r_usage, r_nom, r_prenom = (responsables.index(n) for n in ("Nom usage responsable", "Nom responsable", "Prénom responsable"))
-    r_adresse, r_cp, r_commune = (responsables.index(n) for n in ("Adresse responsable", "CP responsable", "Commune responsable"))
+    r_usage, r_nom, r_prenom = (
+        responsables.index(n) for n in ("Nom usage responsable", "Nom responsable", "Prénom responsable")
+    )
+    r_adresse, r_cp, r_commune = (
+        responsables.index(n) for n in ("Adresse responsable", "CP responsable", "Commune responsable")
+    )
     r_mail = responsables.index("Courriel")
     child_groups = responsables.indexes("Nom d'usage enfant")
     for row in responsables.rows:
         children: list[int] = []
         for start in child_groups:
-            child_usage, child_family, child_first, child_classes = (_Csv.cell(row, start + k) for k in range(4))
+            child_usage, child_family, child_first, child_classes = (
+                _Csv.cell(row, start + k) for k in range(4)
+            )
             if not child_first:
                 continue
             child = _match_child(by_class, by_name, child_usage, child_family, child_first, child_classes)
             if child is None:
-                log.warning("%s : enfant introuvable : %s %s (%s)", responsables.path.name,
-                            child_first, child_family or child_usage, child_classes)
+                log.warning(
+                    "%s : enfant introuvable : %s %s (%s)",
+                    responsables.path.name,
+                    child_first,
+                    child_family or child_usage,
+                    child_classes,
+                )
             elif child not in children:
                 children.append(child)
         address = (_Csv.cell(row, r_adresse), _Csv.cell(row, r_cp), _Csv.cell(row, r_commune))
         parent = builder.user(
-            "Relative", _Csv.cell(row, r_prenom), _Csv.cell(row, r_usage) or _Csv.cell(row, r_nom), etab, now,
-            activated=False, email=_valid_email(_Csv.cell(row, r_mail)),
+            "Relative",
+            _Csv.cell(row, r_prenom),
+            _Csv.cell(row, r_usage) or _Csv.cell(row, r_nom),
+            etab,
+            now,
+            activated=False,
+            email=_valid_email(_Csv.cell(row, r_mail)),
             address=address if address[0] else None,
         )
         for child in children:
@@ -645,6 +828,7 @@ def _valid_email(value: str) -> str | None:
 def reset_database() -> None:
     """Drop every table of the database (the extension's too), then create them again."""
     from flask import current_app
+
     from flask_publipostage import Publipostage
 
     from .models import db
@@ -656,7 +840,7 @@ def reset_database() -> None:
     Publipostage.create_tables(current_app._get_current_object())  # type: ignore[attr-defined]
 
 
-def _summary(session: Session) -> str:
+def _summary(session: SessionLike) -> str:
     lines = []
     counts = session.execute(
         sa.select(Etablissement.nom, Utilisateur.profil, sa.func.count())
@@ -670,9 +854,12 @@ def _summary(session: Session) -> str:
     for school, parts in per_school.items():
         lines.append(f"  {school} : {', '.join(parts)}")
     total = session.scalar(sa.select(sa.func.count()).select_from(Utilisateur)) or 0
-    activated = session.scalar(
-        sa.select(sa.func.count()).select_from(Utilisateur).where(Utilisateur.code_activation.is_(None))
-    ) or 0
+    activated = (
+        session.scalar(
+            sa.select(sa.func.count()).select_from(Utilisateur).where(Utilisateur.code_activation.is_(None))
+        )
+        or 0
+    )
     lines.append(f"  {total} comptes, dont {activated} activés ({activated / max(total, 1):.0%})")
     return "\n".join(lines)
 
@@ -683,9 +870,15 @@ def main(argv: list[str] | None = None) -> int:
         description="Remplit la base de la console ENT Lumière avec des données de démonstration.",
     )
     parser.add_argument("--reset", action="store_true", help="vider la base avant de la remplir")
-    parser.add_argument("--import-be1d", metavar="DOSSIER", type=Path,
-                        help="importer une extraction BE1D (be1d_*eleves.csv, *enseignants.csv, *responsables.csv)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="graine du générateur (défaut : %(default)s)")
+    parser.add_argument(
+        "--import-be1d",
+        metavar="DOSSIER",
+        type=Path,
+        help="importer une extraction BE1D (be1d_*eleves.csv, *enseignants.csv, *responsables.csv)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help="graine du générateur (défaut : %(default)s)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -699,12 +892,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.reset:
             reset_database()
         if db.session.scalar(sa.select(sa.func.count()).select_from(Etablissement)):
-            print("La base contient déjà des établissements : rien n'est généré (--reset pour repartir de zéro).")
+            print(
+                "La base contient déjà des établissements : rien n'est généré "
+                "(--reset pour repartir de zéro)."
+            )
         else:
             seed_database(db.session, seed=args.seed)
             db.session.commit()
         if args.import_be1d is not None:
-            exists = db.session.scalar(sa.select(Etablissement.id).where(Etablissement.nom == BE1D_SCHOOL_NAME))
+            exists = db.session.scalar(
+                sa.select(Etablissement.id).where(Etablissement.nom == BE1D_SCHOOL_NAME)
+            )
             if exists:
                 print(f"« {BE1D_SCHOOL_NAME} » est déjà importée.")
             else:

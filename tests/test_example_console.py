@@ -1,0 +1,369 @@
+"""The example host console: login, home page, scopes handed to the extension, outbox."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import socket
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_login import login_user
+
+from examples.ent_console import create_app, current_admin_can, current_admin_scope
+from examples.ent_console.models import Classe, Etablissement, Utilisateur, db
+from examples.ent_console.outbox import list_messages, start_outbox
+from examples.ent_console.seed import seed_database
+
+MENU_LABEL = "Publipostage des comptes"
+
+
+def _config(**extra: Any) -> dict[str, Any]:
+    return {
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": "sqlite://",
+        "WTF_CSRF_ENABLED": False,
+        "SECRET_KEY": "test",
+        **extra,
+    }
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Flask]:
+    app = create_app(
+        _config(ENT_CONSOLE_OUTBOX_DIR=str(tmp_path / "outbox")), instance_path=tmp_path / "instance"
+    )
+    with app.app_context():
+        seed_database(db.session, seed=5)
+        db.session.commit()
+    yield app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def _login(client: FlaskClient, login: str, password: str = "demo") -> Any:
+    return client.post("/login", data={"identifiant": login, "mot_de_passe": password}, follow_redirects=True)
+
+
+def _imports_exports_section(html: str) -> str:
+    match = re.search(r'<section[^>]*id="imports-exports".*?</section>', html, re.S)
+    assert match, "no Imports/Exports section"
+    return match.group(0)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# -- application factory -----------------------------------------------------------------
+
+
+def test_factory_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ENT_CONSOLE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("ENT_CONSOLE_SMTP_PORT", raising=False)
+    app = create_app({"TESTING": True}, instance_path=tmp_path)
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'ent_console.sqlite3'}"
+    assert (tmp_path / "ent_console.sqlite3").is_file()
+    assert app.config["SECRET_KEY"] and (tmp_path / "secret_key").is_file()
+    assert app.config["BABEL_DEFAULT_LOCALE"] == "fr"
+    assert app.config["PUBLIPOSTAGE_ENT_NAME"] == "ENT Lumière"
+    assert app.config["PUBLIPOSTAGE_ENT_URL"] == "https://ent.lumiere.example.fr"
+    assert (app.config["MAIL_SERVER"], app.config["MAIL_PORT"]) == ("127.0.0.1", 8025)
+    assert app.config["MAIL_DEFAULT_SENDER"] == "ENT Lumière <ne-pas-repondre@ent.lumiere.example.fr>"
+    assert app.config["ENT_CONSOLE_OUTBOX_DIR"] == str(tmp_path / "outbox")
+    assert "publipostage" in app.extensions
+
+
+def test_factory_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'other.sqlite3'}"
+    monkeypatch.setenv("ENT_CONSOLE_DATABASE_URL", url)
+    monkeypatch.setenv("ENT_CONSOLE_SMTP_PORT", "2525")
+    app = create_app({"TESTING": True, "SECRET_KEY": "x"}, instance_path=tmp_path / "instance")
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == url
+    assert app.config["MAIL_PORT"] == 2525
+    assert (tmp_path / "other.sqlite3").is_file()
+
+
+def test_schema_indexes(app: Flask) -> None:
+    with app.app_context():
+        inspector = sa.inspect(db.engine)
+        indexed = {
+            table: {tuple(index["column_names"]) for index in inspector.get_indexes(table)}
+            for table in ("utilisateur", "utilisateur_classe", "lien_parent_enfant")
+        }
+    assert ("etablissement_id", "profil") in indexed["utilisateur"]
+    assert ("nom", "prenom") in indexed["utilisateur"]
+    assert ("classe_id", "utilisateur_id") in indexed["utilisateur_classe"]
+    assert ("enfant_id", "parent_id") in indexed["lien_parent_enfant"]
+
+
+# -- login ---------------------------------------------------------------------------------
+
+
+def test_login_page_in_french_with_demo_accounts(client: FlaskClient) -> None:
+    html = client.get("/login").get_data(as_text=True)
+    assert '<html lang="fr">' in html
+    assert "Connexion" in html and "Identifiant" in html and "Mot de passe" in html
+    for login in ("admin.ent", "adml.ecole", "adml.college", "prof.ecole"):
+        assert login in html
+
+
+def test_login_and_logout(client: FlaskClient) -> None:
+    response = _login(client, "adml.ecole")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and response.request.path == "/"
+    assert "Bienvenue, Hélène Marchand." in html
+    assert "École élémentaire Jules Ferry" in html
+
+    response = client.post("/logout", follow_redirects=True)
+    assert response.request.path == "/login"
+    assert client.get("/").status_code == 302
+
+
+def test_wrong_password(client: FlaskClient) -> None:
+    response = _login(client, "adml.ecole", "pas-le-bon")
+    assert response.request.path == "/login"
+    assert "Identifiant ou mot de passe incorrect." in response.get_data(as_text=True)
+    # Imported accounts have no console password: they cannot log in at all.
+    assert "incorrect" in _login(client, "minh-chau.nguyen", "demo").get_data(as_text=True)
+    # Empty fields: WTForms' own message, in French.
+    assert "Ce champ est requis." in _login(client, "adml.ecole", "").get_data(as_text=True)
+
+
+def test_login_redirects_only_inside_the_site(client: FlaskClient) -> None:
+    response = client.post(
+        "/login?next=https://evil.example.com/", data={"identifiant": "adml.ecole", "mot_de_passe": "demo"}
+    )
+    assert response.headers["Location"] == "/"
+    client.post("/logout")
+    response = client.post("/login?next=/outbox", data={"identifiant": "adml.ecole", "mot_de_passe": "demo"})
+    assert response.headers["Location"] == "/outbox"
+
+
+def test_csrf_is_enforced(tmp_path: Path) -> None:
+    app = create_app(_config(WTF_CSRF_ENABLED=True), instance_path=tmp_path)
+    with app.app_context():
+        seed_database(db.session, seed=1)
+        db.session.commit()
+    client = app.test_client()
+    html = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    assert token
+    refused = client.post("/login", data={"identifiant": "adml.ecole", "mot_de_passe": "demo"})
+    assert refused.status_code in (200, 400) and "Bienvenue" not in refused.get_data(as_text=True)
+    accepted = client.post(
+        "/login", data={"identifiant": "adml.ecole", "mot_de_passe": "demo", "csrf_token": token.group(1)}
+    )
+    assert accepted.status_code == 302 and accepted.headers["Location"] == "/"
+
+
+# -- home page and the extension's menu entry ----------------------------------------------
+
+
+def test_home_requires_login(client: FlaskClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+
+
+@pytest.mark.parametrize("login", ["adml.ecole", "adml.college", "admin.ent"])
+def test_admins_see_the_mail_merge_entry(client: FlaskClient, login: str) -> None:
+    html = _login(client, login).get_data(as_text=True)
+    for section in ("Utilisateurs", "Groupes", "Imports/Exports"):
+        assert f">{section}</h2>" in html
+    section = _imports_exports_section(html)
+    assert MENU_LABEL in section
+    url = re.search(r'<a href="([^"]+)">' + MENU_LABEL, section)
+    assert url
+    page = client.get(url.group(1))
+    assert page.status_code == 200
+    assert MENU_LABEL in page.get_data(as_text=True)
+
+
+def test_teacher_does_not_see_the_entry(client: FlaskClient, app: Flask) -> None:
+    html = _login(client, "prof.ecole").get_data(as_text=True)
+    assert "Camille Rousseau" in html
+    assert MENU_LABEL not in html
+    assert "pas de droit d'administration" in html
+    with app.test_request_context():
+        url = app.url_for("publipostage.index")
+    assert client.get(url).status_code == 403
+    assert client.get("/outbox").status_code == 403
+
+
+def test_anonymous_is_sent_to_login_by_the_extension(client: FlaskClient, app: Flask) -> None:
+    with app.test_request_context():
+        url = app.url_for("publipostage.index")
+    response = client.get(url)
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+def test_home_counts_only_the_admins_school(client: FlaskClient, app: Flask) -> None:
+    html = _login(client, "adml.ecole").get_data(as_text=True)
+    with app.app_context():
+        college_classes = list(db.session.scalars(sa.select(Classe.nom).where(Classe.nom.like("6e%"))))
+    assert college_classes and not any(f"<li>{nom}</li>" in html for nom in college_classes)
+    assert "<li><span>Élèves</span> <strong>250</strong></li>" in html
+
+
+# -- scope and permission callables ----------------------------------------------------------
+
+
+def _as(app: Flask, login: str | None) -> Any:
+    context = app.test_request_context()
+    context.push()
+    if login is not None:
+        user = db.session.scalar(sa.select(Utilisateur).where(Utilisateur.login == login))
+        login_user(user)
+    return context
+
+
+def _visible(scope: Any) -> set[str]:
+    query = sa.select(Utilisateur.login)
+    if scope.users is not None:
+        query = query.where(scope.users)
+    return set(db.session.scalars(query))
+
+
+def test_scope_of_a_local_admin(app: Flask) -> None:
+    context = _as(app, "adml.ecole")
+    try:
+        scope = current_admin_scope()
+        ecole = db.session.scalar(sa.select(Etablissement).where(Etablissement.type == "école"))
+        assert scope is not None and ecole is not None
+        assert scope.key == f"etab:{ecole.id}" and scope.school_name == ecole.nom
+        assert (
+            scope.actor.startswith("user:") and scope.actor_email == "helene.marchand@ac-lumiere.example.fr"
+        )
+        visible = _visible(scope)
+        assert "adml.ecole" in visible and "prof.ecole" in visible
+        assert "admin.ent" not in visible and "adml.college" not in visible
+        expected = db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Utilisateur)
+            .where(Utilisateur.etablissement_id == ecole.id)
+        )
+        assert len(visible) == expected
+        classes = set(db.session.scalars(sa.select(Classe.etablissement_id).where(scope.classes)))
+        assert classes == {ecole.id}
+        assert all(current_admin_can(c) for c in ("view", "print", "send"))
+        assert not current_admin_can("delete")
+    finally:
+        context.pop()
+
+
+def test_a_super_admin_attached_to_a_school_stays_hidden(app: Flask) -> None:
+    with app.app_context():
+        admin = db.session.scalar(sa.select(Utilisateur).where(Utilisateur.login == "admin.ent"))
+        ecole = db.session.scalar(sa.select(Etablissement).where(Etablissement.type == "école"))
+        assert admin is not None and ecole is not None
+        admin.etablissement_id = ecole.id
+        db.session.commit()
+    context = _as(app, "adml.ecole")
+    try:
+        assert "admin.ent" not in _visible(current_admin_scope())
+    finally:
+        context.pop()
+
+
+def test_scope_of_the_super_admin(app: Flask) -> None:
+    context = _as(app, "admin.ent")
+    try:
+        scope = current_admin_scope()
+        assert scope is not None
+        assert scope.users is None and scope.classes is None and scope.key == "*" and scope.is_global
+        assert scope.actor_email == "admin.ent@ent.lumiere.example.fr"
+        assert current_admin_can("send")
+    finally:
+        context.pop()
+
+
+def test_scope_of_a_teacher_and_of_nobody(app: Flask) -> None:
+    context = _as(app, "prof.ecole")
+    try:
+        scope = current_admin_scope()
+        assert scope is not None and _visible(scope) == set()
+        assert not any(current_admin_can(c) for c in ("view", "print", "send"))
+    finally:
+        context.pop()
+    context = _as(app, None)
+    try:
+        assert current_admin_scope() is None
+        assert not current_admin_can("view")
+    finally:
+        context.pop()
+    with app.app_context():  # no request at all: a background job, the CLI
+        assert current_admin_scope() is None
+
+
+# -- demo outbox -------------------------------------------------------------------------------
+
+
+def test_outbox_stores_messages_sent_over_smtp(tmp_path: Path) -> None:
+    port = _free_port()
+    controller = start_outbox(tmp_path / "outbox", port=port)
+    try:
+        message = EmailMessage()
+        message["From"] = "ENT Lumière <ne-pas-repondre@ent.lumiere.example.fr>"
+        message["To"] = "Łukasz Żółć <lukasz.zolc@example.fr>"
+        message["Subject"] = "Votre compte ENT Lumière : identifiant et code d'activation"
+        message.set_content(
+            "Bonjour Łukasz,\nvotre identifiant : lukasz.zolc\ncode d'activation : ABCD2345\n"
+        )
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            smtp.send_message(message, to_addrs=["lukasz.zolc@example.fr", "copie@example.fr"])
+    finally:
+        controller.stop()
+    files = list((tmp_path / "outbox").glob("*.eml"))
+    assert len(files) == 1
+    [stored] = list_messages(tmp_path / "outbox")
+    assert stored.subject == "Votre compte ENT Lumière : identifiant et code d'activation"
+    assert "Żółć" in stored.to
+    assert "code d'activation : ABCD2345" in stored.text
+    assert stored.message["X-Envelope-To"] == "lukasz.zolc@example.fr, copie@example.fr"
+
+
+def test_outbox_pages(app: Flask, client: FlaskClient) -> None:
+    port = _free_port()
+    controller = start_outbox(app.config["ENT_CONSOLE_OUTBOX_DIR"], port=port)
+    try:
+        message = EmailMessage()
+        message["From"] = "ne-pas-repondre@ent.lumiere.example.fr"
+        message["To"] = "parent@example.fr"
+        message["Subject"] = "Rappel : choisir un nouveau mot de passe"
+        message.set_content("Rendez-vous sur « Mot de passe oublié ».")
+        message.add_alternative(
+            "<p>Rendez-vous sur <b>Mot de passe oublié</b>.</p><script>alert(1)</script>", subtype="html"
+        )
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            smtp.send_message(message)
+    finally:
+        controller.stop()
+
+    assert client.get("/outbox").status_code == 302  # login first
+    _login(client, "adml.college")
+    html = client.get("/outbox").get_data(as_text=True)
+    assert "parent@example.fr" in html and "Rappel : choisir un nouveau mot de passe" in html
+    link = re.search(r'href="(/outbox/[^"]+\.eml)"', html)
+    assert link
+    page = client.get(link.group(1)).get_data(as_text=True)
+    assert "Rendez-vous sur « Mot de passe oublié »." in page
+    assert "<script>alert(1)</script>" not in page  # the HTML part is escaped into a sandbox
+    assert 'sandbox srcdoc="' in page
+
+    assert client.get("/outbox/..%2Finstance%2Fsecret_key").status_code == 404
+    assert client.get("/outbox/20260101T000000-000000-1.eml").status_code == 404
+
+    response = client.post("/outbox/vider", follow_redirects=True)
+    assert "1 message(s) supprimé(s)" in response.get_data(as_text=True)
+    assert list_messages(app.config["ENT_CONSOLE_OUTBOX_DIR"]) == []
