@@ -15,5 +15,5 @@ bp = Blueprint(
 )
 
 # Route modules register on import.
-from . import audit_views, views  # noqa: E402,F401
+from . import audit_views, errors, views  # noqa: E402,F401
 
