@@ -1,0 +1,378 @@
+"""Benchmark of "Générer en PDF" on the same accounts, each method in a fresh process.
+
+    python -m bench.bench_pdf [--n 2000] [--reps 3] [--methods a,b,c,d]
+
+(a) our 1 per page: the background job (frozen accounts, chunks rendered by
+    PDF_WORKERS processes, streamed merge), from its start to the finished file;
+(b) our 8 per page, the same way;
+(c) baseline: one single ``pisa.CreatePDF`` call on the whole HTML of (a);
+(d) floor: a minimal reportlab canvas drawing the same fields, one page each.
+
+Prints wall time, pages/s, peak RSS (VmHWM of the process, and of the largest
+worker for a and b), time to first progress, and the ratios (a)/(c) and (a)/(d)
+taken per repetition, then the median. The accounts (a school-like mix: pupils in
+classes, parents of one to three children, teachers, staff, a third activated)
+are generated once into a temporary SQLite database through the test host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = {
+    "a": "ours, 1 per page",
+    "b": "ours, 8 per page",
+    "c": "one pisa.CreatePDF (HTML of a)",
+    "d": "reportlab canvas floor",
+}
+FIRST_NAMES = ["Zoé", "Łukasz", "Élodie", "Nguyễn Thị", "Şükrü", "Inès", "Jiří", "Noël", "Ștefan", "Anaïs", "Mathéo", "Chloé"]
+LAST_NAMES = ["Abel", "Żółć", "Dvořák", "Étienne", "İnce", "Œillet", "Martin", "L’Haÿ", "Ţurcanu", "Dupont", "Moreau", "Nguyen"]
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def hwm_mib(pid: int | str = "self") -> float:
+    """Peak resident memory (VmHWM) of a process, in MiB; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def children_pids() -> list[int]:
+    pids: list[int] = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return pids
+
+
+def bench_app(database_url: str, instance: str, **config: Any) -> Any:
+    """The test host on an existing database (no drop), thread runner."""
+    sys.path.insert(0, str(ROOT))
+    from flask import Flask
+    from flask_babel import Babel
+
+    from flask_publipostage import Publipostage
+    from tests import hosts
+
+    app = Flask("bench_pdf", instance_path=instance)
+    app.config.update(
+        TESTING=True,
+        SECRET_KEY="bench",
+        SQLALCHEMY_DATABASE_URI=database_url,
+        BABEL_DEFAULT_LOCALE="fr",
+        PUBLIPOSTAGE_JOB_BACKEND="thread",
+        PUBLIPOSTAGE_ENT_NAME="ENT Lumière",
+        PUBLIPOSTAGE_ENT_URL="https://ent.lumiere.example.fr",
+        PUBLIPOSTAGE_PDF_SYNC_LIMIT=0,
+    )
+    app.config.update(config)
+    app.jinja_loader = hosts._layout_loader(app)
+    hosts.db.init_app(app)
+    Babel(app, locale_selector=lambda: "fr")
+    Publipostage(
+        app,
+        db=hosts.db,
+        user_model=hosts.Personne,
+        class_model=hosts.Division,
+        fields=hosts.FIELDS,
+        scope=hosts.scope,
+        permission=hosts.permission,
+        profiles=hosts.PROFILE_CODES,
+    )
+    return app
+
+
+def populate(database_url: str, instance: str, n: int, seed: int = 7) -> None:
+    """About n accounts: 45 % pupils in classes of 25, 45 % parents, the rest staff."""
+    sys.path.insert(0, str(ROOT))
+    from tests.hosts import Division, add_person, db, make_app
+
+    rng = random.Random(seed)
+    app = make_app(database_url, instance)
+    with app.app_context():
+        pupils_n = int(n * 0.45)
+        parents_n = int(n * 0.45)
+        staff_n = n - pupils_n - parents_n
+        classes = [Division(libelle=f"{level} {letter}", ecole="A") for level in ("CP", "CE1", "CE2", "CM1", "CM2", "6e", "5e", "4e", "3e") for letter in "ABCDEFGH"]
+        classes = classes[: max(1, pupils_n // 25)]
+        db.session.add_all(classes)
+        pupils = []
+        for i in range(pupils_n):
+            pupils.append(
+                add_person(
+                    f"eleve{i:05d}", rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES), "ELEVE",
+                    divisions=[classes[i % len(classes)]], activated=rng.random() < 0.33,
+                )
+            )
+        for i in range(parents_n):
+            kids = rng.sample(pupils, rng.choice((1, 1, 2, 2, 3)))
+            add_person(
+                f"parent{i:05d}", rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES), "PARENT",
+                enfants=kids, activated=rng.random() < 0.33, rue="3 rue des Lilas", ville="61000 Alençon",
+            )
+        for i in range(staff_n):
+            add_person(
+                f"prof{i:05d}", rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES), "PROF",
+                divisions=rng.sample(classes, min(len(classes), 2)), activated=rng.random() < 0.5,
+            )
+        db.session.commit()
+        db.engine.dispose()
+
+
+# -- one measurement, in a fresh process --------------------------------------------------
+
+
+def _scope() -> Any:
+    from flask_publipostage.access import Scope
+
+    return Scope(actor="bench", key="*", school_name="École Émile Zola")
+
+
+def child_job(database_url: str, instance: str, template: str) -> dict[str, Any]:
+    from flask_publipostage.pdf import background, render
+    from flask_publipostage.pdf.models import PdfJob
+    from flask_publipostage.selection import Selection, count
+
+    app = bench_app(database_url, instance)
+    with app.app_context():
+        selection = Selection.from_args({"sort": "class"}, _scope(), extra_params=())
+        accounts = count(selection).selected
+        worker_peak = 0.0
+        stop = threading.Event()
+
+        def watch_workers() -> None:
+            nonlocal worker_peak
+            while not stop.is_set():
+                for pid in children_pids():
+                    worker_peak = max(worker_peak, hwm_mib(pid))
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=watch_workers, daemon=True)
+        watcher.start()
+        started = time.perf_counter()
+        job = background.start(selection, render.Options(template=template), accounts)
+        job_id = job.id
+        first = None
+        session = app.extensions["publipostage"].db.session
+        while True:
+            session.rollback()
+            row = session.get(PdfJob, job_id, populate_existing=True)
+            if first is None and row.pages_done > 0:
+                first = time.perf_counter() - started
+            if row.state not in ("queued", "running"):
+                break
+            time.sleep(0.02)
+        wall = time.perf_counter() - started
+        app.extensions["publipostage"].runner.shutdown(wait=True)
+        stop.set()
+        watcher.join()
+        if row.state != "done":
+            raise SystemExit(f"job ended {row.state}: {row.error}")
+        pages = row.pages_total
+        size = os.path.getsize(row.file_path)
+    return {
+        "wall": wall,
+        "pages": pages,
+        "accounts": accounts,
+        "rss": hwm_mib(),
+        "worker_rss": worker_peak,
+        "first": first,
+        "bytes": size,
+    }
+
+
+def child_single(database_url: str, instance: str) -> dict[str, Any]:
+    from flask_babel import force_locale
+    from xhtml2pdf import pisa
+
+    from flask_publipostage.pdf import fonts, render
+    from flask_publipostage.recipients import iter_recipients
+    from flask_publipostage.selection import Selection
+
+    app = bench_app(database_url, instance)
+    with app.app_context(), force_locale("fr"):
+        selection = Selection.from_args({"sort": "class"}, _scope(), extra_params=())
+        built = time.perf_counter()
+        options = render.Options(template=render.LETTER)
+        settings = render.Settings.from_config("École Émile Zola")
+        recipients = list(iter_recipients(selection))
+        sheets, _ = render.sheets_for_run(recipients, options, settings, selection.group_by)
+        html = render.render_document(sheets, options, settings)
+        html_seconds = time.perf_counter() - built
+        del sheets, recipients
+    Path(instance).mkdir(parents=True, exist_ok=True)
+    target = Path(instance) / "single.pdf"
+    started = time.perf_counter()
+    with open(target, "wb") as out:
+        status = pisa.CreatePDF(html, dest=out, resource_policy=fonts.resource_policy(settings.roots))
+    wall = time.perf_counter() - started
+    if status.err:
+        raise SystemExit("pisa failed")
+    from pypdf import PdfReader
+
+    return {
+        "wall": wall,
+        "pages": len(PdfReader(str(target)).pages),
+        "rss": hwm_mib(),
+        "html_seconds": html_seconds,
+        "bytes": target.stat().st_size,
+        "first": wall,
+    }
+
+
+def child_canvas(database_url: str, instance: str) -> dict[str, Any]:
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.units import mm
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+    from reportlab.pdfgen import canvas
+
+    from flask_publipostage.pdf import fonts
+    from flask_publipostage.recipients import iter_batches
+    from flask_publipostage.selection import Selection
+
+    app = bench_app(database_url, instance)
+    for name, family, bold in (("S", "PPSans", False), ("SB", "PPSans", True), ("M", "PPMono", False), ("MB", "PPMono", True)):
+        pdfmetrics.registerFont(TTFont(name, fonts.font_path(family, bold)))
+    Path(instance).mkdir(parents=True, exist_ok=True)
+    target = Path(instance) / "canvas.pdf"
+    steps = [
+        "1. Rendez-vous sur https://ent.lumiere.example.fr/auth/activation",
+        "2. Saisissez votre identifiant et votre code d'activation.",
+        "3. Choisissez votre mot de passe : au moins 8 caractères.",
+        "4. Indiquez une adresse électronique personnelle.",
+        "5. Lisez et acceptez la charte d'utilisation.",
+    ]
+    with app.app_context():
+        selection = Selection.from_args({"sort": "class"}, _scope(), extra_params=())
+        started = time.perf_counter()
+        pdf = canvas.Canvas(str(target), pagesize=A4)
+        pages = 0
+        for batch in iter_batches(selection):
+            for r in batch:
+                y = 280 * mm
+                pdf.setFont("SB", 13)
+                pdf.drawString(17 * mm, y, "ENT Lumière")
+                pdf.setFont("S", 9)
+                pdf.drawRightString(193 * mm, y, r.group)
+                pdf.setFont("SB", 19)
+                pdf.drawString(17 * mm, y - 12 * mm, "Ma première connexion" if r.activation_code else "Informations sur mon compte")
+                pdf.setFont("SB", 15)
+                pdf.drawString(17 * mm, y - 24 * mm, r.full_name[:60])
+                pdf.setFont("S", 11)
+                detail = ", ".join(c.full_name for c in r.children) or ", ".join(r.classes)
+                pdf.drawString(17 * mm, y - 31 * mm, detail[:90])
+                pdf.rect(17 * mm, y - 70 * mm, 176 * mm, 32 * mm)
+                pdf.setFont("MB", 15)
+                pdf.drawString(21 * mm, y - 50 * mm, r.login)
+                if r.activation_code:
+                    pdf.drawString(21 * mm, y - 62 * mm, r.activation_code)
+                pdf.setFont("S", 10.5)
+                for index, step in enumerate(steps):
+                    pdf.drawString(17 * mm, y - (82 + 7 * index) * mm, step)
+                pdf.showPage()
+                pages += 1
+        pdf.save()
+        wall = time.perf_counter() - started
+    return {"wall": wall, "pages": pages, "rss": hwm_mib(), "bytes": target.stat().st_size, "first": wall}
+
+
+def run_child(method: str, database_url: str, instance: str) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bench.bench_pdf", "--child", method, "--db", database_url, "--instance", instance]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"method {method} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=2000, help="accounts (default 2000)")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions; medians are printed (default 3)")
+    parser.add_argument("--methods", default="a,b,c,d", help="subset of a,b,c,d (default all)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--instance", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        import logging
+
+        logging.disable(logging.WARNING)  # xhtml2pdf's CSS notices
+        if args.child in ("a", "b"):
+            result = child_job(args.db, args.instance, "letter" if args.child == "a" else "cards")
+        elif args.child == "c":
+            result = child_single(args.db, args.instance)
+        else:
+            result = child_canvas(args.db, args.instance)
+        print(json.dumps(result))
+        return 0
+
+    methods = [m for m in args.methods.split(",") if m in METHODS]
+    with tempfile.TemporaryDirectory(prefix="bench_pdf_") as tmp:
+        database_url = f"sqlite:///{tmp}/bench.sqlite3"
+        print(f"Generating {args.n} accounts into {database_url} ...", flush=True)
+        populate(database_url, f"{tmp}/populate", args.n)
+        print(f"cpus: {os.cpu_count()}, load: {os.getloadavg()[0]:.2f}; {args.reps} repetition(s), methods interleaved", flush=True)
+        results: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+        for rep in range(args.reps):
+            for method in methods:
+                instance = f"{tmp}/{method}{rep}"
+                result = run_child(method, database_url, instance)
+                results[method].append(result)
+                print(
+                    f"  rep {rep + 1} {method}: {result['wall']:.2f} s, {result['pages']} pages, "
+                    f"RSS {result['rss']:.0f} MiB" + (f", worker {result['worker_rss']:.0f} MiB" if "worker_rss" in result else "")
+                    + (f", first progress {result['first']:.2f} s" if method in "ab" and result.get("first") else ""),
+                    flush=True,
+                )
+    print()
+    print(f"{args.n} accounts, medians of {args.reps} run(s)")
+    print()
+    print("| method | wall s | pages | pages/s | peak RSS MiB (process / worker) | first progress s |")
+    print("|---|---|---|---|---|---|")
+    for method in methods:
+        rows = results[method]
+        wall = statistics.median(r["wall"] for r in rows)
+        pages = rows[0]["pages"]
+        worker = statistics.median(r.get("worker_rss", 0) for r in rows)
+        first = statistics.median(r["first"] for r in rows if r.get("first") is not None) if method in "ab" else None
+        memory = f"{statistics.median(r['rss'] for r in rows):.0f}" + (f" / {worker:.0f}" if method in "ab" else "")
+        first_text = f"{first:.2f}" if first is not None else "–"
+        print(f"| ({method}) {METHODS[method]} | {wall:.2f} | {pages} | {pages / wall:.0f} | {memory} | {first_text} |")
+    print()
+    for top, bottom in (("a", "c"), ("a", "d"), ("b", "d")):
+        if top in results and bottom in results:
+            ratios = [x["wall"] / y["wall"] for x, y in zip(results[top], results[bottom])]
+            print(f"({top})/({bottom}) = {statistics.median(ratios):.3f}  (per repetition: {', '.join(f'{r:.3f}' for r in ratios)})")
+    if "c" in results:
+        print(f"(c) building its HTML (not timed above): {statistics.median(r['html_seconds'] for r in results['c']):.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

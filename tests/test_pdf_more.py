@@ -1,0 +1,260 @@
+"""PDF: real BE1D parents grouped under their children's classes (example
+console), the Celery code path, the streaming merge, the resource policy, a
+template overridden by the host, the logo."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask_babel import force_locale
+from jinja2 import DictLoader
+from pypdf import PdfReader
+
+from flask_publipostage.access import Scope
+from flask_publipostage.pdf import fonts, render, worker
+from flask_publipostage.pdf.merge import StreamingPdfConcatenator
+from flask_publipostage.pdf.models import PdfJob
+from flask_publipostage.recipients import iter_recipients
+from flask_publipostage.selection import Selection
+
+from .hosts import add_person, db
+from .test_pdf_support import (
+    URL,
+    add_class_of,
+    count_word,
+    pages_text,
+    post_pdf,
+)
+
+SAMPLES = Path(__file__).parents[2] / "shared/fixtures/entcore-samples"
+
+
+# -- the example console with the real BE1D sample ------------------------------------
+
+
+@pytest.fixture
+def console(database_url: str, tmp_path: Path) -> Iterator[Any]:
+    if not (SAMPLES / "be1d_emile_zola_responsables.csv").exists():
+        pytest.skip(f"BE1D sample not found in {SAMPLES}")
+    try:
+        from examples.ent_console import create_app
+        from examples.ent_console.models import db as console_db
+        from examples.ent_console.seed import import_be1d
+    except ImportError as exc:  # pragma: no cover - the console ships with the repository
+        pytest.skip(f"example console not importable: {exc}")
+    app = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": database_url,
+            "SECRET_KEY": "test",
+            "WTF_CSRF_ENABLED": False,
+            "PUBLIPOSTAGE_JOB_BACKEND": "eager",
+        },
+        instance_path=str(tmp_path / "console"),
+    )
+    with app.app_context():
+        console_db.drop_all()
+        console_db.create_all()
+        etablissement = import_be1d(console_db.session, SAMPLES)
+        console_db.session.commit()
+        yield app, etablissement
+        console_db.session.remove()
+        console_db.drop_all()
+        console_db.engine.dispose()
+
+
+def test_be1d_parents_print_under_their_childrens_classes(console: Any) -> None:
+    from examples.ent_console.models import Classe, Utilisateur
+
+    app, etablissement = console
+    scope = Scope(
+        actor="adml",
+        users=(Utilisateur.etablissement_id == etablissement.id) & Utilisateur.is_super_admin.is_(False),
+        classes=Classe.etablissement_id == etablissement.id,
+        key=f"etab:{etablissement.id}",
+        school_name=etablissement.nom,
+    )
+    session = app.extensions["publipostage"].db.session
+    chosen = session.execute(
+        sa.select(Classe.id).where(Classe.etablissement_id == etablissement.id, Classe.nom.in_(["CP", "CE1", "CM2"]))
+    ).scalars().all()
+    assert len(chosen) == 3
+    query = {"profile": ["Relative"], "class": [str(c) for c in chosen], "sort": "class"}
+    selection = Selection.from_args(query, scope, extra_params=())
+    parents = list(iter_recipients(selection))
+    assert len(parents) > 50
+    with force_locale("fr"):
+        options = render.Options(template=render.CARDS)
+        settings = render.Settings.from_config(scope.school_name)
+        sheets, _ = render.sheets_for_run(parents, options, settings, selection.group_by)
+        html = render.render_document(sheets, options, settings)
+    data = worker.render_bytes(html, settings.roots)
+    texts = pages_text(data)
+
+    groups: dict[str, list[Any]] = {}
+    for parent in parents:
+        groups.setdefault(parent.group, []).append(parent)
+    assert list(groups) == ["CE1", "CM2", "CP"]  # French order; each parent once
+    assert len(texts) == sum(math.ceil(len(m) / 8) for m in groups.values())
+    page = 0
+    for name, members in groups.items():
+        for k in range(math.ceil(len(members) / 8)):
+            assert texts[page + k].startswith(name) or f"{name} ·" in texts[page + k]
+        for index, parent in enumerate(members):
+            classes = {c for child in parent.children for c in child.classes} & {"CP", "CE1", "CM2"}
+            # Under the first of their children's chosen classes, in French order.
+            assert name == min(classes, key=lambda c: c.casefold()), (parent.login, classes)
+            text = texts[page + index // 8]
+            assert count_word(text, parent.login) == 1
+            assert "Parent de" in text
+        page += math.ceil(len(members) / 8)
+    everything = "\n".join(texts)
+    for parent in parents:
+        assert count_word(everything, parent.login) == 1
+
+
+# -- Celery: one task per chunk, the last one merges ----------------------------------------
+
+
+def _eager_celery() -> Any:
+    celery = pytest.importorskip("celery")
+    app = celery.Celery("publipostage-test", broker="memory://", backend="cache+memory://")
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    return app
+
+
+class TestCeleryPath:
+    @pytest.fixture
+    def app_config(self) -> dict[str, Any]:
+        return {
+            "PUBLIPOSTAGE_JOB_BACKEND": "celery",
+            "PUBLIPOSTAGE_CELERY_APP": _eager_celery(),
+            "PUBLIPOSTAGE_PDF_SYNC_LIMIT": 10,
+            "PUBLIPOSTAGE_PDF_CHUNK_SIZE": 16,
+        }
+
+    def test_chunks_as_tasks_then_merge(self, app: Any, client: Any) -> None:
+        with app.app_context():
+            _, nord = add_class_of("CE2 Nord", 21, prefix="cn", activated_every=4)
+            _, sud = add_class_of("CM1 Sud", 13, prefix="cs")
+            elsewhere = add_person("autre.b", "Hors", "Périmètre", "ELEVE", school="B")
+            add_person("parent.cs", "Mère", "Sud", "PARENT", enfants=[sud[3], nord[5], elsewhere])
+            db.session.commit()
+        response = post_pdf(client, "sort=class", signoff="y")
+        assert response.status_code == 303
+        job_id = response.headers["Location"].rsplit("/", 1)[-1]
+        status = client.get(f"{URL}/pdf/jobs/{job_id}/status", "adml_a").get_json()
+        assert status["state"] == "done", status
+        with app.app_context():
+            job = db.session.get(PdfJob, job_id)
+            assert job.chunks_total >= 3 and job.chunks_done == job.chunks_total
+        with client.get(status["download_url"], "adml_a") as download:
+            data = download.get_data()
+        texts = pages_text(data)
+        # 35 letters (the parent under CE2, the first of her children's classes),
+        # and the sign-off sheets (20 rows a page): 2 for CE2, 1 for CM1.
+        assert len(texts) == 35 + 3 == status["pages_total"]
+        for index, name in ((0, "CE2 Nord"), (1, "CE2 Nord"), (24, "CM1 Sud")):
+            assert "Liste d'émargement" in texts[index] and name in texts[index]
+        logins = [f"cn{i:04d}" for i in range(21)] + ["parent.cs"] + [f"cs{i:04d}" for i in range(13)]
+        letters = texts[2:24] + texts[25:]
+        parent = letters[21]
+        assert "Parent de" in parent
+        assert "Prénom0003 CSNom0003 (CM1 Sud)" in parent and "Prénom0005 CNNom0005 (CE2 Nord)" in parent
+        assert "Périmètre" not in parent  # a child outside the admin's school stays unnamed
+        for login, text in zip(logins, letters):
+            assert count_word(text, login) == 1
+
+
+# -- merge, policy, overrides ------------------------------------------------------------------
+
+
+def _small_pdf(words: list[str]) -> bytes:
+    css = fonts.font_face_css() + " body { font-family: PPSans; }"
+    body = "".join(
+        f'<div style="page-break-before: {"auto" if i == 0 else "always"}">{w}</div>' for i, w in enumerate(words)
+    )
+    return worker.render_bytes(f"<html><head><style>{css}</style></head><body>{body}</body></html>", fonts.allowed_roots(None))
+
+
+def test_streaming_merge_keeps_every_page(tmp_path: Path) -> None:
+    parts = [_small_pdf(["Łukasz un", "Ștefan deux"]), _small_pdf(["Nguyễn trois"]), _small_pdf(["Œ quatre", "’ cinq", "İnce six"])]
+    paths = []
+    for index, data in enumerate(parts):
+        path = tmp_path / f"{index}.pdf"
+        path.write_bytes(data)
+        paths.append(path)
+    target = tmp_path / "all.pdf"
+    merger = StreamingPdfConcatenator(str(target), title="École Émile Zola")
+    assert [merger.append(str(p)) for p in paths] == [2, 1, 3]
+    merger.close()
+    reader = PdfReader(io.BytesIO(target.read_bytes()))
+    assert reader.metadata.title == "École Émile Zola"
+    texts = [p.extract_text() for p in reader.pages]
+    for text, word in zip(texts, ["Łukasz un", "Ștefan deux", "Nguyễn trois", "Œ quatre", "’ cinq", "İnce six"]):
+        assert word in text
+
+
+def test_resource_policy_reads_only_the_assets_and_the_logo(tmp_path: Path) -> None:
+    from xhtml2pdf.config.resources import ResourceAccessError
+
+    logo = tmp_path / "logo.png"
+    logo.write_bytes(b"")
+    policy = fonts.resource_policy(fonts.allowed_roots(str(logo)))
+    policy.check_path(fonts.font_path("PPSans"))
+    policy.check_path(str(logo))
+    for forbidden in ("/etc/passwd", str(tmp_path / "other.png"), str(Path.cwd() / "setup.cfg")):
+        with pytest.raises(ResourceAccessError):
+            policy.check_path(forbidden)
+    with pytest.raises(ResourceAccessError):
+        policy.check_url("https://example.org/logo.png")
+    # A document asking for another file gets nothing from it.
+    html = '<html><body><p>avant</p><img src="/etc/passwd"><img src="file:///etc/hostname"><p>après</p></body></html>'
+    text = "\n".join(pages_text(worker.render_bytes(html, fonts.allowed_roots(None))))
+    assert "avant" in text and "root" not in text
+
+
+class TestLogoAndOverride:
+    @pytest.fixture
+    def app_config(self, tmp_path: Path) -> dict[str, Any]:
+        from PIL import Image
+
+        logo = tmp_path / "logo.png"
+        Image.new("RGB", (120, 40), (29, 79, 145)).save(logo)
+        return {"PUBLIPOSTAGE_LOGO_PATH": str(logo), "PUBLIPOSTAGE_PDF_QR_CODE": False}
+
+    def test_logo_is_printed(self, app_ctx: Any, client: Any) -> None:
+        add_class_of("CP Logo", 2, prefix="lg")
+        db.session.commit()
+        data = post_pdf(client, "").data
+        reader = PdfReader(io.BytesIO(data))
+        images = [name for page in reader.pages for name in page.images]
+        assert len(reader.pages) == 2 and len(images) == 2
+
+    def test_host_overrides_a_template_by_path(self, app_ctx: Any, client: Any) -> None:
+        add_class_of("CP Surcharge", 3, prefix="ov")
+        db.session.commit()
+        app_ctx.jinja_loader.loaders.insert(
+            0, DictLoader({"publipostage/pdf/letter.html": "<p>Lettre maison {{ sheet.data.v.r.login }}</p>"})
+        )
+        texts = pages_text(post_pdf(client, "").data)
+        assert [t.strip() for t in texts] == [f"Lettre maison ov{i:04d}" for i in range(3)]
+
+
+def test_qr_code_with_login_when_configured(app_ctx: Any) -> None:
+    app_ctx.config["PUBLIPOSTAGE_PDF_QR_PARAMS"] = "?login={login}"
+    with force_locale("fr"):
+        settings = render.Settings.from_config()
+    add_class_of("CP QR", 1, prefix="qr")
+    db.session.commit()
+    (recipient,) = list(iter_recipients(Selection.from_args({}, Scope(actor="t"), extra_params=())))
+    default = render.qr_data_uri(settings.activation_url)
+    assert render.qr_for(recipient, settings) == render.qr_data_uri(settings.activation_url + "?login=qr0000")
+    assert render.qr_for(recipient, settings) != default
