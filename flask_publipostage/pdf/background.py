@@ -33,7 +33,8 @@ from ..config import config_value
 from ..csv_export import filename
 from ..models import utcnow
 from ..recipients import Recipient, iter_batches
-from ..selection import Selection
+from ..i18n import gettext as _
+from ..selection import Selection, SelectionError
 from ..sql import french_fold
 from . import render, worker
 from .models import (
@@ -46,6 +47,7 @@ from .models import (
     PdfJob,
     PdfJobItem,
     PdfJobPerimeter,
+    active_key,
 )
 
 log = logging.getLogger(__name__)
@@ -106,7 +108,13 @@ def chunk_path(job: PdfJob, index: int) -> Path:
 
 
 def start(selection: Selection, options: render.Options, count: int) -> PdfJob:
-    """Freeze the accounts, record the audit row and queue the job, in one commit."""
+    """Freeze the accounts, record the audit row and queue the job, in one commit.
+
+    The same run already under way (same selection, template and options) is
+    returned instead of starting it twice (a double click). Otherwise at most
+    ``MAX_RUNNING_JOBS`` jobs of one admin for one selection run at once; one more
+    is refused with a message (:class:`SelectionError`, 409).
+    """
     cleanup()
     state = _state()
     session = _session()
@@ -114,17 +122,16 @@ def start(selection: Selection, options: render.Options, count: int) -> PdfJob:
     scope = selection.scope
     assert scope is not None
     selection_json = json.dumps(selection.to_dict(), sort_keys=True)
-    running = session.execute(
-        sa.select(PdfJob).where(
-            PdfJob.owner == scope.actor,
-            PdfJob.scope_key == scope.key,
-            PdfJob.state.in_(ACTIVE_STATES),
-            PdfJob.selection == selection_json,
-            PdfJob.template == options.template,
-        )
-    ).scalars().first()
-    if running is not None:
-        return running  # the same run is already under way: show it
+    options_json = json.dumps(options.to_dict(), sort_keys=True)
+    limit = max(1, int(config_value("MAX_RUNNING_JOBS")))
+    running = _running_jobs(scope, selection_json)
+    for job in running:
+        if job.template == options.template and job.options == options_json:
+            return job  # the same run is already under way: show it
+    slots = [active_key(scope.actor, scope.key, selection_json, slot) for slot in range(limit)]
+    free = [key for key in slots if key not in {job.active_key for job in running}]
+    if len(running) >= limit or not free:
+        raise _too_many_jobs()
     scope_classes = None
     if scope.classes is not None:
         ids = session.execute(sa.select(host.class_id).where(scope.classes)).scalars().all()
@@ -136,14 +143,23 @@ def start(selection: Selection, options: render.Options, count: int) -> PdfJob:
         selection=selection_json,
         scope_classes=scope_classes,
         template=options.template,
-        options=json.dumps(options.to_dict(), sort_keys=True),
+        options=options_json,
         state=QUEUED,
+        active_key=free[0],
         accounts=count,
         file_name=filename(selection, "pdf"),
         scope_users=scope.users is not None,
     )
     session.add(job)
-    session.flush()
+    try:
+        session.flush()
+    except sa.exc.IntegrityError:
+        # Another request of the same admin took the slot at the same moment.
+        session.rollback()
+        for other in _running_jobs(scope, selection_json):
+            if other.template == options.template and other.options == options_json:
+                return other
+        raise _too_many_jobs() from None
     _freeze_items(job, selection)
     if scope.users is not None:
         session.execute(
@@ -156,6 +172,33 @@ def start(selection: Selection, options: render.Options, count: int) -> PdfJob:
     session.commit()
     jobs.submit(current_app._get_current_object(), RUN_TASK, job_id=job.id)  # type: ignore[attr-defined]
     return job
+
+
+def _running_jobs(scope: Scope, selection_json: str) -> list[PdfJob]:
+    return list(
+        _session()
+        .execute(
+            sa.select(PdfJob)
+            .where(
+                PdfJob.owner == scope.actor,
+                PdfJob.scope_key == scope.key,
+                PdfJob.state.in_(ACTIVE_STATES),
+                PdfJob.selection == selection_json,
+            )
+            .order_by(PdfJob.created_at)
+        )
+        .scalars()
+    )
+
+
+def _too_many_jobs() -> SelectionError:
+    return SelectionError(
+        _(
+            "A PDF of this selection is already being prepared: wait until it is "
+            "ready (or cancel it) before starting another one."
+        ),
+        status=409,
+    )
 
 
 def _freeze_items(job: PdfJob, selection: Selection) -> None:
@@ -420,7 +463,11 @@ def run(job_id: str) -> None:
     ).rowcount
     session.commit()
     job = _job(job_id)
-    if not started or job is None:
+    if job is None:
+        return
+    if not started:
+        if job.state == CANCELLED:
+            _drop_work(job)  # cancelled while still queued: nobody else cleans up
         return
     try:
         options, settings = _job_settings(job)
@@ -621,6 +668,7 @@ def _complete(job: PdfJob, output: Any) -> None:
         .where(PdfJob.id == job.id, PdfJob.state == RUNNING)
         .values(
             state=DONE,
+            active_key=None,
             file_path=str(final),
             pages_done=output.page_count,
             pages_total=output.page_count,
@@ -642,7 +690,7 @@ def _fail(job_id: str, exc: BaseException) -> None:
     session.execute(
         sa.update(PdfJob)
         .where(PdfJob.id == job_id, PdfJob.state.in_(ACTIVE_STATES))
-        .values(state=FAILED, error=type(exc).__name__[:200], finished_at=utcnow())
+        .values(state=FAILED, active_key=None, error=type(exc).__name__[:200], finished_at=utcnow())
     )
     session.commit()
     job = _job(job_id)
@@ -657,7 +705,7 @@ def _discard(job: PdfJob) -> None:
     session.execute(
         sa.update(PdfJob)
         .where(PdfJob.id == job_id, PdfJob.state.in_(ACTIVE_STATES))
-        .values(state=CANCELLED, finished_at=utcnow())
+        .values(state=CANCELLED, active_key=None, finished_at=utcnow())
     )
     session.commit()
     _drop_work(job)
@@ -755,7 +803,7 @@ def cancel(job: PdfJob) -> None:
     cancelled = session.execute(
         sa.update(PdfJob)
         .where(PdfJob.id == job.id, PdfJob.state.in_(ACTIVE_STATES))
-        .values(state=CANCELLED, finished_at=utcnow())
+        .values(state=CANCELLED, active_key=None, finished_at=utcnow())
     ).rowcount
     session.commit()
     if cancelled and config_value("JOB_BACKEND") == "celery":
@@ -802,6 +850,7 @@ def cleanup(now: Any = None) -> int:
         )
     ).scalars():
         job.state = FAILED
+        job.active_key = None
         job.error = "interrupted"
         job.finished_at = now
         shutil.rmtree(parts_dir(job), ignore_errors=True)
