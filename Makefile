@@ -39,3 +39,10 @@ bench-mail: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info instance
+
+# axe-core (accessibility check of tests/test_browser.py), fetched from the npm registry
+# into build/ (ignored by git); without it the test fetches it itself or skips.
+.PHONY: axe
+axe:
+	mkdir -p build/axe-core
+	cd build/axe-core && rm -f axe-core-*.tgz && npm pack axe-core@4.10 --silent && tar -xzf axe-core-*.tgz package/axe.min.js

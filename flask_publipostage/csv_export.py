@@ -4,30 +4,46 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date
-from typing import Iterator
+from datetime import date, tzinfo
+from typing import Any, Iterator
 
 from .i18n import gettext as _
-from .recipients import Recipient, iter_batches
+from .recipients import Child, Recipient, iter_batches, local_date, parent_of_formatter, school_zone
 from .selection import Selection
 from .sql import fold_for_sort
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_CHARS = frozenset(FORMULA_STARTS)
 
 
 def safe_cell(value: str) -> str:
     """Neutralise spreadsheet formulas: a cell starting with = + - @ is shown as text."""
-    if value and value.startswith(FORMULA_STARTS):
+    if value and value[0] in _FORMULA_CHARS:
         return "'" + value
     return value
 
 
-def classes_cell(recipient: Recipient) -> str:
+class _Texts:
+    """The translated words of the rows, looked up once per export: a catalog
+    lookup costs more than the rest of a row."""
+
+    def __init__(self) -> None:
+        self.activated = _("Account activated")
+        self.profiles: dict[Any, str] = {}
+        self.parent_of = parent_of_formatter()
+
+    def profile(self, recipient: Recipient) -> str:
+        if recipient.profile not in self.profiles:
+            self.profiles[recipient.profile] = recipient.profile_label
+        return self.profiles[recipient.profile]
+
+
+def classes_cell(recipient: Recipient, texts: _Texts | None = None) -> str:
+    """As in the preview: a parent's children with their classes, else the classes."""
     if recipient.children:
-        return ", ".join(
-            _("%(child)s (%(classes)s)", child=c.full_name, classes=" ".join(c.classes))
-            if c.classes
-            else c.full_name
+        parent_of = texts.parent_of if texts else (lambda name: Child.parent_of_name(name))
+        return " / ".join(
+            parent_of(c.full_name) + (f" ({', '.join(c.classes)})" if c.classes else "")
             for c in recipient.children
         )
     return ", ".join(recipient.classes)
@@ -46,16 +62,18 @@ def header() -> list[str]:
     ]
 
 
-def row(recipient: Recipient) -> list[str]:
+def row(recipient: Recipient, texts: _Texts | None = None, zone: tzinfo | None = None) -> list[str]:
+    texts = texts or _Texts()
+    created = local_date(recipient.created_at, zone)
     return [
         recipient.last_name,
         recipient.first_name,
-        recipient.profile_label,
+        texts.profile(recipient),
         recipient.login,
-        recipient.activation_code or _("Account activated"),
+        recipient.activation_code or texts.activated,
         recipient.email or "",
-        classes_cell(recipient),
-        recipient.created_at.strftime("%d/%m/%Y") if recipient.created_at else "",
+        classes_cell(recipient, texts),
+        f"{created.day:02d}/{created.month:02d}/{created.year:04d}" if created else "",
     ]
 
 
@@ -65,11 +83,12 @@ def stream(selection: Selection) -> Iterator[str]:
     writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
     writer.writerow(header())
     yield "\ufeff" + buffer.getvalue()
+    texts = _Texts()
+    zone = school_zone()
     for batch in iter_batches(selection):
         buffer.seek(0)
         buffer.truncate()
-        for recipient in batch:
-            writer.writerow([safe_cell(v) for v in row(recipient)])
+        writer.writerows([safe_cell(v) for v in row(recipient, texts, zone)] for recipient in batch)
         yield buffer.getvalue()
 
 

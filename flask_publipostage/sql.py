@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from typing import Any
 
@@ -11,10 +12,16 @@ from sqlalchemy.sql.functions import FunctionElement
 
 
 
+@functools.lru_cache(maxsize=65536)
 def fold_for_sort(value: str | None) -> str | None:
-    """French sort key: accents, ligatures and case ignored ("Élodie" == "elodie")."""
+    """French sort key: accents, ligatures and case ignored ("Élodie" == "elodie").
+
+    Cached and short-cut for ASCII: SQLite calls it once per row when sorting.
+    """
     if value is None:
         return None
+    if value.isascii():
+        return value.lower()
     value = value.replace("œ", "oe").replace("Œ", "oe").replace("æ", "ae").replace("Æ", "ae")
     decomposed = unicodedata.normalize("NFKD", value)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()

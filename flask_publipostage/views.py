@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Response, current_app, render_template, request, stream_with_context, url_for
+from flask import (
+    Response,
+    current_app,
+    make_response,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 
 from . import audit, csv_export
 from .access import PRINT, VIEW, current_scope, has_capability, require
-from .blueprint import bp
 from .config import config_value
 from .i18n import gettext as _
 from .profiles import PROFILE_ORDER, Profile
+from .recipients import last_page, page_next_to
 from .recipients import page as recipients_page
 from .sql import fold_for_sort
 from .selection import (
@@ -27,6 +36,14 @@ from .selection import (
 )
 
 MAX_PAGE = 100_000
+#: Rows skipped from which page links use their cursor rather than OFFSET
+#: (measured: below, OFFSET is as fast or faster).
+KEYSET_FROM = 5_000
+#: Parameters of the page besides the selection: the preview page (a number and
+#: where it starts), and the PDF template a preset link may preselect (step 3
+#: reads it; the selection ignores it).
+PAGE_PARAMS = ("page", "after", "before", "last", "template")
+_TEMPLATE_NAME = re.compile(r"[a-z0-9_-]{1,20}")
 
 
 def current_selection(extra_params: tuple[str, ...] = ("page",)) -> Selection:
@@ -45,6 +62,12 @@ def check_size(counters_selected: int) -> None:
                 max=limit,
             )
         )
+
+
+# Imported after the helpers above: importing the blueprint imports every route
+# module, and some import these helpers back (``import flask_publipostage.views``
+# first must work).
+from .blueprint import bp  # noqa: E402
 
 
 @bp.errorhandler(SelectionError)
@@ -81,15 +104,57 @@ def filter_options() -> dict[str, Any]:
     }
 
 
+def chosen_template() -> str | None:
+    """The PDF template named in the URL (a preset link), or None; never an error."""
+    values = request.args.getlist("template")
+    if len(values) == 1 and _TEMPLATE_NAME.fullmatch(values[0]):
+        return values[0]
+    return None
+
+
 def preview_context(selection: Selection) -> dict[str, Any]:
+    """Counters and one page. Page links carry the account next to them (``after``,
+    ``before``) or ``last``: keyset pages, as fast deep in a territory as at the
+    top; a bare ``page`` number (a hand-typed URL) uses OFFSET."""
     page_size = config_value("PAGE_SIZE")
-    raw_page = request.args.get("page", "1")
-    if len(request.args.getlist("page")) > 1 or not raw_page.isdigit() or not 1 <= int(raw_page) <= MAX_PAGE:
+    raw_page = request.args.get("page", "1").strip() or "1"
+    if (
+        len(request.args.getlist("page")) > 1
+        or not (raw_page.isascii() and raw_page.isdigit())
+        or len(raw_page) > 6
+        or not 1 <= int(raw_page) <= MAX_PAGE
+    ):
         raise SelectionError(_("Invalid page number."), field="page")
+    cursor = _page_cursor()
     counters = count(selection)
     pages = max(1, math.ceil(counters.selected / page_size))
     number = min(int(raw_page), pages)
-    rows = recipients_page(selection, number, page_size)
+    rows: list[Any] | None = None
+    if counters.selected == 0:
+        rows = []
+    elif (number - 1) * page_size < KEYSET_FROM:
+        pass  # near the top, OFFSET costs less than finding the cursor's place
+    elif cursor == ("last", None) and number == pages:
+        rows = last_page(selection, counters.selected, page_size)
+    elif cursor is not None and cursor[0] in ("after", "before"):
+        rows = page_next_to(selection, cursor[1], page_size, before=cursor[0] == "before") or None
+    if rows is None:
+        rows = recipients_page(selection, number, page_size)
+    template = chosen_template()
+    query: dict[str, Any] = dict(selection.to_args().to_dict(flat=False))
+    if template:
+        query["template"] = template
+
+    def page_url(n: int, **where: Any) -> str:
+        return url_for("publipostage.index", **query, page=n, **where)
+
+    links: dict[str, str] = {}
+    if rows and number > 1:
+        links["first"] = page_url(1)
+        links["previous"] = page_url(1) if number == 2 else page_url(number - 1, before=rows[0].id)
+    if rows and number < pages:
+        links["next"] = page_url(number + 1, after=rows[-1].id)
+        links["last"] = page_url(pages, last=1)
     return {
         "selection": selection,
         "counters": counters,
@@ -97,30 +162,72 @@ def preview_context(selection: Selection) -> dict[str, Any]:
         "page": number,
         "pages": pages,
         "page_size": page_size,
+        "first_row": (number - 1) * page_size + 1,
         "can_print": has_capability(PRINT),
-        "page_url": lambda n: url_for(
-            "publipostage.index", **selection.to_args().to_dict(flat=False), page=n
-        ),
+        "template": template,
+        "page_url": page_url,
+        "page_links": links,
     }
+
+
+def _page_cursor() -> tuple[str, Any] | None:
+    """``("after"|"before", account id)``, ``("last", None)`` or None; 400 if malformed."""
+    given = [k for k in ("after", "before", "last") if k in request.args]
+    if not given:
+        return None
+    key = given[0]
+    values = request.args.getlist(key)
+    if len(given) > 1 or len(values) != 1:
+        raise SelectionError(_("Invalid page number."), field="page")
+    if key == "last":
+        if values[0] != "1":
+            raise SelectionError(_("Invalid page number."), field="page")
+        return ("last", None)
+    host = current_app.extensions["publipostage"].host
+    try:
+        python_type = host.user_id.type.python_type
+    except NotImplementedError:
+        python_type = str
+    raw = values[0].strip()
+    if python_type is int:
+        digits = raw[1:] if raw.startswith("-") else raw
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 18):
+            raise SelectionError(_("Invalid page number."), field="page")
+        return (key, int(raw))
+    if not raw or len(raw) > 64:
+        raise SelectionError(_("Invalid page number."), field="page")
+    try:
+        return (key, python_type(raw))
+    except (TypeError, ValueError):
+        raise SelectionError(_("Invalid page number."), field="page") from None
+
+
+def _private(body: str) -> Response:
+    """Activation codes are on the page: keep it out of shared and disk caches."""
+    response = make_response(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.route("/")
 @require(VIEW)
-def index() -> str:
-    selection = current_selection()
-    return render_template(
-        "publipostage/page.html",
-        options=filter_options(),
-        profiles_enum=Profile,
-        **preview_context(selection),
+def index() -> Response:
+    selection = current_selection(PAGE_PARAMS)
+    return _private(
+        render_template(
+            "publipostage/page.html",
+            options=filter_options(),
+            profiles_enum=Profile,
+            **preview_context(selection),
+        )
     )
 
 
 @bp.route("/preview")
 @require(VIEW)
-def preview() -> str:
-    selection = current_selection()
-    return render_template("publipostage/_preview.html", **preview_context(selection))
+def preview() -> Response:
+    selection = current_selection(PAGE_PARAMS)
+    return _private(render_template("publipostage/_preview.html", **preview_context(selection)))
 
 
 @bp.route("/export.csv")

@@ -5,27 +5,19 @@ then its download link."""
 from __future__ import annotations
 
 import io
-import os
-import threading
 from typing import Any, Iterator
 
 import pytest
 from flask import Flask
 from pypdf import PdfReader
 
+from .browser import launched_browser, live_server, require_chromium
 from .hosts import db
 from .test_pdf_support import add_class_of
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
 PAGE = "/imports-exports/publipostage/"
 
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"Chromium not found at {CHROMIUM} (Debian package 'chromium')", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (extra 'test')")
+sync_api = require_chromium()
 
 
 @pytest.fixture
@@ -37,24 +29,17 @@ def app_config() -> dict[str, Any]:
 def server(app: Flask, database_url: str) -> Iterator[str]:
     if not database_url.startswith("sqlite"):
         pytest.skip("the browser side does not depend on the database")
-    from werkzeug.serving import make_server
-
     with app.app_context():
         add_class_of("CE1 Petit", 4, prefix="pe")
         add_class_of("CM2 Grand", 40, prefix="gr")
         db.session.commit()
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    thread.join(timeout=5)
+    with live_server(app) as url:
+        yield url
 
 
 @pytest.fixture
 def page(server: str) -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launched_browser(sync_api) as browser:
         context = browser.new_context(base_url=server, locale="fr-FR", accept_downloads=True)
         context.set_extra_http_headers({"X-Test-User": "adml_a"})
         page = context.new_page()
@@ -62,7 +47,6 @@ def page(server: str) -> Iterator[Any]:
         page.on("pageerror", lambda error: errors.append(str(error)))
         yield page
         context.close()
-        browser.close()
         assert not errors, errors
 
 

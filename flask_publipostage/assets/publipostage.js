@@ -1,1 +1,375 @@
-/* live preview: see publipostage.js */
+/* Publipostage des comptes: live preview of the selection.
+ *
+ * Without this script the page works as a plain GET form ("Filtrer"). With it,
+ * each change of the form #pp-filters fetches the preview fragment and swaps it
+ * into #pp-results, keeps the URL in step with the filters (reload, back and a
+ * shared link give the same list) and keeps step 3 acting on the same selection.
+ *
+ * Step 3 contract, for forms and links marked [data-pp-selection] (and GET forms
+ * in #pp-actions): a GET form gets the selection as hidden inputs, a POST form in
+ * its action's query string, a link in its href; other parameters are kept. The
+ * event "publipostage:selection" (detail: {query, counters}) is then dispatched
+ * on document.
+ */
+(function () {
+  "use strict";
+
+  var form = document.getElementById("pp-filters");
+  var results = document.getElementById("pp-results");
+  if (!form || !results || !window.fetch || !window.history || !window.URLSearchParams) {
+    return;
+  }
+
+  var DEBOUNCE_MS = 150;
+  var DEFAULTS = { activation: "all", email: "all", local_admin: "all", sort: "none", then: "none" };
+  var SELECTION_PARAMS = ["profile", "class", "activation", "email", "local_admin",
+    "created_before", "created_since", "sort", "then", "campaign"];
+  var previewUrl = results.getAttribute("data-preview-url");
+  var pageUrl = results.getAttribute("data-page-url") || form.getAttribute("action");
+  var announcer = document.getElementById("pp-announce");
+  var timer = null;
+  var inflight = null;
+
+  /* -- the query string of the form --------------------------------------- */
+
+  function formParams() {
+    var params = new URLSearchParams();
+    var data = new FormData(form);
+    data.forEach(function (value, key) {
+      if (typeof value !== "string" || value === "" || DEFAULTS[key] === value) {
+        return;
+      }
+      params.append(key, value);
+    });
+    return params;
+  }
+
+  /* Put the form back as a query string describes it (back/forward). */
+  function applyParams(params) {
+    var elements = form.elements;
+    for (var i = 0; i < elements.length; i++) {
+      var el = elements[i];
+      if (!el.name) {
+        continue;
+      }
+      var values = params.getAll(el.name);
+      if (el.type === "checkbox") {
+        el.checked = values.indexOf(el.value) !== -1;
+      } else if (el.type === "radio") {
+        var wanted = values.length ? values[0] : DEFAULTS[el.name];
+        el.checked = el.value === wanted;
+      } else if (el.tagName === "SELECT") {
+        el.value = values.length ? values[0] : (DEFAULTS[el.name] || "");
+      } else if (el.type !== "submit" && el.type !== "button") {
+        el.value = values.length ? values[0] : "";
+      }
+    }
+    syncSortOptions();
+    filterAdvice();
+  }
+
+  /* -- fetching the preview ------------------------------------------------- */
+
+  function schedule() {
+    window.clearTimeout(timer);
+    timer = window.setTimeout(function () {
+      update(formParams(), "push");
+    }, DEBOUNCE_MS);
+  }
+
+  /* history: "push" (a new choice), "replace" or "none" (back/forward). */
+  function update(params, history) {
+    if (inflight) {
+      inflight.abort();
+    }
+    var controller = window.AbortController ? new AbortController() : null;
+    inflight = controller;
+    var query = params.toString();
+    results.setAttribute("aria-busy", "true");
+    results.classList.add("pp-loading");
+    var started = window.performance ? performance.now() : 0;
+    return fetch(previewUrl + (query ? "?" + query : ""), {
+      headers: { "X-Requested-With": "fetch" },
+      credentials: "same-origin",
+      signal: controller ? controller.signal : undefined
+    }).then(function (response) {
+      return response.text().then(function (html) {
+        return { ok: response.ok, status: response.status, html: html };
+      });
+    }).then(function (reply) {
+      if (inflight !== controller) {
+        return;
+      }
+      inflight = null;
+      if (reply.status === 401) {
+        window.location.reload();
+        return;
+      }
+      results.innerHTML = reply.html;
+      finish();
+      if (reply.ok) {
+        var url = pageUrl + (query ? "?" + query : "");
+        if (history === "push" && url !== location.pathname + location.search) {
+          window.history.pushState({ ppQuery: query }, "", url);
+        } else if (history === "replace") {
+          window.history.replaceState({ ppQuery: query }, "", url);
+        }
+        syncActions(params);
+        announce();
+      } else {
+        var alert = results.querySelector("[role=alert]");
+        announceText(alert ? alert.textContent : "");
+      }
+      var elapsed = window.performance ? performance.now() - started : 0;
+      results.setAttribute("data-updated-ms", String(Math.round(elapsed)));
+      document.dispatchEvent(new CustomEvent("publipostage:updated", {
+        detail: { query: query, ok: reply.ok, ms: elapsed }
+      }));
+    }).catch(function (error) {
+      if (error && error.name === "AbortError") {
+        return;
+      }
+      if (inflight === controller) {
+        inflight = null;
+        finish();
+        var message = document.createElement("div");
+        message.className = "pp-error";
+        message.setAttribute("role", "alert");
+        message.textContent = results.getAttribute("data-error-text") || "";
+        results.insertBefore(message, results.firstChild);
+      }
+    });
+  }
+
+  function finish() {
+    results.removeAttribute("aria-busy");
+    results.classList.remove("pp-loading");
+  }
+
+  /* -- screen readers: one sentence per update, from a stable live region ----- */
+
+  function announce() {
+    var counters = results.querySelector(".pp-counters");
+    announceText(counters ? counters.getAttribute("data-summary") : "");
+  }
+
+  function announceText(text) {
+    if (!announcer) {
+      return;
+    }
+    announcer.textContent = "";
+    window.setTimeout(function () { announcer.textContent = text || ""; }, 50);
+  }
+
+  /* -- step 3 follows the selection ------------------------------------------- */
+
+  function selectionOnly(params) {
+    var kept = new URLSearchParams();
+    params.forEach(function (value, key) {
+      if (SELECTION_PARAMS.indexOf(key) !== -1) {
+        kept.append(key, value);
+      }
+    });
+    return kept;
+  }
+
+  function withSelection(href, selection) {
+    var url = new URL(href, location.href);
+    SELECTION_PARAMS.forEach(function (key) { url.searchParams.delete(key); });
+    selection.forEach(function (value, key) { url.searchParams.append(key, value); });
+    return url.pathname + url.search + url.hash;
+  }
+
+  function syncActions(params) {
+    var selection = selectionOnly(params);
+    var actions = document.getElementById("pp-actions");
+    var targets = [];
+    if (actions) {
+      Array.prototype.push.apply(targets, actions.querySelectorAll("form"));
+    }
+    Array.prototype.push.apply(targets, document.querySelectorAll("[data-pp-selection]"));
+    targets.forEach(function (el) {
+      if (el === form) {
+        return;
+      }
+      if (el.tagName === "A" && el.hasAttribute("data-pp-selection")) {
+        el.setAttribute("href", withSelection(el.getAttribute("href"), selection));
+        return;
+      }
+      if (el.tagName !== "FORM") {
+        return;
+      }
+      var isGet = (el.getAttribute("method") || "get").toLowerCase() === "get";
+      if (isGet) {
+        // A GET form sends its fields, not its action's query: hidden inputs.
+        Array.prototype.slice.call(el.querySelectorAll("input[type=hidden]")).forEach(function (input) {
+          if (SELECTION_PARAMS.indexOf(input.name) !== -1) {
+            input.parentNode.removeChild(input);
+          }
+        });
+        selection.forEach(function (value, key) {
+          var input = document.createElement("input");
+          input.type = "hidden";
+          input.name = key;
+          input.value = value;
+          el.appendChild(input);
+        });
+      } else if (el.hasAttribute("data-pp-selection")) {
+        // A POST form carries the selection in its action's query string.
+        el.setAttribute("action", withSelection(el.getAttribute("action") || location.href, selection));
+      }
+    });
+    var counters = results.querySelector(".pp-counters");
+    document.dispatchEvent(new CustomEvent("publipostage:selection", {
+      detail: {
+        query: selection.toString(),
+        counters: counters ? {
+          selected: Number(counters.getAttribute("data-selected")),
+          withoutEmail: Number(counters.getAttribute("data-without-email")),
+          notActivated: Number(counters.getAttribute("data-not-activated"))
+        } : null
+      }
+    }));
+  }
+
+  /* -- "Puis par" cannot repeat "Par" ------------------------------------------ */
+
+  function syncSortOptions() {
+    var first = form.elements.namedItem("sort");
+    var then = form.elements.namedItem("then");
+    if (!first || !then || !then.options) {
+      return;
+    }
+    for (var i = 0; i < then.options.length; i++) {
+      var option = then.options[i];
+      option.disabled = option.value !== "none" && option.value === first.value;
+    }
+    if (then.value !== "none" && then.value === first.value) {
+      then.value = "none";
+    }
+  }
+
+  /* -- advice rows of the ticked profiles (all when none) ------------------------ */
+
+  function filterAdvice() {
+    var ticked = [];
+    form.querySelectorAll("input[name=profile]").forEach(function (box) {
+      if (box.checked) {
+        ticked.push(box.value);
+      }
+    });
+    document.querySelectorAll(".pp-advice-table tr[data-profile]").forEach(function (row) {
+      row.hidden = ticked.length > 0 && ticked.indexOf(row.getAttribute("data-profile")) === -1;
+    });
+  }
+
+  /* -- class search box ------------------------------------------------------- */
+
+  function fold(text) {
+    var value = String(text || "").replace(/œ/g, "oe").replace(/Œ/g, "oe")
+      .replace(/æ/g, "ae").replace(/Æ/g, "ae");
+    if (value.normalize) {
+      value = value.normalize("NFD").replace(/[\u0300-\u036f]/g, "");
+    }
+    return value.toLowerCase().trim();
+  }
+
+  var search = document.getElementById("pp-class-search");
+  var classCount = document.getElementById("pp-class-count");
+
+  function filterClasses() {
+    var needle = fold(search.value);
+    var shown = 0;
+    document.querySelectorAll("#pp-class-list [data-name]").forEach(function (label) {
+      var match = !needle || fold(label.getAttribute("data-name")).indexOf(needle) !== -1;
+      label.hidden = !match;
+      if (match) {
+        shown += 1;
+      }
+    });
+    if (classCount) {
+      var pattern = classCount.getAttribute(shown > 1 ? "data-many" : "data-one") || "";
+      classCount.textContent = pattern.replace(/\d+/, String(shown));
+    }
+  }
+
+  if (search) {
+    search.addEventListener("input", filterClasses);
+    search.addEventListener("keydown", function (event) {
+      // Enter in the search box must not submit the filters.
+      if (event.key === "Enter") {
+        event.preventDefault();
+      }
+    });
+  }
+
+  /* -- wiring ------------------------------------------------------------------ */
+
+  function onChange(event) {
+    var target = event.target;
+    if (!target || !target.name || target === search) {
+      return;
+    }
+    if (target.name === "sort") {
+      syncSortOptions();
+    }
+    if (target.name === "profile") {
+      filterAdvice();
+    }
+    // A half-typed date fires "input" with an empty value: wait for a full one.
+    if (target.type === "date" && event.type === "input" && target.value === "" && target.validity && target.validity.badInput) {
+      return;
+    }
+    schedule();
+  }
+
+  form.addEventListener("change", onChange);
+  form.addEventListener("input", onChange);
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    window.clearTimeout(timer);
+    update(formParams(), "push");
+  });
+
+  var reset = form.querySelector(".pp-reset");
+  if (reset) {
+    reset.addEventListener("click", function (event) {
+      event.preventDefault();
+      var template = form.elements.namedItem("template");
+      var params = new URLSearchParams();
+      if (template && template.value) {
+        params.set("template", template.value);
+      }
+      applyParams(params);
+      window.clearTimeout(timer);
+      update(formParams(), "push");
+    });
+  }
+
+  results.addEventListener("click", function (event) {
+    var link = event.target.closest ? event.target.closest("a.pp-page-link") : null;
+    if (!link || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) {
+      return;
+    }
+    event.preventDefault();
+    var params = new URL(link.href, location.href).searchParams;
+    update(params, "push").then(function () {
+      var table = results.querySelector(".pp-table-wrap");
+      if (table) {
+        table.focus();
+      }
+    });
+  });
+
+  window.addEventListener("popstate", function () {
+    var params = new URLSearchParams(location.search);
+    applyParams(params);
+    window.clearTimeout(timer);
+    update(params, "none");
+  });
+
+  window.history.replaceState({ ppQuery: location.search.replace(/^\?/, "") }, "", location.href);
+  syncSortOptions();
+  filterAdvice();
+  document.documentElement.classList.add("pp-js");
+})();
