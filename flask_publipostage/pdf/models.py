@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from datetime import datetime
@@ -22,7 +23,13 @@ FINAL_STATES = (DONE, FAILED, CANCELLED)
 
 
 def new_token() -> str:
+    """32 URL-safe characters, 192 random bits: the job's URLs cannot be guessed."""
     return secrets.token_urlsafe(24)
+
+
+def active_key(owner: str, scope_key: str, selection_json: str, slot: int) -> str:
+    raw = "\0".join((owner, scope_key, selection_json, str(slot)))
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
 class PdfJob(Base):
@@ -47,6 +54,10 @@ class PdfJob(Base):
     #: ``Options.to_dict()`` as JSON.
     options: Mapped[str] = mapped_column(sa.Text, default="{}")
     state: Mapped[str] = mapped_column(sa.String(20), default=QUEUED, index=True)
+    #: While the job is queued or running: sha256 of owner, perimeter, selection and
+    #: a slot below ``MAX_RUNNING_JOBS``; NULL afterwards. Unique: two requests at
+    #: the same moment cannot both take the last slot.
+    active_key: Mapped[str | None] = mapped_column(sa.String(64), unique=True, nullable=True)
     accounts: Mapped[int] = mapped_column(default=0)
     pages_done: Mapped[int] = mapped_column(default=0)
     pages_total: Mapped[int] = mapped_column(default=0)

@@ -1,0 +1,193 @@
+"""CSRF: every state-changing request needs the token of a page the admin opened.
+
+Without it, with a forged one or with another browser's, the answer is a 400 in
+French and nothing happens: no job, no campaign, no cancel, no audit row, no mail,
+no file. With the token read from the rendered page, the same request works.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from flask_publipostage import jobs
+from flask_publipostage.mail.models import Campaign
+from flask_publipostage.pdf.models import PdfJob, new_token
+
+from .hosts import db
+from .smtp import SmtpServer
+from .test_security_matrix import blueprint_routes
+from .test_security_support import (
+    BASE,
+    build_security_school,
+    campaign_id_of,
+    job_id_of,
+    page_token,
+    post_mail,
+    post_pdf,
+    table_state,
+    token_from,
+)
+
+EXPIRED = "Le formulaire a expiré"
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = SmtpServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def app_config(smtp: SmtpServer, tmp_path: Path) -> dict[str, Any]:
+    return {
+        **smtp.config(),
+        "WTF_CSRF_ENABLED": True,
+        "PUBLIPOSTAGE_PDF_SYNC_LIMIT": 3,
+        "PUBLIPOSTAGE_PDF_WORKERS": 1,
+        "PUBLIPOSTAGE_PDF_QR_CODE": False,
+        "PUBLIPOSTAGE_MAIL_CONNECTIONS": 1,
+        "PUBLIPOSTAGE_STORAGE_DIR": str(tmp_path / "storage"),
+    }
+
+
+def _state(app: Flask, smtp: SmtpServer, tmp_path: Path) -> dict[str, Any]:
+    state = table_state(app)
+    state["mails"] = smtp.count()
+    storage = tmp_path / "storage"
+    state["files"] = sorted(p.name for p in storage.rglob("*") if p.is_file())
+    return state
+
+
+class Objects:
+    """An active PDF job, an active campaign and a stopped one, all school A's admin's."""
+
+    def __init__(self, app: Flask, client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        token = page_token(client, f"{BASE}/")
+        with monkeypatch.context() as m:
+            m.setattr(jobs, "submit", lambda *args, **kwargs: None)  # queued, never run
+            self.job = job_id_of(post_pdf(client, "adml_a", "", token))
+            self.campaign = campaign_id_of(post_mail(client, "adml_a", "profile=Teacher", token))
+        self.stopped = campaign_id_of(post_mail(client, "adml_a", "profile=Relative", token))
+        with app.app_context():
+            assert db.session.get(PdfJob, self.job).state == "queued"
+            assert db.session.get(Campaign, self.campaign).state == "queued"
+            db.session.execute(sa.update(Campaign).where(Campaign.id == self.stopped).values(state="failed"))
+            db.session.commit()
+            db.session.remove()
+
+
+#: POST endpoint -> (its URL, the page whose form carries the token, what success looks like).
+def _posts(o: Objects) -> dict[str, tuple[str, str, int]]:
+    return {
+        "publipostage.generate_pdf": (f"{BASE}/pdf?profile=Teacher", f"{BASE}/?profile=Teacher", 200),
+        "publipostage.pdf_cancel": (f"{BASE}/pdf/jobs/{o.job}/cancel", f"{BASE}/pdf/jobs/{o.job}", 303),
+        "publipostage.mail_send": (f"{BASE}/mail/send?profile=Personnel", f"{BASE}/mail?profile=Personnel", 303),
+        "publipostage.mail_sample": (f"{BASE}/mail/sample?profile=Personnel", f"{BASE}/mail?profile=Personnel", 303),
+        "publipostage.mail_campaign_cancel": (
+            f"{BASE}/mail/campaigns/{o.campaign}/cancel", f"{BASE}/mail/campaigns/{o.campaign}", 303),
+        "publipostage.mail_campaign_resume": (
+            f"{BASE}/mail/campaigns/{o.stopped}/resume", f"{BASE}/mail/campaigns/{o.stopped}", 303),
+    }
+
+
+def test_every_post_needs_the_token_of_the_page(
+    app: Flask, client: Any, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with app.app_context():
+        build_security_school()
+        db.session.remove()
+    objects = Objects(app, client, monkeypatch)
+    posts = _posts(objects)
+    discovered = {endpoint for endpoint, method in blueprint_routes(app) if method == "POST"}
+    assert discovered == set(posts), f"POST routes without a CSRF case: {discovered ^ set(posts)}"
+    # Another browser's token: valid, but not for this session.
+    other = app.test_client()
+    foreign = token_from(other.get(f"{BASE}/", headers={"X-Test-User": "adml_a"}).get_data(as_text=True))
+    for endpoint, (url, page, success) in posts.items():
+        form = {"template": "cards"} if endpoint == "publipostage.generate_pdf" else {}
+        before = _state(app, smtp, tmp_path)
+        for token in (None, "", "forged", foreign, foreign + "x"):
+            data = dict(form) if token is None else {**form, "csrf_token": token}
+            for headers in ({}, {"X-Requested-With": "fetch"}):
+                response = client.client.post(url, data=data, headers={"X-Test-User": "adml_a", **headers})
+                assert response.status_code == 400, (endpoint, token, response.status_code)
+                assert EXPIRED in response.get_data(as_text=True), endpoint
+                assert _state(app, smtp, tmp_path) == before, (endpoint, token)
+        # The token of the page the form is on: it works.
+        token = page_token(client, page)
+        response = client.post(url, "adml_a", data={**form, "csrf_token": token})
+        assert response.status_code == success, (endpoint, response.get_data(as_text=True)[:300])
+        assert _state(app, smtp, tmp_path) != before, endpoint
+    with app.app_context():
+        assert db.session.get(PdfJob, objects.job).state == "cancelled"
+        assert db.session.get(Campaign, objects.campaign).state == "cancelled"
+        assert db.session.get(Campaign, objects.stopped).state == "done"
+        db.session.remove()
+
+
+def test_host_wide_csrf_protection_answers_in_french(app: Flask, client: Any) -> None:
+    """A host using ``CSRFProtect`` refuses before the view: still a French page."""
+    CSRFProtect(app)
+    with app.app_context():
+        build_security_school()
+        db.session.remove()
+    before = table_state(app)
+    response = client.post(f"{BASE}/pdf?profile=Teacher", "adml_a", data={"template": "letter"})
+    assert response.status_code == 400
+    assert "ne vient pas de cette page" in response.get_data(as_text=True)
+    assert table_state(app) == before
+    token = page_token(client, f"{BASE}/?profile=Teacher")
+    ok = client.post(f"{BASE}/pdf?profile=Teacher", "adml_a", data={"template": "letter", "csrf_token": token})
+    assert ok.status_code == 200 and ok.data.startswith(b"%PDF")
+
+
+def test_get_routes_change_nothing_but_the_audit_trail(app: Flask, client: Any, smtp: SmtpServer, tmp_path: Path) -> None:
+    """A cross-site link can only make the admin's browser read: pages, the CSV
+    (which writes its audit row), a job's status. No GET starts, cancels or sends."""
+    with app.app_context():
+        build_security_school()
+        db.session.remove()
+    gets = sorted(rule.rule for rule in app.url_map.iter_rules()
+                  if rule.endpoint.startswith("publipostage.") and "GET" in (rule.methods or ())
+                  and not rule.arguments)
+    before = _state(app, smtp, tmp_path)
+    for url in gets:
+        for role in ("adml_a", "super"):
+            client.get(url, role).get_data()
+    after = _state(app, smtp, tmp_path)
+    changed = {k for k in after if after[k] != before[k]}
+    assert changed <= {"publipostage_audit"}, changed
+
+
+def test_job_ids_cannot_be_guessed(app: Flask, client: Any) -> None:
+    tokens = {new_token() for _ in range(2000)}
+    assert len(tokens) == 2000
+    alphabet = set(string.ascii_letters + string.digits + "-_")
+    for token in tokens:
+        # 24 random bytes: 192 bits, written as 32 URL-safe characters.
+        assert len(token) == 32 and set(token) <= alphabet
+    with app.app_context():
+        build_security_school()
+        db.session.remove()
+    token = page_token(client, f"{BASE}/")
+    job = job_id_of(post_pdf(client, "adml_a", "", token, template="cards"))
+    assert len(job) == 32 and set(job) <= alphabet
+    page = client.get(f"{BASE}/pdf/jobs/{job}", "adml_a").get_data(as_text=True)
+    # The download link is the only way to the file, and it names the job only.
+    links = set(re.findall(r'href="([^"]*download[^"]*)"', page))
+    assert links == {f"{BASE}/pdf/jobs/{job}/download"}
+    with app.app_context():
+        path = Path(db.session.get(PdfJob, job).file_path)
+        db.session.remove()
+    # The file is named after the job, in a folder only the server reads.
+    assert path.name == f"{job}.pdf"
+    assert path.parent.stat().st_mode & 0o077 == 0
