@@ -253,7 +253,10 @@ class Selection:
         return selection
 
     def check_scope(self) -> None:
-        """403 for a class outside the admin's scope (or one that does not exist)."""
+        """403 for a class or a campaign outside the admin's scope, or that does not
+        exist: the same answer for both, so nothing is learnt about other schools."""
+        if self.campaign is not None:
+            self._check_campaign_scope()
         if not self.class_ids:
             return
         state = current_app.extensions["publipostage"]
@@ -267,6 +270,18 @@ class Selection:
         if found != len(self.class_ids):
             raise SelectionError(
                 _("One of the chosen classes is outside your scope."), status=403, field="class"
+            )
+
+    def _check_campaign_scope(self) -> None:
+        from .mail.models import Campaign
+
+        stmt = sa.select(Campaign.id).where(Campaign.id == self.campaign)
+        if self.scope is not None and not self.scope.is_global:
+            stmt = stmt.where(Campaign.scope_key == self.scope.key)
+        session = current_app.extensions["publipostage"].db.session
+        if session.execute(stmt).first() is None:
+            raise SelectionError(
+                _("This campaign is outside your scope."), status=403, field="campaign"
             )
 
     def with_scope(self, scope: Scope) -> "Selection":

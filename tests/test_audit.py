@@ -38,3 +38,11 @@ def test_csv_needs_print(client: Any, school: Any) -> None:
     assert client.get(CSV, "viewer_a").status_code == 403
     journal = client.get(JOURNAL, "super").get_data(as_text=True)
     assert "Export CSV" not in journal
+
+
+def test_codes_are_shown_only_to_admins_who_may_print(client: Any, school: Any) -> None:
+    """A code is a password until used: viewing the list is not printing it."""
+    printer = client.get("/imports-exports/publipostage/?profile=Student", "adml_a").get_data(as_text=True)
+    viewer = client.get("/imports-exports/publipostage/?profile=Student", "viewer_a").get_data(as_text=True)
+    assert "CODE-zoe.abel" in printer
+    assert "CODE-" not in viewer and "Non activé (code masqué)" in viewer

@@ -158,12 +158,6 @@ def test_campaign_filter_of_school_b_answers_like_a_missing_campaign(app: Flask,
         assert "bob.b" not in answers[0][1] and "bea.b" not in answers[0][1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="selection.py: the `campaign` filter does not check that the campaign is "
-    "visible to the admin (campaigns.get_visible); a local admin learns which of the "
-    "school's accounts a super admin's campaign did not reach, and that it exists",
-)
 def test_campaign_filter_of_a_super_admin_campaign_is_refused(app: Flask, client: Any, school: Any, smtp: SmtpServer) -> None:
     db.session.remove()
     super_campaign = campaign_id_of(post_mail(client, "super"))
@@ -173,6 +167,7 @@ def test_campaign_filter_of_a_super_admin_campaign_is_refused(app: Flask, client
         response = client.get(f"{BASE}/export.csv?campaign={campaign}", "adml_a")
         answers.append((response.status_code, response.get_data(as_text=True)))
     assert answers[0] == answers[1]
+    assert answers[0][0] == 403
 
 
 def _csv_logins(data: bytes) -> list[str]:
