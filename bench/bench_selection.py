@@ -616,7 +616,7 @@ def print_report(reports: list[dict[str, Any]], args: argparse.Namespace) -> Non
                 print("    " + line)
             print()
     print("Indexes a host should have (the primary keys of the link tables serve the other way):")
-    for name, table, columns, why in INDEXES:
+    for _name, table, columns, why in INDEXES:
         print(f"  {table.name}({', '.join(columns)})  -- {why}")
 
 

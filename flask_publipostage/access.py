@@ -13,8 +13,9 @@ Without them ``init_app`` refuses to start: the page fails closed.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from flask import abort, current_app
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from datetime import date, tzinfo
-from typing import Any, Iterator
+from typing import Any
 
 from .i18n import gettext as _
 from .recipients import Child, Recipient, iter_batches, local_date, parent_of_formatter, school_zone

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask, current_app, url_for
@@ -11,8 +12,9 @@ from flask import Flask, current_app, url_for
 from .access import VIEW, Scope, has_capability
 from .config import DEFAULTS, config_value
 from .host import HostModels
+from .i18n import gettext, make_domain, ngettext
+from .i18n import lazy_gettext as _l
 from .sql import fold_for_sort
-from .i18n import gettext, lazy_gettext as _l, make_domain, ngettext
 
 EXTENSION_KEY = "publipostage"
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 import json
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone, tzinfo
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa

@@ -11,7 +11,6 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 
-
 @functools.lru_cache(maxsize=65536)
 def fold_for_sort(value: str | None) -> str | None:
     """French sort key: accents, ligatures and case ignored ("Élodie" == "elodie").

@@ -24,7 +24,6 @@ from .i18n import gettext as _
 from .profiles import PROFILE_ORDER, Profile
 from .recipients import last_page, page_next_to
 from .recipients import page as recipients_page
-from .sql import fold_for_sort
 from .selection import (
     ACTIVATION_CHOICES,
     EMAIL_CHOICES,
@@ -34,6 +33,7 @@ from .selection import (
     SelectionError,
     count,
 )
+from .sql import fold_for_sort
 
 MAX_PAGE = 100_000
 #: Rows skipped from which page links use their cursor rather than OFFSET

@@ -118,7 +118,7 @@ def test_group_sheets_and_signoff(app_ctx: Any, client: Any, school: Any) -> Non
     page = 0
     for name, members in groups:
         if name:
-            for k in range(math.ceil(len(members) / 20)):
+            for _k in range(math.ceil(len(members) / 20)):
                 assert "Liste d'émargement" in texts[page] and name in texts[page]
                 for column in ("Nom", "Prénom", "Identifiant", "Date", "Signature"):
                     assert column in texts[page]

@@ -5,7 +5,8 @@ then its download link."""
 from __future__ import annotations
 
 import io
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from flask import Flask

@@ -79,7 +79,7 @@ def test_preview_csv_and_outputs_agree(app_ctx: Flask, client: RoleClient, matri
 
 def _links(body: str) -> dict[str, str]:
     found = {}
-    for href, rel, label in re.findall(r'<a href="([^"]+)"(?: rel="(\w+)")? class="pp-page-link">([^<]+)</a>', body):
+    for href, _rel, label in re.findall(r'<a href="([^"]+)"(?: rel="(\w+)")? class="pp-page-link">([^<]+)</a>', body):
         found[label] = html.unescape(href).replace("/imports-exports/publipostage/?", PREVIEW + "?")
     return found
 

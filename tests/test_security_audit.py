@@ -5,8 +5,9 @@ by the perimeter; never an activation code, nor in the logs, nor in error pages.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa

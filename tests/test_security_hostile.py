@@ -14,10 +14,11 @@ import io
 import re
 import sys
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from email import message_from_bytes, policy
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa

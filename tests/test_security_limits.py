@@ -3,7 +3,8 @@ selection any output accepts."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa

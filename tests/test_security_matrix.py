@@ -9,9 +9,10 @@ The routes come from the URL map: a new route without a row here fails
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa

@@ -5,8 +5,9 @@ statement counters, and the objects (PDF job, campaign) the id routes need."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask

@@ -31,9 +31,9 @@ from .. import audit, jobs
 from ..access import Scope
 from ..config import config_value
 from ..csv_export import filename
+from ..i18n import gettext as _
 from ..models import utcnow
 from ..recipients import Recipient, iter_batches
-from ..i18n import gettext as _
 from ..selection import Selection, SelectionError
 from ..sql import french_fold
 from . import render, worker
