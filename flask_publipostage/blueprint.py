@@ -16,4 +16,5 @@ bp = Blueprint(
 
 # Route modules register on import.
 from . import audit_views, errors, views  # noqa: E402,F401
-
+from .mail import views as mail_views  # noqa: E402,F401
+from .pdf import views as pdf_views  # noqa: E402,F401

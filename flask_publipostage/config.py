@@ -46,6 +46,25 @@ DEFAULTS: dict[str, Any] = {
     "PDF_CHUNK_SIZE": 50,
     #: Worker processes rendering chunks in parallel (in-process backend).
     "PDF_WORKERS": 2,
+    #: Sender lines of the school printed on postal letters (name, street, town),
+    #: e.g. ``("École Émile Zola", "3 rue de l'École", "75011 Paris")``.
+    "SCHOOL_ADDRESS": (),
+    #: Language of the letters and cards (the catalog used to render them).
+    "PDF_LOCALE": "fr",
+    #: Print a QR code leading to the activation (or password reset) page.
+    "PDF_QR_CODE": True,
+    #: Query appended to the QR code's link, with ``{login}`` and ``{code}``
+    #: placeholders (``"?login={login}"``); ``None`` keeps the bare page address,
+    #: so the printed code is never inside the QR code unless asked here.
+    "PDF_QR_PARAMS": None,
+    #: Rows per page of the sign-off sheet ("liste d'émargement").
+    "PDF_SIGNOFF_ROWS": 20,
+    #: How worker processes are started: ``"spawn"`` (safe in threaded servers),
+    #: ``"forkserver"`` or ``"fork"``.
+    "PDF_START_METHOD": "spawn",
+    #: Seconds without progress after which a running PDF job is marked failed
+    #: (the process running it stopped).
+    "PDF_STALE_AFTER": 900,
     #: Folder where finished PDF files wait for their download; default
     #: ``<instance_path>/publipostage``.
     "STORAGE_DIR": None,
@@ -65,6 +84,23 @@ DEFAULTS: dict[str, Any] = {
     "MAIL_MAX_ATTEMPTS": 5,
     #: First back-off delay in seconds (doubled at each attempt).
     "MAIL_RETRY_DELAY": 2.0,
+    #: Longest back-off delay in seconds while the SMTP server is unreachable.
+    "MAIL_MAX_RETRY_DELAY": 300.0,
+    #: Seconds a campaign waits for an unreachable SMTP server before it stops as
+    #: failed (``flask publipostage resume ID`` starts it again).
+    "MAIL_MAX_WAIT": 3600,
+    #: Subject of the credential emails; ``None`` uses the catalog's two subjects.
+    #: ``%(ent_name)s`` is replaced by ``ENT_NAME``.
+    "MAIL_SUBJECT": None,
+    #: Messages marked "sending" together in the journal (one commit each group):
+    #: after a crash of the sending process, at most this many per connection may
+    #: reach their recipient twice. 1 = one commit per message.
+    "MAIL_JOURNAL_GROUP": 10,
+    #: Socket timeout in seconds of each SMTP connection.
+    "MAIL_TIMEOUT": 60,
+    #: Seconds without a sign of life after which a campaign (or a batch claimed
+    #: by a worker) is taken over by ``resume`` or by a restarted runner.
+    "MAIL_STALE_AFTER": 300,
     #: ``"thread"`` (in-process, nothing to install) or ``"celery"``.
     "JOB_BACKEND": "thread",
     #: The host's Celery application, when ``JOB_BACKEND`` is ``"celery"``.

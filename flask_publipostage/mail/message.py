@@ -1,0 +1,380 @@
+"""The credential email: French, plain text and HTML, one per account.
+
+Rendered from ``publipostage/email/credentials_{activated,not_activated}.{txt,html}``
+(a host overrides them by putting files at the same paths in its own templates).
+Header values never carry CR/LF; names are encoded by Flask-Mail; body lines are
+wrapped because Flask-Mail sends UTF-8 bodies as 8bit without folding and relays
+refuse lines over 998 bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+import secrets
+from dataclasses import dataclass
+from email.header import Header
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
+from email.mime.nonmultipart import MIMENonMultipart
+from email.policy import Compat32
+from email.utils import formatdate, parseaddr
+from typing import Any
+
+from flask import Flask, current_app
+from flask_mail import Mail, Message, sanitize_address
+
+from ..config import config_value
+from ..i18n import gettext as _
+from ..recipients import Recipient
+
+LINE_WIDTH = 78
+#: RFC 5321 allows 1000 bytes with CRLF; stay well below when a word is longer.
+HARD_LINE_BYTES = 900
+MAX_HEADER_CHARS = 200
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
+_SPACES = re.compile(r"\s+")
+_ADDRESS = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_BLANK_RUNS = re.compile(r"\n{3,}")
+_LIST_MARKER = re.compile(r"(\d+\.|[-*•])\s+")
+
+
+class MailConfigError(Exception):
+    """The application is not configured to send (no sender)."""
+
+
+def clean_header(value: Any, limit: int = MAX_HEADER_CHARS) -> str:
+    """A header value on one line: control characters (CR, LF...) become spaces."""
+    text = _CONTROL.sub(" ", str(value or ""))
+    return _SPACES.sub(" ", text).strip()[:limit]
+
+
+def address_problem(address: str | None) -> str | None:
+    """Why ``address`` cannot be sent to, in French, or None when it is fine."""
+    if not address:
+        return _("No email address.")
+    if not address.isascii():
+        return _(
+            "The address “%(address)s” contains non-ASCII characters (accents...): "
+            "mail servers refuse it. Correct it in the directory.",
+            address=clean_header(address, 120),
+        )
+    if len(address) > 254 or not _ADDRESS.match(address) or ".." in address:
+        return _("The address “%(address)s” is not valid.", address=clean_header(address, 120))
+    return None
+
+
+def wrap_lines(text: str, width: int = LINE_WIDTH) -> str:
+    """Every line at most ``width`` characters, cut at spaces; a longer word (a
+    URL) stays whole unless it would exceed what SMTP accepts."""
+    text = _BLANK_RUNS.sub("\n\n", text.replace("\r\n", "\n").replace("\r", "\n")).strip("\n")
+    out: list[str] = []
+    for line in text.split("\n"):
+        line = line.rstrip()
+        if len(line) > width:
+            stripped = line.lstrip()
+            indent = line[: len(line) - len(stripped)]
+            marker = _LIST_MARKER.match(stripped)
+            follow = indent + " " * (len(marker.group(0)) if marker else 0)
+            pieces = _greedy_wrap(indent, stripped, width, follow)
+        else:
+            pieces = [line]
+        for piece in pieces:
+            # Under 225 characters a line cannot exceed the byte limit.
+            out.extend(_hard_split(piece) if len(piece) > HARD_LINE_BYTES // 4 else (piece,))
+    return "\n".join(out) + "\n"
+
+
+def _greedy_wrap(indent: str, text: str, width: int, follow: str) -> list[str]:
+    # textwrap would do, five times slower; only plain spaces separate words
+    # (a no-break space stays a no-break space).
+    words = [w for w in text.split(" ") if w]
+    if not words:
+        return [""]
+    pieces = []
+    current = indent + words[0]
+    for word in words[1:]:
+        if len(current) + 1 + len(word) <= width:
+            current += " " + word
+        else:
+            pieces.append(current)
+            current = follow + word
+    pieces.append(current)
+    return pieces
+
+
+def _hard_split(line: str) -> list[str]:
+    if len(line.encode("utf-8")) <= HARD_LINE_BYTES:
+        return [line]
+    # Four bytes at most per character in UTF-8.
+    step = HARD_LINE_BYTES // 4
+    return [line[i : i + step] for i in range(0, len(line), step)]
+
+
+def ensure_mail(app: Flask | None = None) -> Any:
+    """The app's Flask-Mail state; created from the config when the host has none."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    state = app.extensions.get("mail")
+    if state is None:
+        state = Mail().init_app(app)
+    return state
+
+
+def _sender_pair(value: Any) -> tuple[str, str] | None:
+    if not value:
+        return None
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        name, address = str(value[0] or ""), str(value[1] or "")
+    else:
+        name, address = parseaddr(str(value))
+    name, address = clean_header(name), clean_header(address, 254)
+    if not address or address_problem(address):
+        return None
+    return name, address
+
+
+@dataclass(frozen=True)
+class MailSettings:
+    """What every message of a run shares, read once from the config."""
+
+    sender: tuple[str, str]
+    reply_to: tuple[str, str] | None
+    domain: str
+    ent_name: str
+    ent_url: str
+    activation_url: str
+    reset_url: str
+    password_rule: str
+    school_name: str
+    subject: str | None
+
+    @classmethod
+    def load(cls, school_name: str = "") -> MailSettings:
+        mail = ensure_mail()
+        raw_sender = config_value("MAIL_SENDER") or mail.default_sender
+        sender = _sender_pair(raw_sender)
+        if sender is None:
+            raise MailConfigError(
+                _(
+                    "No valid sender address is configured "
+                    "(PUBLIPOSTAGE_MAIL_SENDER or MAIL_DEFAULT_SENDER)."
+                )
+            )
+        ent_url = str(config_value("ENT_URL") or "").rstrip("/")
+        return cls(
+            sender=sender,
+            reply_to=_sender_pair(config_value("MAIL_REPLY_TO")),
+            domain=sender[1].rsplit("@", 1)[-1],
+            ent_name=clean_header(config_value("ENT_NAME")),
+            ent_url=ent_url,
+            activation_url=str(config_value("ACTIVATION_URL") or f"{ent_url}/auth/activation"),
+            reset_url=str(config_value("RESET_URL") or f"{ent_url}/auth/forgot"),
+            password_rule=str(
+                config_value("PASSWORD_RULE")
+                or _("at least 8 characters, with an upper-case letter, a lower-case letter and a digit")
+            ),
+            school_name=clean_header(school_name or config_value("SCHOOL_NAME")),
+            subject=config_value("MAIL_SUBJECT"),
+        )
+
+
+@dataclass(frozen=True)
+class RenderedMail:
+    subject: str
+    text: str
+    html: str
+
+
+def template_names(recipient: Recipient) -> tuple[str, str]:
+    kind = "not_activated" if recipient.activation_code else "activated"
+    return (
+        f"publipostage/email/credentials_{kind}.txt",
+        f"publipostage/email/credentials_{kind}.html",
+    )
+
+
+def subject_for(recipient: Recipient, settings: MailSettings) -> str:
+    if settings.subject:
+        return clean_header(str(settings.subject).replace("%(ent_name)s", settings.ent_name))
+    if recipient.activation_code:
+        text = _("Your %(ent_name)s account: login and activation code", ent_name=settings.ent_name)
+    else:
+        text = _("Your %(ent_name)s account: login and password", ent_name=settings.ent_name)
+    return clean_header(text)
+
+
+class CachedGettext:
+    """``_pp`` for a run of emails: each text is looked up in the catalog once."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, str] = {}
+
+    def __call__(self, string: str, **variables: Any) -> str:
+        translated = self._cache.get(string)
+        if translated is None:
+            translated = self._cache[string] = _(string)
+        return translated % variables if variables else translated
+
+
+def render(recipient: Recipient, settings: MailSettings, translate: CachedGettext | None = None) -> RenderedMail:
+    """Subject, text and HTML of one recipient's email (lines already wrapped)."""
+    text_name, html_name = template_names(recipient)
+    app = current_app
+    context = {
+        "config": app.config,
+        "_pp": translate or CachedGettext(),
+        "recipient": recipient,
+        # One line, whatever the directory holds (a CR/LF would split the greeting).
+        "name": clean_header(recipient.full_name),
+        "settings": settings,
+        "ent_name": settings.ent_name,
+        "ent_url": settings.ent_url,
+        "activation_url": settings.activation_url,
+        "reset_url": settings.reset_url,
+        "password_rule": settings.password_rule,
+        "school_name": settings.school_name,
+        "can_reply": settings.reply_to is not None,
+    }
+    subject = context["subject"] = subject_for(recipient, settings)
+    # Straight to Jinja: no request here, and Flask's context processors and
+    # signals would cost as much as the template.
+    env = app.jinja_env
+    return RenderedMail(
+        subject=subject,
+        text=wrap_lines(env.get_template(text_name).render(context)),
+        html=wrap_lines(env.get_template(html_name).render(context)),
+    )
+
+
+class WirePolicy(Compat32):
+    """compat32 with CRLF, writing already-encoded ASCII headers as they are.
+
+    Used instead of Flask-Mail's ``policy.SMTP``: that policy re-folds long
+    headers by parsing them, which decodes an RFC 2047 display name and writes it
+    back bare ("Jean Bcc: x@evil.example" would turn To into a group), and its
+    header parsing is most of the cost of ``as_bytes()``.
+    """
+
+    def _fold(self, name: str, value: Any, sanitize: bool) -> str:
+        if isinstance(value, str) and value.isascii():
+            lines = value.split("\r\n")
+            if (
+                all(len(line) <= 900 and "\n" not in line and "\r" not in line for line in lines)
+                and all(line[:1] in (" ", "\t") for line in lines[1:])
+            ):
+                return f"{name}: {value}{self.linesep}"
+        return super()._fold(name, value, sanitize)  # type: ignore[misc,no-any-return]
+
+
+WIRE_POLICY = WirePolicy(linesep="\r\n")
+
+
+@functools.lru_cache(maxsize=256)
+def encoded_header(value: str, name: str) -> str:
+    """RFC 2047 form of a header value, folded with CRLF (cached: subjects repeat)."""
+    if value.isascii() and len(value) + len(name) + 2 <= LINE_WIDTH:
+        return value
+    return Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+
+
+@functools.lru_cache(maxsize=64)
+def encoded_address(name: str, address: str) -> str:
+    return sanitize_address((name, address))
+
+
+def _text_part(text: str, subtype: str) -> MIMENonMultipart:
+    """What ``MIMEText(text, subtype, "utf-8")`` gives under Flask-Mail's charset
+    (8bit UTF-8), without its per-message charset machinery."""
+    part = MIMENonMultipart("text", subtype, charset="utf-8")
+    part["Content-Transfer-Encoding"] = "8bit"
+    # The generator writes str payloads as ASCII; surrogate escapes carry the bytes.
+    part.set_payload(text.encode("utf-8").decode("ascii", "surrogateescape"))
+    return part
+
+
+class CredentialMessage(Message):
+    """A Flask-Mail message whose MIME tree is built directly.
+
+    Same headers as Flask-Mail's, names encoded by Flask-Mail's
+    ``sanitize_address``; a multipart/alternative (text, HTML) without the
+    multipart/mixed wrapper, known boundaries (the generator would otherwise
+    compile a regular expression per message), and :class:`WirePolicy`.
+    """
+
+    #: Display name of the single recipient; ``recipients`` holds the bare address
+    #: (the envelope needs nothing more).
+    to_name: str = ""
+
+    def _message(self) -> MIMEBase:
+        token = secrets.token_hex(12)
+        message = MIMEMultipart(
+            "alternative",
+            boundary=f"=_publipostage_{token}",
+            _subparts=[_text_part(self.body or "", "plain"), _text_part(self.html or "", "html")],
+        )
+        message["Subject"] = encoded_header(self.subject, "Subject")
+        name, address = self.sender if isinstance(self.sender, tuple) else parseaddr(self.sender)
+        message["From"] = encoded_address(name, address)
+        if self.to_name and len(self.recipients) == 1 and isinstance(self.recipients[0], str):
+            message["To"] = sanitize_address((self.to_name, self.recipients[0]))
+        else:
+            message["To"] = ", ".join(sanitize_address(r) for r in self.recipients)
+        message["Date"] = formatdate(self.date, localtime=True)
+        message["Message-ID"] = self.msgId
+        if self.reply_to:
+            reply_name, reply_address = self.reply_to if isinstance(self.reply_to, tuple) else parseaddr(self.reply_to)
+            message["Reply-To"] = encoded_address(reply_name, reply_address)
+        for key, value in (self.extra_headers or {}).items():
+            message[key] = value
+        message.policy = WIRE_POLICY
+        return message
+
+
+class MessageFactory:
+    """Builds Flask-Mail messages for one run.
+
+    ``Message()`` calls ``make_msgid()``, whose ``socket.getfqdn()`` costs about as
+    much as building the whole message: each message is a copy of one prototype,
+    with its own Message-ID.
+    """
+
+    def __init__(self, settings: MailSettings) -> None:
+        self.settings = settings
+        self._prototype = CredentialMessage(
+            subject="",
+            recipients=[],
+            sender=settings.sender,
+            reply_to=settings.reply_to,
+        )
+        # Kept as a pair: Flask-Mail encodes the name itself (quotes, accents).
+        self._prototype.sender = settings.sender
+        self._translate = CachedGettext()
+
+    def message_id(self, campaign_token: str, delivery_id: int | str) -> str:
+        # Stable per delivery: a copy re-sent after a lost connection keeps the same
+        # id, so mail clients can drop the duplicate.
+        return f"<publipostage.{campaign_token}.{delivery_id}@{self.settings.domain}>"
+
+    def build(self, recipient: Recipient, address: str, message_id: str) -> Message:
+        rendered = render(recipient, self.settings, self._translate)
+        return self.from_rendered(rendered, recipient.full_name, address, message_id)
+
+    def from_rendered(self, rendered: RenderedMail, name: str, address: str, message_id: str) -> Message:
+        message = copy.copy(self._prototype)
+        message.to_name = clean_header(name)
+        message.recipients = [address]
+        message.subject = rendered.subject
+        message.body = rendered.text
+        message.alts = {"html": rendered.html}
+        message.msgId = message_id
+        message.extra_headers = {
+            "Auto-Submitted": "auto-generated",
+            "Content-Language": "fr",
+        }
+        return message

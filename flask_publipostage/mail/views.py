@@ -1,0 +1,282 @@
+"""Routes of "Envoyer par mail": confirmation with a preview, a sample to oneself,
+the campaign's live progress and report, past campaigns."""
+
+from __future__ import annotations
+
+import secrets
+import smtplib
+from dataclasses import replace
+from typing import Any
+
+import sqlalchemy as sa
+from flask import (
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask_wtf import FlaskForm
+
+from .. import audit
+
+# The module, not its names: ``views`` may still be importing (it imports the
+# blueprint, which imports this module).
+from .. import views as page_views
+from ..access import PRINT, SEND, current_scope, has_capability, require
+from ..blueprint import bp
+from ..csv_export import filename
+from ..i18n import gettext as _
+from ..recipients import Recipient
+from ..recipients import page as recipients_page
+from ..selection import Selection, SelectionError, count
+from . import campaign as campaigns
+from .message import (
+    MailConfigError,
+    MailSettings,
+    MessageFactory,
+    address_problem,
+    ensure_mail,
+    render,
+)
+from .models import Campaign
+from .sender import SmtpUnavailable, close_quietly, describe, open_connection
+
+#: Failures and skips listed on the report page (all of them are in the CSV).
+REPORT_ROWS = 500
+CAMPAIGNS_PER_PAGE = 50
+
+
+class PostForm(FlaskForm):
+    """A button that changes something: CSRF only (the selection is in the URL)."""
+
+
+@bp.context_processor
+def mail_context() -> dict[str, Any]:
+    """Lazy helpers for ``_mail_action.html``."""
+
+    def recent() -> list[Campaign]:
+        session = current_app.extensions["publipostage"].db.session
+        return list(session.execute(campaigns.visible(current_scope()).limit(3)).scalars())
+
+    return {
+        "mail_can_send": lambda: has_capability(SEND),
+        "mail_recent_campaigns": recent,
+        "mail_state_label": campaigns.state_label,
+        "mail_delivery_label": campaigns.delivery_state_label,
+    }
+
+
+def _selection_args(selection: Selection) -> dict[str, Any]:
+    return selection.to_args().to_dict(flat=False)
+
+
+def first_recipient(selection: Selection) -> Recipient | None:
+    """The first account of the selection that has an address (for the preview)."""
+    if selection.email == "without":
+        return None
+    rows = recipients_page(replace(selection, email="with"), 1, 1)
+    return rows[0] if rows else None
+
+
+def shown_to_admin(recipient: Recipient) -> Recipient:
+    """The recipient as the preview and the sample show it: the code itself only
+    to an admin who may see codes anyway (print), else hidden."""
+    if recipient.activation_code and not has_capability(PRINT):
+        return replace(recipient, activation_code="•" * len(recipient.activation_code))
+    return recipient
+
+
+def _form_error(form: FlaskForm) -> SelectionError:
+    if "csrf_token" in form.errors:
+        return SelectionError(_("The form has expired: reload the page and try again."))
+    return SelectionError(_("Invalid form."))
+
+
+@bp.route("/mail")
+@require(SEND)
+def mail_confirm() -> Response:
+    selection = page_views.current_selection(extra_params=("page", "sample"))
+    counters = count(selection)
+    page_views.check_size(counters.selected)
+    scope = current_scope()
+    to_send = counters.selected - counters.without_email
+    recipient = first_recipient(selection)
+    settings_error = None
+    preview = settings = None
+    try:
+        settings = MailSettings.load(scope.school_name)
+    except MailConfigError as exc:
+        settings_error = str(exc)
+    if settings is not None and recipient is not None:
+        preview = render(shown_to_admin(recipient), settings)
+    args = _selection_args(selection)
+    page = render_template(
+        "publipostage/mail_confirm.html",
+        selection=selection,
+        counters=counters,
+        to_send=to_send,
+        recipient=recipient,
+        recipient_problem=address_problem(recipient.email) if recipient else None,
+        preview=preview,
+        settings=settings,
+        settings_error=settings_error,
+        suppressed=bool(ensure_mail().suppress),
+        active=campaigns.find_active(selection),
+        form=PostForm(),
+        actor_email=scope.actor_email,
+        sample=request.args.get("sample"),
+        args=args,
+        without_email_url=url_for("publipostage.index", **{**args, "email": ["without"]}),
+    )
+    # The preview shows a real activation code: never kept by a cache.
+    return Response(page, headers={"Cache-Control": "no-store"})
+
+
+@bp.route("/mail/send", methods=["POST"])
+@require(SEND)
+def mail_send() -> Any:
+    selection = page_views.current_selection(extra_params=())
+    form = PostForm()
+    if not form.validate_on_submit():
+        raise _form_error(form)
+    try:
+        campaign, _created = campaigns.start(selection)
+    except MailConfigError as exc:
+        raise SelectionError(str(exc)) from None
+    return redirect(url_for("publipostage.mail_campaign", campaign_id=campaign.id), code=303)
+
+
+@bp.route("/mail/sample", methods=["POST"])
+@require(SEND)
+def mail_sample() -> Any:
+    """One real message, built for the first recipient, sent to the admin only."""
+    selection = page_views.current_selection(extra_params=())
+    form = PostForm()
+    if not form.validate_on_submit():
+        raise _form_error(form)
+    scope = current_scope()
+    to = (scope.actor_email or "").strip()
+    if not to:
+        raise SelectionError(_("Your account has no email address: the sample cannot be sent to you."))
+    problem = address_problem(to)
+    if problem:
+        raise SelectionError(problem)
+    recipient = first_recipient(selection)
+    if recipient is None:
+        raise SelectionError(_("No selected account has an email address: there is nothing to send."))
+    try:
+        settings = MailSettings.load(scope.school_name)
+    except MailConfigError as exc:
+        raise SelectionError(str(exc)) from None
+    factory = MessageFactory(settings)
+    rendered = render(shown_to_admin(recipient), settings)
+    rendered = replace(rendered, subject=_("[Sample] %(subject)s", subject=rendered.subject))
+    message = factory.from_rendered(
+        rendered, "", to, factory.message_id("sample", secrets.token_hex(8))
+    )
+    connection = None
+    try:
+        connection = open_connection()
+        connection.send(message, envelope_from=settings.sender[1])
+    except SmtpUnavailable as exc:
+        raise SelectionError(_("The sample could not be sent: %(reason)s", reason=exc.reason), status=503) from None
+    except (smtplib.SMTPException, OSError) as exc:  # the server refused it: say why, not a 500
+        raise SelectionError(_("The sample could not be sent: %(reason)s", reason=describe(exc)), status=502) from None
+    finally:
+        close_quietly(connection)
+    audit.record("mail_sample", selection, 1, template="mail", result="sample")
+    current_app.extensions["publipostage"].db.session.commit()
+    return redirect(url_for("publipostage.mail_confirm", **_selection_args(selection), sample="sent"), code=303)
+
+
+@bp.route("/mail/campaigns")
+@require(SEND)
+def mail_campaigns() -> str:
+    scope = current_scope()
+    raw_page = request.args.get("page", "1")
+    if not raw_page.isdigit() or not 1 <= int(raw_page) <= 100_000:
+        raise SelectionError(_("Invalid page number."), field="page")
+    number = int(raw_page)
+    session = current_app.extensions["publipostage"].db.session
+    stmt = campaigns.visible(scope)
+    total = session.execute(sa.select(sa.func.count()).select_from(stmt.subquery())).scalar_one()
+    rows = list(
+        session.execute(stmt.limit(CAMPAIGNS_PER_PAGE).offset((number - 1) * CAMPAIGNS_PER_PAGE)).scalars()
+    )
+    live = campaigns.progress_by_id([c.id for c in rows])
+    return render_template(
+        "publipostage/mail_campaigns.html",
+        campaigns=rows,
+        live=live,
+        page=number,
+        pages=max(1, -(-total // CAMPAIGNS_PER_PAGE)),
+        scope=scope,
+    )
+
+
+@bp.route("/mail/campaigns/<int:campaign_id>")
+@require(SEND)
+def mail_campaign(campaign_id: int) -> str:
+    campaign = campaigns.get_visible(campaign_id, current_scope())
+    status = campaigns.progress(campaign)
+    session = current_app.extensions["publipostage"].db.session
+    problems = [] if not status.finished else list(session.execute(campaigns.problems(campaign, REPORT_ROWS)).scalars())
+    return render_template(
+        "publipostage/mail_campaign.html",
+        campaign=campaign,
+        status=status,
+        problems=problems,
+        report_limit=REPORT_ROWS,
+        form=PostForm(),
+        selection_args=campaign.selection_args,
+        unreached_url=url_for("publipostage.index", campaign=campaign.id),
+    )
+
+
+@bp.route("/mail/campaigns/<int:campaign_id>/status")
+@require(SEND)
+def mail_campaign_status(campaign_id: int) -> Response:
+    campaign = campaigns.get_visible(campaign_id, current_scope())
+    response = jsonify(campaigns.progress(campaign).as_json())
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/mail/campaigns/<int:campaign_id>/report.csv")
+@require(SEND)
+def mail_campaign_csv(campaign_id: int) -> Response:
+    campaign = campaigns.get_visible(campaign_id, current_scope())
+    name = filename(Selection(scope=current_scope()), "csv").replace("publipostage_", f"publipostage_mail_{campaign.id}_", 1)
+    return Response(
+        stream_with_context(campaigns.problems_csv(campaign)),
+        mimetype="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+    )
+
+
+@bp.route("/mail/campaigns/<int:campaign_id>/cancel", methods=["POST"])
+@require(SEND)
+def mail_campaign_cancel(campaign_id: int) -> Any:
+    campaign = campaigns.get_visible(campaign_id, current_scope())
+    form = PostForm()
+    if not form.validate_on_submit():
+        raise _form_error(form)
+    campaigns.cancel(campaign)
+    return redirect(url_for("publipostage.mail_campaign", campaign_id=campaign_id), code=303)
+
+
+@bp.route("/mail/campaigns/<int:campaign_id>/resume", methods=["POST"])
+@require(SEND)
+def mail_campaign_resume(campaign_id: int) -> Any:
+    campaign = campaigns.get_visible(campaign_id, current_scope())
+    form = PostForm()
+    if not form.validate_on_submit():
+        raise _form_error(form)
+    if not campaigns.resume(campaign):
+        raise SelectionError(_("Only a stopped campaign can be resumed."))
+    return redirect(url_for("publipostage.mail_campaign", campaign_id=campaign_id), code=303)
+
