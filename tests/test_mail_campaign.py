@@ -19,7 +19,7 @@ from flask import Flask
 from flask_publipostage.access import Scope
 from flask_publipostage.audit import AuditEntry
 from flask_publipostage.mail import campaign as campaigns
-from flask_publipostage.mail import unreached_user_ids
+from flask_publipostage.mail import sender, unreached_user_ids
 from flask_publipostage.mail.models import Campaign, Delivery
 from flask_publipostage.selection import Selection
 
@@ -69,6 +69,7 @@ def stop_campaigns(app: Flask, smtp: SmtpServer) -> Iterator[None]:
         )
         db.session.commit()
         db.session.remove()
+    sender.stop_all()
 
 
 def scope_a() -> Scope:

@@ -73,6 +73,7 @@ def stop_campaigns(app: Flask, smtp: SmtpServer) -> Iterator[None]:
         )
         db.session.commit()
         db.session.remove()
+    sender.stop_all()
 
 
 def everyone() -> Selection:

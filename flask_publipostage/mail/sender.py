@@ -471,14 +471,15 @@ _running_lock = threading.Lock()
 
 
 @atexit.register
-def _stop_running() -> None:
-    """On exit, each lane finishes the message in flight and gives its batch back,
-    so a restart resumes without possible duplicates."""
+def stop_all(timeout: float = 10.0) -> None:
+    """Stop every campaign sending in this process (at exit): each lane finishes
+    the message in flight and gives its batch back, so a restart resumes without
+    possible duplicates."""
     with _running_lock:
         stops = list(_running)
     for stop in stops:
         stop.set()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with _running_lock:
             if not _running:
@@ -509,7 +510,10 @@ def _lane_thread(app: Flask, campaign_id: int, limiter: RateLimiter, stop: threa
                     sleep_alive(campaign_id, action.sleep, stop)
         except Exception as exc:
             log.exception("publipostage campaign %d: a sending lane stopped", campaign_id)
-            journal.record_error(campaign_id, _("Internal error: %(error)s", error=type(exc).__name__))
+            try:
+                journal.record_error(campaign_id, _("Internal error: %(error)s", error=type(exc).__name__))
+            except sa.exc.SQLAlchemyError:
+                log.warning("publipostage campaign %d: the error could not be recorded", campaign_id)
         finally:
             app.extensions["publipostage"].db.session.remove()
 
