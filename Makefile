@@ -25,7 +25,7 @@ test: $(STAMP)
 # Refresh the catalog after changing texts: extract, merge, compile.
 translations: $(STAMP)
 	$(VENV)/bin/pybabel extract -F babel.cfg $(BABEL_KEYWORDS) --no-location --sort-output -o translations/flask_publipostage.pot .
-	$(VENV)/bin/pybabel update -D flask_publipostage -i translations/flask_publipostage.pot -d translations --no-location --omit-header --width 0
+	$(VENV)/bin/pybabel update -D flask_publipostage -i translations/flask_publipostage.pot -d translations --width 0 --ignore-obsolete
 	$(VENV)/bin/pybabel compile -D flask_publipostage -d translations
 
 bench-selection: $(STAMP)
