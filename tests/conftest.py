@@ -88,3 +88,25 @@ def school(app_ctx: Flask) -> Any:
     from .school import build_school
 
     return build_school()
+
+
+@pytest.fixture
+def smtp_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Options of the test SMTP server (parametrize indirectly to change them)."""
+    return dict(getattr(request, "param", {}))
+
+
+@pytest.fixture
+def smtp(smtp_options: dict[str, Any]) -> Iterator[Any]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps what it receives."""
+    from .smtp import SmtpServer
+
+    server = SmtpServer(**smtp_options).start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def mail_config(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Extra mail settings of a test (parametrize indirectly to change them)."""
+    return dict(getattr(request, "param", {}))

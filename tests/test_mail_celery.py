@@ -98,13 +98,6 @@ def queue() -> Iterator[str]:
 
 
 @pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def app_config(smtp: SmtpServer, queue: str) -> dict[str, Any]:
     return {
         **smtp.config(),

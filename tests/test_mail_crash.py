@@ -33,23 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def smtp_options(request: pytest.FixtureRequest) -> dict[str, Any]:
-    return dict(getattr(request, "param", {}))
-
-
-@pytest.fixture
-def smtp(smtp_options: dict[str, Any]) -> Iterator[SmtpServer]:
-    server = SmtpServer(**smtp_options).start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def mail_config(request: pytest.FixtureRequest) -> dict[str, Any]:
-    return dict(getattr(request, "param", {}))
-
-
-@pytest.fixture
 def app_config(smtp: SmtpServer, mail_config: dict[str, Any]) -> dict[str, Any]:
     return {
         **smtp.config(),

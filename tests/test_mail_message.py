@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Iterator
 from email.header import decode_header, make_header
 from typing import Any
 
@@ -21,13 +20,6 @@ from flask_publipostage.selection import Selection
 from .conftest import RoleClient
 from .hosts import add_person, db
 from .smtp import Received, SmtpServer
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ by the perimeter; never an activation code, nor in the logs, nor in error pages.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,13 +29,6 @@ from .test_security_support import (
 )
 
 JOURNAL = f"{BASE}/journal"
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import io
 import re
 import sys
 import unicodedata
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -86,13 +85,6 @@ SCHOOL = 'École "A"; <script>x</script>\r\nX-Evil: 1'
 @dataclass
 class Hostile:
     classes: list[Division]
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    yield server
-    server.close()
 
 
 @pytest.fixture

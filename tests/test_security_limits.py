@@ -3,7 +3,6 @@ selection any output accepts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,13 +27,6 @@ from .test_security_support import (
 )
 
 BUSY = "déjà en préparation"
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ The routes come from the URL map: a new route without a row here fails
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,13 +120,6 @@ def blueprint_routes(app: Flask) -> set[tuple[str, str]]:
             for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
                 found.add((rule.endpoint, method))
     return found
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +36,6 @@ from .test_security_support import (
 
 #: What would betray the super-admin account of school A.
 SUPER_TRACES = ("root.admin", "root@example.org", "CODE-root.admin", "Root Admin", "Admin Root")
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    yield server
-    server.close()
 
 
 @pytest.fixture
