@@ -124,41 +124,23 @@ class SmtpSink:
 
 
 def bench_app(database_url: str, instance: str, **config: Any) -> Any:
-    """The test host on an existing database (no drop)."""
+    """The test host on an existing database (no drop), really sending."""
     sys.path.insert(0, str(ROOT))
-    from flask import Flask
-    from flask_babel import Babel
-
-    from flask_publipostage import Publipostage
     from tests import hosts
 
-    app = Flask("bench_mail", instance_path=instance)
-    app.config.update(
-        SECRET_KEY="bench",
-        SQLALCHEMY_DATABASE_URI=database_url,
-        BABEL_DEFAULT_LOCALE="fr",
-        PUBLIPOSTAGE_JOB_BACKEND="eager",
-        PUBLIPOSTAGE_ENT_NAME="ENT Lumière",
-        PUBLIPOSTAGE_ENT_URL="https://ent.lumiere.example.fr",
-        MAIL_DEFAULT_SENDER="ENT Lumière <ne-pas-repondre@ent.lumiere.example.fr>",
-        MAIL_SERVER="127.0.0.1",
-        MAIL_SUPPRESS_SEND=False,
+    return hosts.make_app(
+        database_url,
+        instance,
+        reset=False,
+        **{
+            "PUBLIPOSTAGE_ENT_NAME": "ENT Lumière",
+            "PUBLIPOSTAGE_ENT_URL": "https://ent.lumiere.example.fr",
+            "MAIL_DEFAULT_SENDER": "ENT Lumière <ne-pas-repondre@ent.lumiere.example.fr>",
+            "MAIL_SERVER": "127.0.0.1",
+            "MAIL_SUPPRESS_SEND": False,
+            **config,
+        },
     )
-    app.config.update(config)
-    app.jinja_loader = hosts._layout_loader(app)
-    hosts.db.init_app(app)
-    Babel(app, locale_selector=lambda: "fr")
-    Publipostage(
-        app,
-        db=hosts.db,
-        user_model=hosts.Personne,
-        class_model=hosts.Division,
-        fields=hosts.FIELDS,
-        scope=hosts.scope,
-        permission=hosts.permission,
-        profiles=hosts.PROFILE_CODES,
-    )
-    return app
 
 
 def populate(database_url: str, instance: str, n: int, seed: int = 7) -> None:

@@ -69,38 +69,20 @@ def children_pids() -> list[int]:
 def bench_app(database_url: str, instance: str, **config: Any) -> Any:
     """The test host on an existing database (no drop), thread runner."""
     sys.path.insert(0, str(ROOT))
-    from flask import Flask
-    from flask_babel import Babel
-
-    from flask_publipostage import Publipostage
     from tests import hosts
 
-    app = Flask("bench_pdf", instance_path=instance)
-    app.config.update(
-        TESTING=True,
-        SECRET_KEY="bench",
-        SQLALCHEMY_DATABASE_URI=database_url,
-        BABEL_DEFAULT_LOCALE="fr",
-        PUBLIPOSTAGE_JOB_BACKEND="thread",
-        PUBLIPOSTAGE_ENT_NAME="ENT Lumière",
-        PUBLIPOSTAGE_ENT_URL="https://ent.lumiere.example.fr",
-        PUBLIPOSTAGE_PDF_SYNC_LIMIT=0,
+    return hosts.make_app(
+        database_url,
+        instance,
+        reset=False,
+        **{
+            "PUBLIPOSTAGE_JOB_BACKEND": "thread",
+            "PUBLIPOSTAGE_ENT_NAME": "ENT Lumière",
+            "PUBLIPOSTAGE_ENT_URL": "https://ent.lumiere.example.fr",
+            "PUBLIPOSTAGE_PDF_SYNC_LIMIT": 0,
+            **config,
+        },
     )
-    app.config.update(config)
-    app.jinja_loader = hosts._layout_loader(app)
-    hosts.db.init_app(app)
-    Babel(app, locale_selector=lambda: "fr")
-    Publipostage(
-        app,
-        db=hosts.db,
-        user_model=hosts.Personne,
-        class_model=hosts.Division,
-        fields=hosts.FIELDS,
-        scope=hosts.scope,
-        permission=hosts.permission,
-        profiles=hosts.PROFILE_CODES,
-    )
-    return app
 
 
 def populate(database_url: str, instance: str, n: int, seed: int = 7) -> None:

@@ -35,11 +35,9 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import Flask
-from flask_babel import Babel
 from sqlalchemy.orm import selectinload
 from werkzeug.datastructures import MultiDict
 
-from flask_publipostage import Publipostage
 from flask_publipostage.access import current_scope
 from flask_publipostage.recipients import last_page, page_next_to
 from flask_publipostage.recipients import page as recipients_page
@@ -76,7 +74,6 @@ PROFILE_CODES = {v: k for k, v in hosts.PROFILE_CODES.items()}
 
 def make_bench_app(url: str, instance: str, *, fresh: bool) -> Flask:
     """The test host (tests/hosts.py) on the bench database, tables kept unless fresh."""
-    app = Flask("bench_selection", instance_path=instance)
     options: dict[str, Any] = {}
     if url.startswith("postgresql"):
         engine = sa.create_engine(url)
@@ -84,32 +81,14 @@ def make_bench_app(url: str, instance: str, *, fresh: bool) -> Flask:
             connection.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
         engine.dispose()
         options = {"connect_args": {"options": f"-csearch_path={SCHEMA}"}}
-    app.config.update(
-        TESTING=True,
-        SECRET_KEY="bench",
-        SQLALCHEMY_DATABASE_URI=url,
+    return hosts.make_app(
+        url,
+        instance,
+        reset=fresh,
         SQLALCHEMY_ENGINE_OPTIONS=options,
-        BABEL_DEFAULT_LOCALE="fr",
-        PUBLIPOSTAGE_JOB_BACKEND="eager",
         PUBLIPOSTAGE_PAGE_SIZE=PAGE_SIZE,
         PUBLIPOSTAGE_MAX_SELECTION=1_000_000,
     )
-    app.jinja_loader = hosts._layout_loader(app)
-    db.init_app(app)
-    Babel(app, locale_selector=lambda: "fr")
-    with app.app_context():
-        from flask_publipostage import audit, mail, pdf  # noqa: F401  (their tables)
-        from flask_publipostage.models import metadata
-
-        if fresh:
-            metadata.drop_all(db.engine)
-            db.drop_all()
-        db.create_all()
-    Publipostage(
-        app, db=db, user_model=Personne, class_model=Division, fields=hosts.FIELDS,
-        scope=hosts.scope, permission=hosts.permission, profiles=hosts.PROFILE_CODES,
-    )
-    return app
 
 
 def generate(accounts: int, schools: int, seed: int = 42) -> dict[str, list[dict[str, Any]]]:

@@ -48,6 +48,32 @@ REQUIRED_USER_FIELDS = (
 CLASS_FIELDS = ("class_name",)
 
 
+def parse_key(column: Any, raw: str) -> Any | None:
+    """A primary-key value from the query string, or None when it cannot be one.
+
+    Integers must fit the column's width: PostgreSQL refuses 3000000000 for an
+    ``INTEGER`` with an error instead of finding nothing.
+    """
+    raw = raw.strip()
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        python_type = str
+    if python_type is int:
+        digits = raw[1:] if raw.startswith("-") else raw
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 19):
+            return None
+        value = int(raw)
+        bits = 16 if isinstance(column.type, sa.SmallInteger) else 64 if isinstance(column.type, sa.BigInteger) else 32
+        return value if -(2 ** (bits - 1)) <= value < 2 ** (bits - 1) else None
+    if not raw or len(raw) > 64:
+        return None
+    try:
+        return python_type(raw)
+    except (TypeError, ValueError):
+        return None
+
+
 class MappingError(ValueError):
     """The host's field mapping does not match its models."""
 

@@ -25,7 +25,7 @@ from werkzeug.datastructures import MultiDict
 
 from .access import Scope
 from .config import config_value
-from .host import HostModels
+from .host import HostModels, parse_key
 from .i18n import gettext as _
 from .profiles import PROFILE_ORDER, Profile
 from .sql import french_fold
@@ -54,7 +54,6 @@ MAX_VALUE_LENGTH = 64
 #: overflow the time-zone conversion).
 MIN_YEAR, MAX_YEAR = 1900, 2999
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_INT64 = 2**63
 
 
 class name_key(FunctionElement[str]):
@@ -618,22 +617,7 @@ def _date(args: MultiDict[str, str], key: str) -> date | None:
 
 def _parse_class_id(value: str) -> Any:
     state = current_app.extensions["publipostage"]
-    try:
-        python_type = state.host.class_id.type.python_type
-    except NotImplementedError:
-        python_type = str
-    value = value.strip()
-    parsed: Any
-    if python_type is int:
-        digits = value[1:] if value.startswith("-") else value
-        parsed = int(value) if digits.isdigit() and digits.isascii() else None
-        if parsed is not None and not -_INT64 <= parsed < _INT64:
-            parsed = None  # beyond any integer column: not a class id
-    else:
-        try:
-            parsed = python_type(value)
-        except (TypeError, ValueError):
-            parsed = None
+    parsed = parse_key(state.host.class_id, value)
     if parsed is None or parsed == "":
         raise SelectionError(
             _("Invalid class “%(value)s”.", value=value[:40]), field="class"

@@ -20,6 +20,7 @@ from flask import (
 from . import audit, csv_export
 from .access import PRINT, VIEW, current_scope, has_capability, require
 from .config import config_value
+from .host import parse_key
 from .i18n import gettext as _
 from .profiles import PROFILE_ORDER, Profile
 from .recipients import last_page, page_next_to
@@ -184,22 +185,10 @@ def _page_cursor() -> tuple[str, Any] | None:
             raise SelectionError(_("Invalid page number."), field="page")
         return ("last", None)
     host = current_app.extensions["publipostage"].host
-    try:
-        python_type = host.user_id.type.python_type
-    except NotImplementedError:
-        python_type = str
-    raw = values[0].strip()
-    if python_type is int:
-        digits = raw[1:] if raw.startswith("-") else raw
-        if not (digits.isascii() and digits.isdigit() and len(digits) <= 18):
-            raise SelectionError(_("Invalid page number."), field="page")
-        return (key, int(raw))
-    if not raw or len(raw) > 64:
+    value = parse_key(host.user_id, values[0])
+    if value is None:
         raise SelectionError(_("Invalid page number."), field="page")
-    try:
-        return (key, python_type(raw))
-    except (TypeError, ValueError):
-        raise SelectionError(_("Invalid page number."), field="page") from None
+    return (key, value)
 
 
 def _private(body: str) -> Response:

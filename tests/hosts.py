@@ -130,7 +130,8 @@ def permission(capability: str) -> bool:
     return actor is not None and capability in actor["caps"]
 
 
-def make_app(database_url: str, instance_path: str, **config: Any) -> Flask:
+def make_app(database_url: str, instance_path: str, *, reset: bool = True, **config: Any) -> Flask:
+    """The test host on ``database_url``: tables emptied (``reset``) or kept (benchmarks)."""
     app = Flask(__name__, instance_path=instance_path)
     app.config.update(
         TESTING=True,
@@ -151,8 +152,9 @@ def make_app(database_url: str, instance_path: str, **config: Any) -> Flask:
         from flask_publipostage import audit, mail, pdf  # noqa: F401  (their tables)
         from flask_publipostage.models import metadata
 
-        metadata.drop_all(db.engine)
-        db.drop_all()
+        if reset:
+            metadata.drop_all(db.engine)
+            db.drop_all()
         db.create_all()
     Publipostage(
         app,

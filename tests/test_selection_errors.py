@@ -151,3 +151,11 @@ def test_never_a_500(client: RoleClient, matrix: MatrixSchool, pairs: list[tuple
     assert response.status_code in (200, 400, 403), (query, response.status_code)
     if response.status_code != 200:
         assert b'role="alert"' in response.data
+
+
+@pytest.mark.parametrize("query", ["class=3000000000", "after=3000000000", "before=-3000000000"])
+def test_ids_beyond_the_column_width_are_refused(client: RoleClient, matrix: MatrixSchool, query: str) -> None:
+    """PostgreSQL raises on an INTEGER out of range instead of finding nothing."""
+    response = client.get(f"{PREVIEW}?{query}", "adml_a")
+    assert response.status_code == 400
+    assert b'role="alert"' in response.data
