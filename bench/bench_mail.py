@@ -8,10 +8,11 @@ The SMTP server is aiosmtpd on 127.0.0.1 in its own process; it waits
 ``delay`` ms before each reply (greeting, EHLO, MAIL, RCPT, DATA, end of data,
 QUIT), like a relay a few hops away, and counts what it accepts.
 
-(a) ours: the whole campaign, journal included — creating the campaign (one
-    INSERT … SELECT of the deliveries, audit), then ``MAIL_CONNECTIONS`` lanes,
-    each claiming ``MAIL_BATCH_SIZE`` deliveries, reading the accounts (codes) from
-    the host, rendering, sending over one reused connection, writing the journal;
+(a) ours: the whole campaign, journal included — starting the run (one
+    INSERT … SELECT of its items, audit), then ``MAIL_CONNECTIONS`` lanes on the
+    thread runner, each claiming ``MAIL_BATCH_SIZE`` items, reading the accounts
+    (codes) from the host, rendering, sending over one reused connection, writing
+    the journal;
 (b) baseline: the same rendered messages through plain Flask-Mail,
     ``mail.send(Message(...))``, a new connection per message, no journal;
 (c) floor: the same rendered messages built with the standard ``email`` package
@@ -219,27 +220,28 @@ def child_ours(database_url: str, instance: str, port: int, connections: int, ba
     from flask_babel import force_locale
 
     from flask_publipostage.mail import campaign as campaigns
-    from flask_publipostage.mail import journal, sender
-    from flask_publipostage.mail.models import Campaign
+    from flask_publipostage.runs import core
 
     app = bench_app(
         database_url,
         instance,
         MAIL_PORT=port,
+        PUBLIPOSTAGE_JOB_BACKEND="thread",
         PUBLIPOSTAGE_MAIL_CONNECTIONS=connections,
         PUBLIPOSTAGE_MAIL_BATCH_SIZE=batch,
         PUBLIPOSTAGE_MAX_SELECTION=10_000_000,
     )
     with app.app_context(), force_locale("fr"):
         start = time.perf_counter()
-        created, _new = campaigns.create(_selection())
-        assert journal.acquire(created.id)
-        sender.run_in_process(app, created.id)
-        seconds = time.perf_counter() - start
+        run_id = campaigns.start(_selection())[0].id
         session = app.extensions["publipostage"].db.session
+        while core.is_active(run_id):
+            time.sleep(0.02)
+        seconds = time.perf_counter() - start
+        app.extensions["publipostage"].runner.shutdown(wait=True)
         session.expire_all()
-        found = session.get(Campaign, created.id)
-        return {"seconds": seconds, "messages": found.sent, "failed": found.failed, "rss": hwm_mib()}
+        status = campaigns.status(core.get(run_id))
+        return {"seconds": seconds, "messages": status.sent, "failed": status.failed, "rss": hwm_mib()}
 
 
 def child_flask_mail(database_url: str, instance: str, port: int, n: int) -> dict[str, Any]:

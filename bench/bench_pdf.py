@@ -2,7 +2,7 @@
 
     python -m bench.bench_pdf [--n 2000] [--reps 3] [--methods a,b,c,d]
 
-(a) our 1 per page: the background job (frozen accounts, chunks rendered by
+(a) our 1 per page: the background run (frozen accounts, chunks rendered by
     PDF_WORKERS processes, streamed merge), from its start to the finished file;
 (b) our 8 per page, the same way;
 (c) baseline: one single ``pisa.CreatePDF`` call on the whole HTML of (a);
@@ -132,14 +132,13 @@ def _scope() -> Any:
 
 
 def child_job(database_url: str, instance: str, template: str) -> dict[str, Any]:
-    from flask_publipostage.pdf import background, render
-    from flask_publipostage.pdf.models import PdfJob
-    from flask_publipostage.selection import Selection, count
+    from flask_publipostage.pdf import pipeline, render
+    from flask_publipostage.runs import core
+    from flask_publipostage.selection import Selection
 
     app = bench_app(database_url, instance)
     with app.app_context():
         selection = Selection.from_args({"sort": "class"}, _scope(), extra_params=())
-        accounts = count(selection).selected
         worker_peak = 0.0
         stop = threading.Event()
 
@@ -153,26 +152,27 @@ def child_job(database_url: str, instance: str, template: str) -> dict[str, Any]
         watcher = threading.Thread(target=watch_workers, daemon=True)
         watcher.start()
         started = time.perf_counter()
-        job = background.start(selection, render.Options(template=template), accounts)
-        job_id = job.id
+        run_id = pipeline.start(selection, render.Options(template=template))[0].id
         first = None
         session = app.extensions["publipostage"].db.session
         while True:
             session.rollback()
-            row = session.get(PdfJob, job_id, populate_existing=True)
-            if first is None and row.pages_done > 0:
+            run = core.get(run_id)
+            progress = core.progress(run)
+            if first is None and progress.counts.weight_done > 0:
                 first = time.perf_counter() - started
-            if row.state not in ("queued", "running"):
+            if progress.finished:
                 break
             time.sleep(0.02)
         wall = time.perf_counter() - started
         app.extensions["publipostage"].runner.shutdown(wait=True)
         stop.set()
         watcher.join()
-        if row.state != "done":
-            raise SystemExit(f"job ended {row.state}: {row.error}")
-        pages = row.pages_total
-        size = os.path.getsize(row.file_path)
+        if run.state != "done":
+            raise SystemExit(f"run ended {run.state}: {run.last_error}")
+        pages = run.pages
+        accounts = progress.counts.total
+        size = os.path.getsize(run.file_path)
     return {
         "wall": wall,
         "pages": pages,
@@ -188,21 +188,21 @@ def child_single(database_url: str, instance: str) -> dict[str, Any]:
     from flask_babel import force_locale
     from xhtml2pdf import pisa
 
-    from flask_publipostage.pdf import fonts, render
-    from flask_publipostage.recipients import iter_recipients
+    from flask_publipostage.pdf import fonts, pipeline, render
+    from flask_publipostage.runs import core
     from flask_publipostage.selection import Selection
 
-    app = bench_app(database_url, instance)
+    # The same HTML as (a) in one piece: the run is one chunk.
+    app = bench_app(database_url, instance, PUBLIPOSTAGE_PDF_SYNC_LIMIT=10_000_000)
     with app.app_context(), force_locale("fr"):
         selection = Selection.from_args({"sort": "class"}, _scope(), extra_params=())
         built = time.perf_counter()
         options = render.Options(template=render.LETTER)
-        settings = render.Settings.from_config("École Émile Zola")
-        recipients = list(iter_recipients(selection))
-        sheets, _ = render.sheets_for_run(recipients, options, settings, selection.group_by)
-        html = render.render_document(sheets, options, settings)
+        run = pipeline.start(selection, options, inline=True)[0]
+        job = pipeline.Job.load(run, core.frozen_scope(run))
+        html = job.html(0)
+        settings = job.settings
         html_seconds = time.perf_counter() - built
-        del sheets, recipients
     Path(instance).mkdir(parents=True, exist_ok=True)
     target = Path(instance) / "single.pdf"
     started = time.perf_counter()

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 from flask import abort, current_app
 
+from .state import state
+
 VIEW = "view"
 PRINT = "print"
 SEND = "send"
@@ -61,8 +63,7 @@ def current_scope() -> Scope:
     Asked of the host at each call, never cached: an app context (``g``) may outlive
     one request, and the scope belongs to the request's user.
     """
-    state = current_app.extensions["publipostage"]
-    scope = state.scope_callback()
+    scope = state().scope_callback()
     if scope is None:
         login_manager = getattr(current_app, "login_manager", None)
         if login_manager is not None:
@@ -74,8 +75,7 @@ def current_scope() -> Scope:
 def has_capability(capability: str) -> bool:
     if capability not in CAPABILITIES:
         raise ValueError(f"unknown capability {capability!r}")
-    state = current_app.extensions["publipostage"]
-    return bool(state.permission_callback(capability))
+    return bool(state().permission_callback(capability))
 
 
 def require(capability: str) -> Callable[[F], F]:

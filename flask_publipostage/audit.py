@@ -11,11 +11,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .models import Base, utcnow
 from .selection import Selection
+from .state import state
 
 
 class AuditEntry(Base):
@@ -56,7 +56,7 @@ def record(
         count=count,
         result=result,
     )
-    current_app.extensions["publipostage"].db.session.add(entry)
+    state().session.add(entry)
     return entry
 
 

@@ -7,9 +7,12 @@ typo fails loudly instead of silently using a default.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
+
+from .i18n import gettext as _
 
 DEFAULTS: dict[str, Any] = {
     #: URL prefix of the page, under the host console.
@@ -62,13 +65,11 @@ DEFAULTS: dict[str, Any] = {
     #: How worker processes are started: ``"spawn"`` (safe in threaded servers),
     #: ``"forkserver"`` or ``"fork"``.
     "PDF_START_METHOD": "spawn",
-    #: Seconds without progress after which a running PDF job is marked failed
-    #: (the process running it stopped).
-    "PDF_STALE_AFTER": 900,
     #: Folder where finished PDF files wait for their download; default
     #: ``<instance_path>/publipostage``.
     "STORAGE_DIR": None,
-    #: Seconds a finished file is kept when it is not downloaded.
+    #: Seconds a finished file is kept when it is not downloaded; an older one is
+    #: refused (and deleted) at download time.
     "FILE_EXPIRY": 3600,
     #: Sender of the credential emails; default ``MAIL_DEFAULT_SENDER``.
     "MAIL_SENDER": None,
@@ -98,20 +99,36 @@ DEFAULTS: dict[str, Any] = {
     "MAIL_JOURNAL_GROUP": 10,
     #: Socket timeout in seconds of each SMTP connection.
     "MAIL_TIMEOUT": 60,
-    #: Seconds without a sign of life after which a campaign (or a batch claimed
-    #: by a worker) is taken over by ``resume`` or by a restarted runner.
-    "MAIL_STALE_AFTER": 300,
-    #: ``"thread"`` (in-process, nothing to install) or ``"celery"``.
+    #: Seconds without a sign of life after which a run (PDF or campaign) whose
+    #: process stopped is taken over by another one; its driver writes one every
+    #: sixth of it, and every process with a runner looks for such runs as often.
+    "STALE_AFTER": 30,
+    #: Times a run is taken over after its process stopped before it is failed
+    #: (a run that kills its process each time must not loop forever).
+    "MAX_TAKEOVERS": 3,
+    #: ``"thread"`` (in-process, nothing to install), ``"celery"``, or ``"eager"``
+    #: (everything in the caller, at once: tests and scripts).
     "JOB_BACKEND": "thread",
     #: The host's Celery application, when ``JOB_BACKEND`` is ``"celery"``.
     "CELERY_APP": None,
-    #: Running jobs (PDF or campaign) an admin may have for the same selection.
-    "MAX_RUNNING_JOBS": 1,
+    #: Runs of one kind (PDF files, email campaigns) an admin may have queued or
+    #: running at once, whatever their selections.
+    "MAX_RUNNING_JOBS": 2,
     #: Create the extension's tables on ``init_app`` (turn off when migrations do it).
     "CREATE_TABLES": True,
     #: Extra catalog folders merged after the built-in one (later ones win).
     "TRANSLATION_DIRECTORIES": (),
 }
+
+
+#: Settings of earlier versions: ``init_app`` refuses them rather than ignore them.
+RENAMED = {"PDF_STALE_AFTER": "STALE_AFTER", "MAIL_STALE_AFTER": "STALE_AFTER"}
+
+
+def check_renamed(config: Any) -> None:
+    for old, new in RENAMED.items():
+        if f"PUBLIPOSTAGE_{old}" in config:
+            raise RuntimeError(f"PUBLIPOSTAGE_{old} is no longer read: set PUBLIPOSTAGE_{new} instead")
 
 
 def config_value(key: str, app: Any = None) -> Any:
@@ -120,3 +137,28 @@ def config_value(key: str, app: Any = None) -> Any:
         raise KeyError(f"unknown publipostage setting {key!r}")
     app = app or current_app
     return app.config.get(f"PUBLIPOSTAGE_{key}", DEFAULTS[key])
+
+
+@dataclass(frozen=True)
+class EntLinks:
+    """The ENT's name, addresses and password rule, as letters and emails print them."""
+
+    name: str
+    url: str
+    activation_url: str
+    reset_url: str
+    password_rule: str
+
+    @classmethod
+    def from_config(cls, app: Any = None) -> "EntLinks":
+        url = str(config_value("ENT_URL", app) or "").rstrip("/")
+        return cls(
+            name=str(config_value("ENT_NAME", app) or ""),
+            url=url,
+            activation_url=str(config_value("ACTIVATION_URL", app) or f"{url}/auth/activation"),
+            reset_url=str(config_value("RESET_URL", app) or f"{url}/auth/forgot"),
+            password_rule=str(
+                config_value("PASSWORD_RULE", app)
+                or _("at least 8 characters, with an upper-case letter, a lower-case letter and a digit")
+            ),
+        )

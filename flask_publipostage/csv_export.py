@@ -9,7 +9,8 @@ from datetime import date, tzinfo
 from typing import Any
 
 from .i18n import gettext as _
-from .recipients import Child, Recipient, iter_batches, local_date, parent_of_formatter, school_zone
+from .recipients import Recipient, iter_batches, local_date, parent_of_formatter, school_zone
+from .recipients import parent_of as parent_of_name
 from .selection import Selection
 from .sql import fold_for_sort
 
@@ -42,7 +43,7 @@ class _Texts:
 def classes_cell(recipient: Recipient, texts: _Texts | None = None) -> str:
     """As in the preview: a parent's children with their classes, else the classes."""
     if recipient.children:
-        parent_of = texts.parent_of if texts else (lambda name: Child.parent_of_name(name))
+        parent_of = texts.parent_of if texts else parent_of_name
         return " / ".join(
             parent_of(c.full_name) + (f" ({', '.join(c.classes)})" if c.classes else "")
             for c in recipient.children

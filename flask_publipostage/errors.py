@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import render_template, request
+from flask import Blueprint, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from .blueprint import bp
 from .i18n import lazy_gettext as _l
 
 MESSAGES: dict[int, Any] = {
@@ -28,7 +27,6 @@ def french_message(error: HTTPException) -> str:
     return str(MESSAGES.get(error.code or 400, MESSAGES[400]))
 
 
-@bp.errorhandler(HTTPException)
 def http_error(error: HTTPException) -> Any:
     status = error.code or 500
     if error.response is not None or status >= 500:
@@ -36,3 +34,7 @@ def http_error(error: HTTPException) -> Any:
     fragment = request.headers.get("X-Requested-With") == "fetch"
     template = "publipostage/_error.html" if fragment else "publipostage/error.html"
     return render_template(template, message=french_message(error)), status
+
+
+def register(bp: Blueprint) -> None:
+    bp.register_error_handler(HTTPException, http_error)

@@ -1,22 +1,29 @@
-"""The extension object: ``Publipostage(app=None)`` and ``init_app``."""
+"""The extension object: ``Publipostage(app=None)``, ``init_app``, and the
+blueprint and command group it mounts."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask, current_app, url_for
+from flask import Blueprint, Flask, url_for
 
+from . import errors, views
 from .access import VIEW, Scope, has_capability
-from .config import DEFAULTS, config_value
+from .commands import make_group
+from .config import DEFAULTS, check_renamed, config_value
 from .host import HostModels
-from .i18n import gettext, make_domain, ngettext
+from .i18n import gettext, make_domain, ngettext, resource_dir
 from .i18n import lazy_gettext as _l
+from .mail import commands as mail_commands
+from .mail import views as mail_views
+from .models import metadata
+from .pdf import views as pdf_views
+from .runs import backends, core
 from .sql import fold_for_sort
-
-EXTENSION_KEY = "publipostage"
+from .state import KEY, PublipostageState, state
 
 
 @dataclass(frozen=True)
@@ -43,19 +50,18 @@ MENU = (
 )
 
 
-@dataclass
-class PublipostageState:
-    """Per-app state, stored in ``app.extensions["publipostage"]``."""
-
-    extension: "Publipostage"
-    db: Any
-    host: HostModels
-    scope_callback: Callable[[], Scope | None]
-    permission_callback: Callable[[str], bool]
-    domain: Any
-    runner: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
-
+def create_blueprint(name: str = "publipostage") -> Blueprint:
+    """The extension's routes, templates and assets: the page, then each output."""
+    bp = Blueprint(
+        name,
+        __name__,
+        template_folder=resource_dir("templates"),
+        static_folder=resource_dir("assets"),
+        static_url_path="/assets",
+    )
+    for module in (errors, views, pdf_views, mail_views):
+        module.register(bp)
+    return bp
 
 
 class Publipostage:
@@ -99,31 +105,26 @@ class Publipostage:
 
         Reads every ``PUBLIPOSTAGE_*`` key of :data:`flask_publipostage.config.DEFAULTS`.
         """
-        if EXTENSION_KEY in app.extensions:
+        if KEY in app.extensions:
             raise RuntimeError("flask-publipostage is already registered on this app")
         if not callable(scope) or not callable(permission):
             raise TypeError("init_app needs a scope and a permission callable (fail closed)")
+        check_renamed(app.config)
         for key, value in DEFAULTS.items():
             app.config.setdefault(f"PUBLIPOSTAGE_{key}", value)
 
-        host = HostModels(user_model, class_model, fields, profiles)
-        state = PublipostageState(
+        found = PublipostageState(
             extension=self,
             db=db,
-            host=host,
+            host=HostModels(user_model, class_model, fields, profiles),
             scope_callback=scope,
             permission_callback=permission,
             domain=make_domain(tuple(config_value("TRANSLATION_DIRECTORIES", app))),
+            runner=backends.make_runner(app, watch=core.resume_stale),
         )
-        app.extensions[EXTENSION_KEY] = state
-
-        from . import jobs
-        from .blueprint import bp
-        from .cli import publipostage_cli
-
-        state.runner = jobs.make_runner(app)
-        app.register_blueprint(bp, url_prefix=config_value("URL_PREFIX", app))
-        app.cli.add_command(publipostage_cli)
+        app.extensions[KEY] = found
+        app.register_blueprint(create_blueprint(), url_prefix=config_value("URL_PREFIX", app))
+        app.cli.add_command(make_group(mail_commands.COMMANDS))
         app.jinja_env.globals.update(
             _pp=gettext,
             _pp_n=ngettext,
@@ -135,17 +136,13 @@ class Publipostage:
                 _register_sqlite_functions(engine)
             if config_value("CREATE_TABLES", app):
                 self.create_tables(app)
-        state.runner.start(app)
+        found.runner.start(app)
 
     @staticmethod
     def create_tables(app: Flask) -> None:
         """Create the extension's tables on the host database (idempotent)."""
-        from . import audit, mail, pdf  # noqa: F401  (their tables join the metadata)
-        from .models import metadata
-
-        state = app.extensions[EXTENSION_KEY]
         with app.app_context():
-            metadata.create_all(state.db.engine)
+            metadata.create_all(state(app).db.engine)
 
 
 def menu_entries(category: Any = None) -> list[MenuEntry]:
@@ -154,7 +151,7 @@ def menu_entries(category: Any = None) -> list[MenuEntry]:
     for entry in MENU:
         if category is not None and str(entry.category) != str(category):
             continue
-        if current_app.extensions[EXTENSION_KEY].scope_callback() is None:
+        if state().scope_callback() is None:
             continue  # nobody logged in: the host shows its menu without us
         if has_capability(entry.capability):
             visible.append(entry)
@@ -171,9 +168,4 @@ def _register_sqlite_functions(engine: sa.Engine) -> None:
     # Connections opened before init_app (a StaticPool in-memory database) get it too.
     with engine.connect() as connection:
         on_connect(connection.connection.dbapi_connection, None)
-
-
-def get_state(app: Flask | None = None) -> PublipostageState:
-    return (app or current_app).extensions[EXTENSION_KEY]
-
 

@@ -7,6 +7,7 @@ nothing else in the package names a column.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import QueryableAttribute
+from sqlalchemy.sql.elements import BinaryExpression
 
 from .profiles import Profile
 
@@ -46,6 +48,18 @@ REQUIRED_USER_FIELDS = (
 )
 #: Logical field of the class model.
 CLASS_FIELDS = ("class_name",)
+#: The scalar fields every output reads, in the order of the selection's columns.
+SCALAR_FIELDS = (
+    "login",
+    "first_name",
+    "last_name",
+    "profile",
+    "email",
+    "activation_code",
+    "activated",
+    "created_at",
+    "local_admin",
+)
 
 
 def parse_key(column: Any, raw: str) -> Any | None:
@@ -210,10 +224,100 @@ class HostModels:
     def profile_column(self) -> Any:
         return self.user_column("profile")
 
-    # -- aliases ---------------------------------------------------------------
+    def scalar_columns(self, model: Any = None) -> list[Any]:
+        """The id and every scalar field, labelled by their logical names, then
+        ``address_<n>`` for each postal address line."""
+        model = model if model is not None else self.user_model
+        columns = [self.user_column_pk(model).label("id")]
+        columns += [self.user_column(name, model).label(name) for name in SCALAR_FIELDS]
+        if model is self.user_model:
+            columns += [c.label(f"address_{i}") for i, c in enumerate(self.postal_address_columns())]
+        return columns
 
-    def user_alias(self) -> Any:
-        return aliased(self.user_model)
+    # -- relationships as rows -------------------------------------------------
 
-    def class_alias(self) -> Any:
-        return aliased(self.class_model)
+    def pairs(self, name: str, target: Any, users: Any = None) -> "Pairs":
+        """(user id, ``target``) rows of the relationship ``name`` ("classes" or
+        "children"), ``target`` an alias of the class or user model.
+
+        A plain many-to-many relationship (one link table, one column each way) is
+        read from its link table alone, with no pass over the users table; any
+        other goes through the relationship itself. ``users`` (a SQL condition on
+        the user model) restricts the owners when the rows go through them.
+        """
+        link = self._plain_link(name)
+        if link is not None:
+            table, to_owner, to_target = link
+            pk = self._class_pk if name == "classes" else self._user_pk
+            clause = table.join(target, getattr(target, pk.key) == to_target)
+            return Pairs(self, clause, to_owner, None)
+        owner = aliased(self.user_model)
+        clause = sa.orm.join(owner, target, getattr(owner, self.fields[name]).of_type(target))
+        pairs = Pairs(self, clause, self.user_column_pk(owner), owner)
+        return pairs.where_owner(users)
+
+    def children_classes(self, child: Any, cls: Any, users: Any = None) -> "Pairs":
+        """(parent id, ``cls``) rows: the classes of each parent's children (``child``
+        an alias of the user model, restricted to ``users`` when given)."""
+        family = self._plain_link("children")
+        classes = self._plain_link("classes")
+        if family is not None and classes is not None:
+            table, to_parent, to_child = family
+            link, to_member, to_class = classes
+            clause = table.join(link, to_member == to_child).join(cls, self.class_id_of(cls) == to_class)
+            if users is not None:
+                clause = clause.join(child, self.user_column_pk(child) == to_child)
+            pairs = Pairs(self, clause, to_parent, None)
+        else:
+            parent = aliased(self.user_model)
+            clause = sa.orm.join(parent, child, getattr(parent, self.fields["children"]).of_type(child)).join(
+                cls, getattr(child, self.fields["classes"]).of_type(cls)
+            )
+            pairs = Pairs(self, clause, self.user_column_pk(parent), parent).where_owner(users)
+        return pairs.where(users, child)
+
+    def _plain_link(self, name: str) -> tuple[Any, Any, Any] | None:
+        """(link table, its column to the user, its column to the target) of a plain
+        many-to-many relationship of the user model; None otherwise."""
+        prop = sa.inspect(self.user_model).relationships.get(self.fields.get(name, ""))
+        if prop is None or prop.secondary is None or not hasattr(prop.secondary, "c"):
+            return None
+        if len(prop.synchronize_pairs) != 1 or len(prop.secondary_synchronize_pairs) != 1:
+            return None
+        for condition in (prop.primaryjoin, prop.secondaryjoin):
+            if not (isinstance(condition, BinaryExpression) and condition.operator is operator.eq):
+                return None
+        ((user_key, to_user),) = prop.synchronize_pairs
+        ((target_key, to_target),) = prop.secondary_synchronize_pairs
+        if user_key is not sa.inspect(self.user_model).primary_key[0]:
+            return None
+        target = self.class_model if name == "classes" else self.user_model
+        if target_key is not sa.inspect(target).primary_key[0]:
+            return None
+        return prop.secondary, to_user, to_target
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """A FROM clause giving (owner id, target) rows; see :meth:`HostModels.pairs`."""
+
+    host: HostModels
+    clause: Any
+    owner_id: Any
+    #: The alias of the user model the owners are read from, or None (link table).
+    owner: Any
+    conditions: tuple[Any, ...] = ()
+
+    def where(self, condition: Any, alias: Any) -> "Pairs":
+        """Also require ``condition`` (built on a model) of ``alias``."""
+        if condition is None:
+            return self
+        adapted = sa.inspect(alias)._adapt_element(condition)
+        return Pairs(self.host, self.clause, self.owner_id, self.owner, (*self.conditions, adapted))
+
+    def where_owner(self, users: Any) -> "Pairs":
+        return self if self.owner is None else self.where(users, self.owner)
+
+    def select(self, *columns: Any) -> sa.Select[Any]:
+        """``owner`` (the owner's id) and ``columns``."""
+        return sa.select(self.owner_id.label("owner"), *columns).select_from(self.clause).where(*self.conditions)

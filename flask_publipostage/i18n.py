@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flask import current_app, has_app_context
+from flask import current_app
 from flask_babel import Domain, LazyString
+
+from .state import mounted
 
 DOMAIN_NAME = "flask_publipostage"
 
@@ -32,12 +34,10 @@ def make_domain(extra_directories: tuple[str, ...] | list[str] = ()) -> Domain:
 
 
 def _domain() -> Domain | None:
-    if not has_app_context():
+    found = mounted()
+    if found is None or "babel" not in current_app.extensions:
         return None
-    state = current_app.extensions.get("publipostage")
-    if state is None or "babel" not in current_app.extensions:
-        return None
-    return state.domain
+    return found.domain  # type: ignore[no-any-return]
 
 
 def gettext(string: str, **variables: Any) -> str:

@@ -2,7 +2,9 @@
 
 Templates (page, CSV, letters, cards, emails) get these, never ORM objects. Each
 batch costs three queries whatever its size: the accounts, their classes, their
-children (with the children's classes).
+children (with the children's classes). The rows come from
+:meth:`~flask_publipostage.selection.Selection.statement` or from a run's frozen
+accounts; both carry the same columns.
 """
 
 from __future__ import annotations
@@ -10,14 +12,14 @@ from __future__ import annotations
 import functools
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from flask import current_app, has_app_context
+from flask import has_app_context
 from sqlalchemy.orm import aliased
 
 from .config import config_value
@@ -25,7 +27,8 @@ from .host import HostModels
 from .i18n import gettext as _
 from .profiles import Profile
 from .selection import Selection
-from .sql import fold_for_sort
+from .sql import fold_for_sort, name_key
+from .state import state
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +45,6 @@ class Child:
     def parent_of(self) -> str:
         """"Parent de Zoé Abel", elided before a vowel: "Parent d'Élodie Zidane"."""
         return parent_of(self.full_name)
-
-    @staticmethod
-    def parent_of_name(name: str) -> str:
-        return parent_of(name)
 
 
 def parent_of(name: str) -> str:
@@ -117,24 +116,28 @@ def school_zone() -> tzinfo:
     return ZoneInfo(config_value("TIMEZONE")) if has_app_context() else timezone.utc
 
 
+def local_time(moment: datetime, zone: tzinfo | None = None) -> datetime:
+    """``moment`` in the school's time zone; naive means UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(zone or school_zone())
+
+
 def local_date(moment: datetime | None, zone: tzinfo | None = None) -> date | None:
     """The calendar day of ``moment`` in the school's time zone; naive means UTC."""
     if moment is None:
         return None
     if not isinstance(moment, datetime):
         return moment
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(zone or school_zone()).date()
+    return local_time(moment, zone).date()
 
 
 def page(selection: Selection, number: int, size: int | None = None) -> list[Recipient]:
     """One page of the preview (1-based)."""
-    state = current_app.extensions["publipostage"]
+    found = state()
     size = size or config_value("PAGE_SIZE")
-    stmt = selection.statement(state.host).limit(size).offset((number - 1) * size)
-    rows = state.db.session.execute(stmt).all()
-    return build(selection, rows)
+    stmt = selection.statement(found.host).limit(size).offset((number - 1) * size)
+    return build(selection, found.session.execute(stmt).all())
 
 
 def page_next_to(
@@ -146,9 +149,8 @@ def page_next_to(
     everything up to them. None when ``boundary`` is no longer in the selection
     (the caller falls back to the page number).
     """
-    state = current_app.extensions["publipostage"]
-    host = state.host
-    session = state.db.session
+    host = state().host
+    session = state().session
     size = size or config_value("PAGE_SIZE")
     stmt, keys = selection.ordered_statement(host)
     values = session.execute(
@@ -167,24 +169,24 @@ def page_next_to(
 
 def last_page(selection: Selection, count: int, size: int | None = None) -> list[Recipient]:
     """The last page, read backwards: no OFFSET over the whole selection."""
-    state = current_app.extensions["publipostage"]
     size = size or config_value("PAGE_SIZE")
     remainder = count % size or size
-    stmt, keys = selection.ordered_statement(state.host)
+    stmt, keys = selection.ordered_statement(state().host)
     stmt = stmt.order_by(None).order_by(*[k.desc() for k in keys]).limit(remainder)
-    rows = state.db.session.execute(stmt).all()
+    rows = state().session.execute(stmt).all()
     return build(selection, rows[::-1])
 
 
-def iter_batches(selection: Selection, batch_size: int | None = None) -> Iterator[list[Recipient]]:
-    """Every selected account, in order, ``batch_size`` at a time, memory flat."""
-    state = current_app.extensions["publipostage"]
+def iter_batches(selection: Selection, batch_size: int | None = None, stmt: Any = None) -> Iterator[list[Recipient]]:
+    """Every selected account, in order, ``batch_size`` at a time, memory flat
+    (``stmt``: other rows of the same columns, such as a run's frozen accounts)."""
+    found = state()
     batch_size = batch_size or config_value("BATCH_SIZE")
-    stmt = selection.statement(state.host).execution_options(yield_per=batch_size)
+    stmt = selection.statement(found.host) if stmt is None else stmt
     # Core rows through the session's connection (same transaction): the ORM
     # layer adds nothing for plain columns and costs a third of the time.
-    result = state.db.session.connection().execute(stmt)
-    related = _Related(state.host, selection)
+    result = found.session.connection().execute(stmt.execution_options(yield_per=batch_size))
+    related = Related(found.host, selection)
     for rows in result.partitions(batch_size):
         yield build(selection, rows, related)
 
@@ -194,14 +196,21 @@ def iter_recipients(selection: Selection, batch_size: int | None = None) -> Iter
         yield from batch
 
 
-def build(selection: Selection, rows: Sequence[Any], related: "_Related | None" = None) -> list[Recipient]:
-    """Turn statement rows into recipients, loading classes and children in bulk."""
+def build(
+    selection: Selection,
+    rows: Sequence[Any],
+    related: "Related | None" = None,
+    class_keys: Mapping[Any, str | None] | None = None,
+) -> list[Recipient]:
+    """Turn statement rows into recipients, loading classes and children in bulk.
+
+    When sorted by class, each account's group is the class whose key is the row's
+    ``class_key`` (or ``class_keys[id]``, a run's frozen one)."""
     if not rows:
         return []
-    state = current_app.extensions["publipostage"]
-    host: HostModels = state.host
-    session = state.db.session
-    related = related or _Related(host, selection)
+    host: HostModels = state().host
+    session = state().session
+    related = related or Related(host, selection)
     # Positions, not attribute names: a Row attribute costs 0.7 µs, 14 per account.
     fields = list(rows[0]._fields)
     (i_id, i_login, i_first, i_last, i_profile, i_email, i_code, i_activated, i_created, i_admin) = (
@@ -211,15 +220,17 @@ def build(selection: Selection, rows: Sequence[Any], related: "_Related | None" 
             "activation_code", "activated", "created_at", "local_admin",
         )
     )
+    if class_keys is None and "class_key" in fields:
+        at = fields.index("class_key")
+        class_keys = {row[i_id]: row[at] for row in rows}
     address_at = [i for i, name in enumerate(fields) if name.startswith("address_")]
     ids = [row[i_id] for row in rows]
     own_classes = related.class_rows(session, ids)
     classes = _names(own_classes)
     children: dict[Any, tuple[Child, ...]] = {}
-    children_classes: dict[Any, list[tuple[Any, str]]] = {}
+    children_classes: dict[Any, list[ClassRow]] = {}
     if host.has_children:
         children, children_classes = related.children(session, ids)
-    chosen = set(selection.class_ids)
     group_by = selection.group_by
     profiles: dict[Any, Profile | None] = {}
     recipients = []
@@ -231,12 +242,12 @@ def build(selection: Selection, rows: Sequence[Any], related: "_Related | None" 
             profiles[host_profile] = host.canonical_profile(host_profile)
         profile = profiles[host_profile]
         group = ""
-        if group_by == "class":
-            # The class Selection.sort_class_column sorted by, found by the same rule.
-            group = (
-                _first_class(own_classes.get(user_id, ()), chosen)
-                or _first_class(children_classes.get(user_id, ()), chosen)
-                or ""
+        key = class_keys.get(user_id) if group_by == "class" and class_keys else None
+        if key is not None:
+            # The class whose key Selection.class_key sorted by.
+            group = next(
+                (name for _i, name, k in (*own_classes.get(user_id, ()), *children_classes.get(user_id, ())) if k == key),
+                "",
             )
         elif group_by == "profile":
             group = profile.plural_label if profile else ""
@@ -256,9 +267,7 @@ def build(selection: Selection, rows: Sequence[Any], related: "_Related | None" 
                 classes=classes.get(user_id, ()),
                 children=children.get(user_id, ()),
                 group=group,
-                postal_address=tuple(str(values[i]) for i in address_at if values[i])
-                if address_at
-                else (),
+                postal_address=tuple(str(values[i]) for i in address_at if values[i]) if address_at else (),
             )
         )
     return recipients
@@ -270,80 +279,39 @@ def _fold(value: str) -> str:
     return fold_for_sort(value) or ""
 
 
-def _first_class(pairs: Sequence[tuple[Any, str]], chosen: set[Any]) -> str | None:
-    names = [name for class_id, name in pairs if not chosen or class_id in chosen]
-    return min(names, key=lambda n: (_fold(n), n)) if names else None
+#: (class id, class name, its sort key) of one account.
+ClassRow = tuple[Any, str, str]
 
 
-def _names(rows: dict[Any, list[tuple[Any, str]]]) -> dict[Any, tuple[str, ...]]:
+def _names(rows: dict[Any, list[ClassRow]]) -> dict[Any, tuple[str, ...]]:
     return {
-        k: (v[0][1],) if len(v) == 1 else tuple(sorted((n for _c, n in v), key=_fold))
+        k: (v[0][1],) if len(v) == 1 else tuple(sorted((n for _c, n, _k in v), key=_fold))
         for k, v in rows.items()
     }
 
 
-class _Related:
+class Related:
     """The queries completing a batch (classes; children and their classes), built
     once per selection and run with the batch's ids."""
 
     def __init__(self, host: HostModels, selection: Selection) -> None:
-        from .selection import _plain_link
-
-        self._dialect = current_app.extensions["publipostage"].db.engine.dialect.name
+        self._dialect = state().db.engine.dialect.name
         scope = selection.scope
         cls = aliased(host.class_model)
-        class_columns = (host.class_id_of(cls), host.class_name_column(cls))
-        classes_link = _plain_link(host, "classes", host.class_model)
-        if classes_link is not None:
-            link, to_user, to_class = classes_link
-            classes = (
-                sa.select(to_user, *class_columns)
-                .select_from(link)
-                .join(cls, host.class_id_of(cls) == to_class)
-            )
-            key = to_user
-        else:
-            owner = aliased(host.user_model)
-            owner_id = host.user_column_pk(owner)
-            classes = (
-                sa.select(owner_id, *class_columns)
-                .select_from(owner)
-                .join(host.relationship("classes", owner).of_type(cls))
-            )
-            key = owner_id
+        classes = host.pairs("classes", cls)
+        stmt = classes.select(host.class_id_of(cls), host.class_name_column(cls), name_key(host.class_name_column(cls)))
         if scope is not None and scope.classes is not None:
-            classes = classes.where(sa.inspect(cls)._adapt_element(scope.classes))
-        self._classes = self._by_ids(classes, key)
+            stmt = stmt.where(sa.inspect(cls)._adapt_element(scope.classes))
+        self._classes = self._by_ids(stmt, classes.owner_id)
         self._children: dict[str, Any] | None = None
         if host.has_children:
             child = aliased(host.user_model)
-            child_columns = (
-                host.user_column_pk(child),
-                host.user_column("first_name", child),
-                host.user_column("last_name", child),
+            # A child outside the admin's perimeter (another school) stays unnamed.
+            family = host.pairs("children", child).where(scope.users if scope else None, child)
+            stmt = family.select(
+                host.user_column_pk(child), host.user_column("first_name", child), host.user_column("last_name", child)
             )
-            family = _plain_link(host, "children", host.user_model)
-            if family is not None:
-                link, to_parent, to_child = family
-                children = (
-                    sa.select(to_parent, *child_columns)
-                    .select_from(link)
-                    .join(child, host.user_column_pk(child) == to_child)
-                )
-                key = to_parent
-            else:
-                parent = aliased(host.user_model)
-                parent_id = host.user_column_pk(parent)
-                children = (
-                    sa.select(parent_id, *child_columns)
-                    .select_from(parent)
-                    .join(host.relationship("children", parent).of_type(child))
-                )
-                key = parent_id
-            if scope is not None and scope.users is not None:
-                # A child outside the admin's perimeter (another school) stays unnamed.
-                children = children.where(sa.inspect(child)._adapt_element(scope.users))
-            self._children = self._by_ids(children, key)
+            self._children = self._by_ids(stmt, family.owner_id)
 
     def _by_ids(self, stmt: Any, key: Any) -> dict[str, Any]:
         """The statement restricted to a batch of ids: ``IN (:ids...)`` everywhere,
@@ -372,17 +340,17 @@ class _Related:
                 del variants["json"]  # an SQLite built without JSON functions
         return connection.execute(variants["expanding"], {"ids": list(ids)}).all()
 
-    def class_rows(self, session: Any, ids: list[Any]) -> dict[Any, list[tuple[Any, str]]]:
-        """user id -> [(class id, class name)], classes of the scope only."""
-        found: dict[Any, list[tuple[Any, str]]] = defaultdict(list)
+    def class_rows(self, session: Any, ids: list[Any]) -> dict[Any, list[ClassRow]]:
+        """user id -> [(class id, class name, key)], classes of the scope only."""
+        found: dict[Any, list[ClassRow]] = defaultdict(list)
         if ids:
-            for user_id, class_id, name in self._run(session, self._classes, ids):
-                found[user_id].append((class_id, name))
+            for user_id, class_id, name, key in self._run(session, self._classes, ids):
+                found[user_id].append((class_id, name, key))
         return found
 
     def children(
         self, session: Any, ids: list[Any]
-    ) -> tuple[dict[Any, tuple[Child, ...]], dict[Any, list[tuple[Any, str]]]]:
+    ) -> tuple[dict[Any, tuple[Child, ...]], dict[Any, list[ClassRow]]]:
         """Each parent's children (in the scope), and the classes of those children."""
         if self._children is None or not ids:
             return {}, {}
@@ -392,7 +360,7 @@ class _Related:
         child_rows = self.class_rows(session, list({r[1] for r in rows}))
         child_names = _names(child_rows)
         found: dict[Any, list[Child]] = defaultdict(list)
-        their_classes: dict[Any, list[tuple[Any, str]]] = defaultdict(list)
+        their_classes: dict[Any, list[ClassRow]] = defaultdict(list)
         for pid, cid, first, last in rows:
             found[pid].append(Child(first or "", last or "", child_names.get(cid, ())))
             their_classes[pid].extend(child_rows.get(cid, ()))
@@ -401,11 +369,3 @@ class _Related:
             for k, v in found.items()
         }
         return children, their_classes
-
-
-def _classes_of(session: Any, host: HostModels, selection: Selection, ids: list[Any]) -> dict[Any, tuple[str, ...]]:
-    return _names(_Related(host, selection).class_rows(session, ids))
-
-
-def _children_of(session: Any, host: HostModels, selection: Selection, ids: list[Any]) -> dict[Any, tuple[Child, ...]]:
-    return _Related(host, selection).children(session, ids)[0]

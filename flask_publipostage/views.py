@@ -1,21 +1,25 @@
-"""The page (steps 1 and 2), its live preview fragment and the CSV export."""
+"""The page (steps 1 and 2), its live preview fragment, the CSV export and the
+journal; and what every route of the extension shares (the current selection,
+forms, French errors)."""
 
 from __future__ import annotations
 
 import math
 import re
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from flask import (
+    Blueprint,
     Response,
-    current_app,
     make_response,
     render_template,
     request,
     stream_with_context,
     url_for,
 )
+from flask_wtf import FlaskForm
 
 from . import audit, csv_export
 from .access import PRINT, VIEW, current_scope, has_capability, require
@@ -23,18 +27,11 @@ from .config import config_value
 from .host import parse_key
 from .i18n import gettext as _
 from .profiles import PROFILE_ORDER, Profile
-from .recipients import last_page, page_next_to
+from .recipients import last_page, local_time, page_next_to
 from .recipients import page as recipients_page
-from .selection import (
-    ACTIVATION_CHOICES,
-    EMAIL_CHOICES,
-    LOCAL_ADMIN_CHOICES,
-    SORT_CHOICES,
-    Selection,
-    SelectionError,
-    count,
-)
+from .selection import FILTERS, Selection, SelectionError, check_size, count, describe
 from .sql import fold_for_sort
+from .state import state
 
 MAX_PAGE = 100_000
 #: Rows skipped from which page links use their cursor rather than OFFSET
@@ -52,26 +49,44 @@ def current_selection(extra_params: tuple[str, ...] = ("page",)) -> Selection:
     return Selection.from_args(request.args, current_scope(), extra_params=extra_params)
 
 
-def check_size(counters_selected: int) -> None:
-    limit = config_value("MAX_SELECTION")
-    if counters_selected > limit:
-        raise SelectionError(
-            _(
-                "This selection holds %(count)d accounts, more than the %(max)d allowed "
-                "at once. Narrow it with the filters (a class, a profile).",
-                count=counters_selected,
-                max=limit,
-            )
-        )
+class PostForm(FlaskForm):
+    """A button that changes something: CSRF only (the selection is in the URL)."""
 
 
-# Imported after the helpers above: importing the blueprint imports every route
-# module, and some import these helpers back (``import flask_publipostage.views``
-# first must work).
-from .blueprint import bp  # noqa: E402
+def form_error(form: FlaskForm) -> SelectionError:
+    if "csrf_token" in form.errors:
+        return SelectionError(_("The form has expired: reload the page and try again."))
+    return SelectionError(_("Invalid form."))
 
 
-@bp.errorhandler(SelectionError)
+def stalled_label(progress: Any) -> str:
+    """What the admin reads when the process doing a run's work stopped."""
+    if progress.stalled_since is None or progress.takeover_by is None:
+        return ""
+    return _(
+        "No sign of life since %(since)s: the process doing this work stopped. "
+        "Another one takes it over from where it was by %(by)s.",
+        since=clock(progress.stalled_since),
+        by=clock(progress.takeover_by),
+    )
+
+
+def time_left_label(seconds: int | None) -> str:
+    """A run's time left, in words ("environ 12 min")."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return _("less than a minute")
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return _("about %(n)d min", n=minutes)
+    return _("about %(h)d h %(m)02d", h=minutes // 60, m=minutes % 60)
+
+
+def clock(moment: datetime) -> str:
+    return local_time(moment).strftime("%H:%M:%S")
+
+
 def selection_error(error: SelectionError) -> tuple[str, int]:
     template = "publipostage/_error.html" if _wants_fragment() else "publipostage/error.html"
     return render_template(template, message=error.message), error.status
@@ -83,10 +98,9 @@ def _wants_fragment() -> bool:
 
 def filter_options() -> dict[str, Any]:
     """Profiles and classes present in the admin's scope, for the filter form."""
-    state = current_app.extensions["publipostage"]
-    host = state.host
+    host = state().host
     scope = current_scope()
-    session = state.db.session
+    session = state().session
     profile_stmt = sa.select(host.profile_column()).distinct()
     if scope.users is not None:
         profile_stmt = profile_stmt.where(scope.users)
@@ -98,10 +112,8 @@ def filter_options() -> dict[str, Any]:
     return {
         "profiles": [p for p in PROFILE_ORDER if p in present],
         "classes": [(str(cid), name) for cid, name in classes],
-        "activation_choices": ACTIVATION_CHOICES,
-        "email_choices": EMAIL_CHOICES,
-        "local_admin_choices": LOCAL_ADMIN_CHOICES,
-        "sort_choices": SORT_CHOICES,
+        "filters": FILTERS,
+        "defaults": {param: f.default for param, f in FILTERS.items() if f.choices},
     }
 
 
@@ -184,8 +196,7 @@ def _page_cursor() -> tuple[str, Any] | None:
         if values[0] != "1":
             raise SelectionError(_("Invalid page number."), field="page")
         return ("last", None)
-    host = current_app.extensions["publipostage"].host
-    value = parse_key(host.user_id, values[0])
+    value = parse_key(state().host.user_id, values[0])
     if value is None:
         raise SelectionError(_("Invalid page number."), field="page")
     return (key, value)
@@ -198,7 +209,6 @@ def _private(body: str) -> Response:
     return response
 
 
-@bp.route("/")
 @require(VIEW)
 def index() -> Response:
     selection = current_selection(PAGE_PARAMS)
@@ -212,21 +222,19 @@ def index() -> Response:
     )
 
 
-@bp.route("/preview")
 @require(VIEW)
 def preview() -> Response:
     selection = current_selection(PAGE_PARAMS)
     return _private(render_template("publipostage/_preview.html", **preview_context(selection)))
 
 
-@bp.route("/export.csv")
 @require(PRINT)
 def export_csv() -> Response:
     selection = current_selection(extra_params=())
     counters = count(selection)
-    check_size(counters.selected)
+    check_size(counters)
     audit.record("csv", selection, counters.selected, template="csv")
-    current_app.extensions["publipostage"].db.session.commit()
+    state().session.commit()
     filename = csv_export.filename(selection)
     return Response(
         stream_with_context(csv_export.stream(selection)),
@@ -236,3 +244,17 @@ def export_csv() -> Response:
             "Cache-Control": "no-store",
         },
     )
+
+
+@require(VIEW)
+def audit_log() -> str:
+    entries = state().session.execute(audit.visible_entries(current_scope())).scalars().all()
+    return render_template("publipostage/audit.html", entries=entries, describe=describe)
+
+
+def register(bp: Blueprint) -> None:
+    bp.register_error_handler(SelectionError, selection_error)
+    bp.add_url_rule("/", view_func=index)
+    bp.add_url_rule("/preview", view_func=preview)
+    bp.add_url_rule("/export.csv", view_func=export_csv)
+    bp.add_url_rule("/journal", view_func=audit_log)

@@ -149,7 +149,7 @@ def make_app(database_url: str, instance_path: str, *, reset: bool = True, **con
     db.init_app(app)
     Babel(app, locale_selector=lambda: "fr")
     with app.app_context():
-        from flask_publipostage import audit, mail, pdf  # noqa: F401  (their tables)
+        from flask_publipostage import audit, runs  # noqa: F401  (their tables)
         from flask_publipostage.models import metadata
 
         if reset:

@@ -19,12 +19,14 @@ from flask import Flask
 from flask_publipostage.access import Scope
 from flask_publipostage.audit import AuditEntry
 from flask_publipostage.mail import campaign as campaigns
-from flask_publipostage.mail import sender, unreached_user_ids
-from flask_publipostage.mail.models import Campaign, Delivery
+from flask_publipostage.runs import backends, core
+from flask_publipostage.runs.core import unreached_user_ids
+from flask_publipostage.runs.models import RunItem
 from flask_publipostage.selection import Selection
 
 from .conftest import RoleClient
 from .hosts import Division, Personne, add_person, db
+from .runs import campaign_rows, items, stop_active_runs
 from .smtp import SmtpServer, wait_for
 
 BASE = "/imports-exports/publipostage"
@@ -47,12 +49,7 @@ def stop_campaigns(app: Flask, smtp: SmtpServer) -> Iterator[None]:
     """A failed assertion must not leave a campaign sending while the app shuts down."""
     yield
     with app.app_context():
-        db.session.execute(
-            sa.update(Campaign).where(Campaign.state.in_(("queued", "running", "waiting_smtp"))).values(state="cancelled")
-        )
-        db.session.commit()
-        db.session.remove()
-    sender.stop_all()
+        stop_active_runs()
 
 
 def scope_a() -> Scope:
@@ -71,15 +68,8 @@ def text(response: Any) -> str:
     return html.unescape(response.data.decode())
 
 
-def campaign_rows() -> list[Campaign]:
-    db.session.expire_all()
-    return list(db.session.execute(sa.select(Campaign).order_by(Campaign.id)).scalars())
-
-
-def deliveries(campaign_id: int) -> dict[str, Delivery]:
-    db.session.expire_all()
-    rows = db.session.execute(sa.select(Delivery).where(Delivery.campaign_id == campaign_id)).scalars()
-    return {d.email or d.name: d for d in rows}
+def deliveries(campaign_id: int) -> dict[str, RunItem]:
+    return {d.email or d.name: d for d in items(campaign_id)}
 
 
 # -- before sending ------------------------------------------------------------------
@@ -195,7 +185,7 @@ def test_campaign_report_and_pdf_for_the_unreached(client: RoleClient, school: A
     assert "6</strong>" in text(page)
 
     entry = db.session.execute(sa.select(AuditEntry).where(AuditEntry.action == "mail")).scalar_one()
-    assert (entry.actor, entry.count, entry.result) == ("adml_a", 4, f"campaign {campaign.id}")
+    assert (entry.actor, entry.count, entry.result) == ("adml_a", 4, f"run {campaign.id}")
 
     listing = text(client.get(f"{BASE}/mail/campaigns", "adml_a"))
     assert f"/mail/campaigns/{campaign.id}" in listing
@@ -217,19 +207,25 @@ def test_campaigns_are_scoped(client: RoleClient, school: Any, smtp: SmtpServer)
     assert f"/mail/campaigns/{campaign.id}" in text(client.get(f"{BASE}/mail/campaigns", "super"))
 
 
-def test_same_selection_twice_while_running_is_one_campaign(app_ctx: Flask, school: Any, smtp: SmtpServer) -> None:
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Campaigns stay queued: nothing runs them."""
+    monkeypatch.setattr(backends, "submit", lambda *args, **kwargs: None)
+
+
+def test_same_selection_twice_while_running_is_one_campaign(app_ctx: Flask, school: Any, smtp: SmtpServer, held: None) -> None:
     scope = scope_a()
     selection = Selection.from_args({"profile": "Teacher"}, scope)
-    first, created = campaigns.create(selection)  # queued, not sent yet
+    first, created = campaigns.start(selection)  # queued, not sent yet
     assert created
-    again, created_again = campaigns.create(Selection.from_args({"profile": "Teacher"}, scope))
+    again, created_again = campaigns.start(Selection.from_args({"profile": "Teacher"}, scope))
     assert (again.id, created_again) == (first.id, False)
-    other, created_other = campaigns.create(Selection.from_args({"profile": "Relative"}, scope))
+    other, created_other = campaigns.start(Selection.from_args({"profile": "Relative"}, scope))
     assert created_other and other.id != first.id
     assert len(campaign_rows()) == 2
     # Once it is over, the same selection may be sent again.
-    campaigns.cancel(first)
-    _third, created_third = campaigns.create(Selection.from_args({"profile": "Teacher"}, scope))
+    core.cancel(first)
+    _third, created_third = campaigns.start(Selection.from_args({"profile": "Teacher"}, scope))
     assert created_third
 
 
@@ -298,9 +294,9 @@ def test_temporary_refusal_gives_up_after_max_attempts(client: RoleClient, schoo
     assert "451" in sam.reason
 
 
-def test_cancel_keeps_what_was_sent(client: RoleClient, app_ctx: Flask, school: Any, smtp: SmtpServer) -> None:
+def test_cancel_keeps_what_was_sent(client: RoleClient, app_ctx: Flask, school: Any, smtp: SmtpServer, held: None) -> None:
     scope = scope_a()
-    campaign, _created = campaigns.create(Selection.from_args({}, scope))
+    campaign, _created = campaigns.start(Selection.from_args({}, scope))
     assert client.post(f"{BASE}/mail/campaigns/{campaign.id}/cancel", "adml_a").status_code == 303
     (campaign,) = campaign_rows()
     assert campaign.state == "cancelled" and campaign.active_key is None
@@ -332,7 +328,7 @@ def test_no_activation_code_in_logs_or_journal(
     journal = json.dumps(
         [
             [str(v) for v in row]
-            for table in ("publipostage_campaign", "publipostage_delivery", "publipostage_audit")
+            for table in ("publipostage_run", "publipostage_run_item", "publipostage_audit")
             for row in db.session.execute(sa.text(f"SELECT * FROM {table}")).all()
         ]
     )

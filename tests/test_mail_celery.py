@@ -22,11 +22,12 @@ from flask import Flask
 
 from flask_publipostage.access import Scope
 from flask_publipostage.mail import campaign as campaigns
-from flask_publipostage.mail.models import Campaign, Delivery
+from flask_publipostage.runs.models import Run, RunItem
 from flask_publipostage.selection import Selection
 
 from .conftest import POSTGRES_URL
 from .hosts import db
+from .runs import campaign
 from .smtp import SmtpServer, populate, wait_for
 
 REDIS_URL = os.environ.get("PUBLIPOSTAGE_TEST_REDIS_URL")
@@ -147,22 +148,19 @@ def test_two_workers_send_one_campaign_without_overlap(app: Flask, smtp: SmtpSer
         assert created
 
         def finished() -> bool:
-            db.session.expire_all()
-            found = db.session.get(Campaign, started.id)
-            return found is not None and found.state == "done"
+            return campaign(started.id).state == "done"
 
         try:
             wait_for(finished, timeout=120, interval=0.5)
         finally:
             db.session.execute(
-                sa.update(Campaign).where(Campaign.id == started.id, Campaign.state != "done").values(state="cancelled")
+                sa.update(Run).where(Run.id == started.id, Run.state != "done").values(state="cancelled")
             )
             db.session.commit()
-        found = db.session.get(Campaign, started.id)
-        assert found is not None
+        found = campaign(started.id)
         assert (found.sent, found.failed, found.duplicates) == (RECIPIENTS, 0, 0)
         assert db.session.execute(
-            sa.select(sa.func.count()).where(Delivery.campaign_id == started.id, Delivery.state != "sent")
+            sa.select(sa.func.count()).where(RunItem.run_id == started.id, RunItem.state != "sent")
         ).scalar() == 0
     received = smtp.by_recipient()
     assert set(received) == set(addresses), "lost recipients"

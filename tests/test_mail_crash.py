@@ -3,6 +3,7 @@ a restarted runner picks up an interrupted campaign."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,13 +21,14 @@ from flask import Flask
 
 from flask_publipostage.access import Scope
 from flask_publipostage.mail import campaign as campaigns
-from flask_publipostage.mail import sender
-from flask_publipostage.mail.models import Campaign, Delivery
 from flask_publipostage.models import utcnow
+from flask_publipostage.runs import backends, core
+from flask_publipostage.runs.models import Run, RunItem
 from flask_publipostage.selection import Selection
 
 from .conftest import RoleClient
 from .hosts import db
+from .runs import Campaign, campaign, stop_active_runs
 from .smtp import SmtpServer, populate, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,28 +53,27 @@ def stop_campaigns(app: Flask, smtp: SmtpServer) -> Iterator[None]:
     down (the thread runner would wait for it forever)."""
     yield
     with app.app_context():
-        db.session.execute(
-            sa.update(Campaign).where(Campaign.state.in_(("queued", "running", "waiting_smtp"))).values(state="cancelled")
-        )
-        db.session.commit()
-        db.session.remove()
-    sender.stop_all()
+        stop_active_runs()
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """The run is recorded but nothing runs it (a process that dies at once)."""
+    real = backends.submit
+    backends.submit = lambda *args, **kwargs: None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        backends.submit = real  # type: ignore[assignment]
 
 
 def everyone() -> Selection:
     return Selection.from_args({}, Scope(actor="super", key="*"), extra_params=())
 
 
-def campaign(campaign_id: int) -> Campaign:
-    db.session.expire_all()
-    found = db.session.get(Campaign, campaign_id)
-    assert found is not None
-    return found
-
-
 def delivery_states(campaign_id: int) -> dict[str, int]:
     rows = db.session.execute(
-        sa.select(Delivery.state, sa.func.count()).where(Delivery.campaign_id == campaign_id).group_by(Delivery.state)
+        sa.select(RunItem.state, sa.func.count()).where(RunItem.run_id == campaign_id).group_by(RunItem.state)
     ).all()
     return {state: number for state, number in rows}
 
@@ -84,7 +85,7 @@ def check_everyone_reached(smtp: SmtpServer, addresses: list[str], found: Campai
     extra = sum(n - 1 for n in received.values())
     assert extra <= found.duplicates, (extra, found.duplicates)
     flagged = db.session.execute(
-        sa.select(sa.func.count()).where(Delivery.campaign_id == found.id, Delivery.possibly_duplicate.is_(True))
+        sa.select(sa.func.count()).where(RunItem.run_id == found.id, RunItem.possibly_duplicate.is_(True))
     ).scalar()
     assert flagged == found.duplicates
     return extra
@@ -97,7 +98,7 @@ def test_smtp_server_dies_and_comes_back(app_ctx: Flask, smtp: SmtpServer) -> No
     started, _created = campaigns.start(everyone())
     assert smtp.killed.wait(30), "the server was never killed"
     # While it is down the campaign waits, says why, and keeps what was sent.
-    wait_for(lambda: campaign(started.id).state == "waiting_smtp", timeout=20)
+    wait_for(lambda: campaign(started.id).state == "waiting", timeout=20)
     waiting = campaign(started.id)
     assert "refusée" in (waiting.last_error or "") or "perdue" in (waiting.last_error or "")
     # Every lane gave its batch back; what the server acknowledged is recorded as sent
@@ -143,12 +144,13 @@ SENDER_SCRIPT = """
 import json, sys
 sys.path.insert(0, {root!r})
 from tests import hosts
-from flask_publipostage import jobs, models
+from flask_publipostage import models
+from flask_publipostage.runs import backends, core
 # The test already created the tables and the campaign: keep them.
 hosts.db.drop_all = lambda *args, **kwargs: None
 models.metadata.drop_all = lambda *args, **kwargs: None
 app = hosts.make_app(sys.argv[1], sys.argv[2], **json.loads(sys.argv[3]))
-jobs.submit(app, "mail.send_campaign", campaign_id=int(sys.argv[4]))
+backends.submit(core.DRIVE, app=app, run_id=int(sys.argv[4]))
 print("finished", flush=True)
 """
 
@@ -161,7 +163,7 @@ print("finished", flush=True)
             "PUBLIPOSTAGE_MAIL_BATCH_SIZE": 25,
             "PUBLIPOSTAGE_MAIL_JOURNAL_GROUP": 5,
             "PUBLIPOSTAGE_MAIL_RATE_LIMIT": 3000,
-            "PUBLIPOSTAGE_MAIL_STALE_AFTER": 1,
+            "PUBLIPOSTAGE_STALE_AFTER": 1,
         }
     ],
     indirect=True,
@@ -171,7 +173,8 @@ def test_killed_sender_resumes_without_loss(
 ) -> None:
     with app.app_context():
         addresses = populate(300)
-        created, _new = campaigns.create(everyone())
+        with held():
+            created, _new = campaigns.start(everyone())
         campaign_id = created.id
     script = tmp_path / "send.py"
     script.write_text(SENDER_SCRIPT.format(root=str(ROOT)))
@@ -204,24 +207,27 @@ def test_killed_sender_resumes_without_loss(
 
 
 @pytest.mark.parametrize(
-    "mail_config", [{"PUBLIPOSTAGE_JOB_BACKEND": "thread", "PUBLIPOSTAGE_MAIL_STALE_AFTER": 1}], indirect=True
+    "mail_config", [{"PUBLIPOSTAGE_JOB_BACKEND": "thread", "PUBLIPOSTAGE_STALE_AFTER": 1}], indirect=True
 )
 def test_runner_start_resumes_interrupted_campaigns(app: Flask, smtp: SmtpServer) -> None:
     with app.app_context():
         addresses = populate(40)
-        created, _new = campaigns.create(everyone())
-        ids = list(db.session.execute(
-            sa.select(Delivery.id).where(Delivery.campaign_id == created.id).order_by(Delivery.id)
-        ).scalars())
+        with held():
+            created, _new = campaigns.start(everyone())
+        rows = db.session.execute(
+            sa.select(RunItem.id, RunItem.email).where(RunItem.run_id == created.id).order_by(RunItem.position)
+        ).all()
+        ids = [row.id for row in rows]
+        sent_before = {row.email for row in rows[:5]}
         old = utcnow() - timedelta(seconds=30)
         # What a process killed mid-batch leaves behind.
-        db.session.execute(sa.update(Campaign).where(Campaign.id == created.id).values(
+        db.session.execute(sa.update(Run).where(Run.id == created.id).values(
             state="running", heartbeat_at=utcnow(), started_at=old))
-        db.session.execute(sa.update(Delivery).where(Delivery.id.in_(ids[:5])).values(
-            state="sent", attempts=1, sent_at=old, claim_token=None))
-        db.session.execute(sa.update(Delivery).where(Delivery.id.in_(ids[5:8])).values(
+        db.session.execute(sa.update(RunItem).where(RunItem.id.in_(ids[:5])).values(
+            state="sent", attempts=1, done_at=old, claim_token=None))
+        db.session.execute(sa.update(RunItem).where(RunItem.id.in_(ids[5:8])).values(
             state="sending", claim_token="dead", claimed_at=old))
-        db.session.execute(sa.update(Delivery).where(Delivery.id.in_(ids[8:20])).values(
+        db.session.execute(sa.update(RunItem).where(RunItem.id.in_(ids[8:20])).values(
             claim_token="dead", claimed_at=old))
         db.session.commit()
         campaign_id = created.id
@@ -230,16 +236,15 @@ def test_runner_start_resumes_interrupted_campaigns(app: Flask, smtp: SmtpServer
     result = app.test_cli_runner().invoke(args=["publipostage", "resume", str(campaign_id), "--no-wait"])
     assert result.exit_code != 0 and "autre processus" in result.output
 
-    sender.resume_interrupted(app)  # what the runner does when the process starts
+    core.resume_stale(app)  # what every runner does regularly
     with app.app_context():
         wait_for(lambda: campaign(campaign_id).state == "done", timeout=30)
         found = campaign(campaign_id)
         assert found.sent == 40 and found.duplicates == 3
         received = smtp.by_recipient()
-        sent_before = set(addresses[:5])
         assert set(received) == set(addresses) - sent_before
         assert all(n == 1 for n in received.values())
         flagged = set(db.session.execute(
-            sa.select(Delivery.id).where(Delivery.campaign_id == campaign_id, Delivery.possibly_duplicate.is_(True))
+            sa.select(RunItem.id).where(RunItem.run_id == campaign_id, RunItem.possibly_duplicate.is_(True))
         ).scalars())
         assert flagged == set(ids[5:8])

@@ -14,7 +14,7 @@ from jinja2 import DictLoader
 from flask_publipostage.access import Scope
 from flask_publipostage.mail import campaign as campaigns
 from flask_publipostage.mail.message import address_problem, clean_header, wrap_lines
-from flask_publipostage.mail.models import Delivery
+from flask_publipostage.runs.models import RunItem
 from flask_publipostage.selection import Selection
 
 from .conftest import RoleClient
@@ -160,7 +160,7 @@ def test_long_lines_are_wrapped(app_ctx: Flask, smtp: SmtpServer) -> None:
             # Only a word longer than the width (the URL, the long name) may exceed it.
             assert len(line) <= 78 or " " not in line.strip(), line
     assert " ".join(text.split()).count("douze") == 300
-    assert db.session.execute(sa.select(Delivery.state).where(Delivery.campaign_id == campaign_id)).scalar_one() == "sent"
+    assert db.session.execute(sa.select(RunItem.state).where(RunItem.run_id == campaign_id)).scalar_one() == "sent"
 
 
 def test_bad_addresses_fail_with_a_reason(app_ctx: Flask, smtp: SmtpServer) -> None:
@@ -169,7 +169,7 @@ def test_bad_addresses_fail_with_a_reason(app_ctx: Flask, smtp: SmtpServer) -> N
     add_person("fine", "Fine", "Person", "ELEVE", email="fine@example.org")
     db.session.commit()
     campaign_id = _send_all()
-    rows = {d.email: d for d in db.session.execute(sa.select(Delivery).where(Delivery.campaign_id == campaign_id)).scalars()}
+    rows = {d.email: d for d in db.session.execute(sa.select(RunItem).where(RunItem.run_id == campaign_id)).scalars()}
     assert rows["fine@example.org"].state == "sent"
     assert rows["élodie@exemple.fr"].state == "failed"
     assert "non ASCII" in rows["élodie@exemple.fr"].reason
@@ -203,7 +203,7 @@ def test_no_sender_refuses_to_start(client: RoleClient, app: Flask, school: Any,
     assert response.status_code == 400
     assert "Aucune adresse d'expéditeur valide" in html.unescape(response.data.decode())
     with app.app_context():
-        assert db.session.execute(sa.select(sa.func.count()).select_from(Delivery)).scalar() == 0
+        assert db.session.execute(sa.select(sa.func.count()).select_from(RunItem)).scalar() == 0
     assert smtp.count() == 0
 
 

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from flask_publipostage.audit import AuditEntry
 from flask_publipostage.models import utcnow
-from flask_publipostage.pdf import background
-from flask_publipostage.pdf.models import PdfJob, PdfJobItem
+from flask_publipostage.runs import files
+from flask_publipostage.runs.models import Run, RunItem
 
 from .hosts import db
 from .test_pdf_support import URL, add_class_of, page_count, pdftotext, post_pdf
@@ -42,6 +43,11 @@ def _wait(client: Any, job_id: str, role: str = "adml_a", timeout: float = 60) -
             return seen
         time.sleep(0.05)
     raise AssertionError(f"job still {seen[-1]} after {timeout} s")
+
+
+def run_of(job_id: str) -> Run:
+    db.session.expire_all()
+    return db.session.execute(sa.select(Run).where(Run.token == job_id)).scalar_one()
 
 
 def _job_id(response: Any) -> str:
@@ -97,12 +103,15 @@ def test_thousand_accounts_in_the_background(app: Any, client: Any) -> None:
     order = [m.group(0) for m in re.finditer(r"(?<![\w-])[abc]x\d{4}\b", "\n".join(texts))]
     assert order == sorted(order)
 
-    # The file is deleted once downloaded; the work files and frozen accounts too.
+    # The file is deleted once downloaded, the work files too; each account keeps
+    # its record: printed, as a card, never with its code.
     with app.app_context():
-        job = db.session.get(PdfJob, job_id)
+        job = run_of(job_id)
         assert job.file_path is None and job.downloaded_at is not None
-        assert db.session.query(PdfJobItem).filter_by(job_id=job_id).count() == 0
-        assert not list(background.storage_dir().iterdir())
+        items = db.session.execute(sa.select(RunItem).where(RunItem.run_id == job.id)).scalars().all()
+        assert len(items) == 1000 and {(i.kind, i.state) for i in items} == {("card", "printed")}
+        assert all(i.done_at is not None for i in items)
+        assert not list(files.storage_dir().iterdir())
         audit = db.session.query(AuditEntry).filter_by(action="pdf").one()
         assert audit.count == 1000 and audit.template == "cards" and audit.actor == "adml_a"
     again = client.get(f"{URL}/pdf/jobs/{job_id}/download", "adml_a")
@@ -125,8 +134,9 @@ def test_cancel_stops_the_job(app: Any, client: Any) -> None:
     # Let the runner finish its clean-up, then nothing is left on disk.
     app.extensions["publipostage"].runner.shutdown(wait=True)
     with app.app_context():
-        assert not list(background.storage_dir().iterdir())
-        assert db.session.query(PdfJobItem).count() == 0
+        assert not list(files.storage_dir().iterdir())
+        # Nothing was printed: no account is recorded as printed.
+        assert "printed" not in set(db.session.execute(sa.select(RunItem.state)).scalars())
     page = client.get(f"{URL}/pdf/jobs/{job_id}", "adml_a").get_data(as_text=True)
     assert "annulé" in page
 
@@ -138,10 +148,10 @@ def test_expired_files_are_purged(app: Any, client: Any) -> None:
     job_id = _job_id(post_pdf(client, "", template="cards"))
     assert _wait(client, job_id)[-1]["state"] == "done"
     with app.app_context():
-        job = db.session.get(PdfJob, job_id)
+        job = run_of(job_id)
         path = Path(job.file_path)
         assert path.exists()
-        stray = background.storage_dir() / "orphan.pdf"
+        stray = files.storage_dir() / "orphan.pdf"
         stray.write_bytes(b"%PDF-1.4 leftover")
         job.finished_at = utcnow() - timedelta(hours=3)
         db.session.commit()

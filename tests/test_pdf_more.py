@@ -19,8 +19,8 @@ from pypdf import PdfReader
 from flask_publipostage.access import Scope
 from flask_publipostage.pdf import fonts, render, worker
 from flask_publipostage.pdf.merge import StreamingPdfConcatenator
-from flask_publipostage.pdf.models import PdfJob
 from flask_publipostage.recipients import iter_recipients
+from flask_publipostage.runs.models import PRINTED, Run, RunItem
 from flask_publipostage.selection import Selection
 
 from .hosts import add_person, db
@@ -29,6 +29,7 @@ from .test_pdf_support import (
     add_class_of,
     count_word,
     pages_text,
+    pdf_of,
     post_pdf,
 )
 
@@ -89,13 +90,7 @@ def test_be1d_parents_print_under_their_childrens_classes(console: Any) -> None:
     selection = Selection.from_args(query, scope, extra_params=())
     parents = list(iter_recipients(selection))
     assert len(parents) > 50
-    with force_locale("fr"):
-        options = render.Options(template=render.CARDS)
-        settings = render.Settings.from_config(scope.school_name)
-        sheets, _ = render.sheets_for_run(parents, options, settings, selection.group_by)
-        html = render.render_document(sheets, options, settings)
-    data = worker.render_bytes(html, settings.roots)
-    texts = pages_text(data)
+    texts = pages_text(pdf_of(selection, render.Options(template=render.CARDS)))
 
     groups: dict[str, list[Any]] = {}
     for parent in parents:
@@ -153,8 +148,12 @@ class TestCeleryPath:
         status = client.get(f"{URL}/pdf/jobs/{job_id}/status", "adml_a").get_json()
         assert status["state"] == "done", status
         with app.app_context():
-            job = db.session.get(PdfJob, job_id)
-            assert job.chunks_total >= 3 and job.chunks_done == job.chunks_total
+            run = db.session.execute(sa.select(Run).where(Run.token == job_id)).scalar_one()
+            chunks = db.session.execute(
+                sa.select(RunItem.chunk, RunItem.state).where(RunItem.run_id == run.id)
+            ).all()
+            assert len({chunk for chunk, _state in chunks}) >= 3
+            assert {item_state for _chunk, item_state in chunks} == {PRINTED}
         with client.get(status["download_url"], "adml_a") as download:
             data = download.get_data()
         texts = pages_text(data)

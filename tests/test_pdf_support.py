@@ -98,6 +98,16 @@ def add_class_of(name: str, size: int, *, school: str = "A", prefix: str = "p", 
     return division, people
 
 
+def pdf_of(selection: Any, options: Any) -> bytes:
+    """The PDF of ``selection``, through the one pipeline (a run driven here)."""
+    from flask_publipostage.pdf import pipeline
+    from flask_publipostage.runs import core, files
+
+    run, _created = pipeline.start(selection, options, inline=True)
+    core.drive(run.id)
+    return files.claim_download(core.get(run.id)).read_bytes()
+
+
 def post_pdf(client: Any, query: str, role: str = "adml_a", **data: Any) -> Any:
     form = {"template": "letter"}
     form.update({k: v for k, v in data.items() if v is not None})

@@ -69,11 +69,11 @@ def test_each_output_writes_one_row(app: Flask, client: Any, school: Any, smtp: 
         (lambda: client.get(f"{BASE}/export.csv?profile=Teacher", "adml_a").get_data(),
          ("csv", "csv", 2, "ok")),
         (lambda: post_pdf(client, "adml_a", "profile=Teacher", template="cards"),
-         ("pdf", "cards", 2, "ok")),
+         ("pdf", "cards", 2, "run ")),
         (lambda: job_id_of(post_pdf(client, "adml_a", "sort=class", template="cards")),
-         ("pdf", "cards", 10, "job")),
+         ("pdf", "cards", 10, "run ")),
         (lambda: campaign_id_of(post_mail(client, "adml_a", "profile=Teacher")),
-         ("mail", "mail", 2, "campaign")),
+         ("mail", "mail", 2, "run ")),
         (lambda: post_mail(client, "adml_a", "profile=Teacher", what="sample"),
          ("mail_sample", "mail", 1, "sample")),
     ]
@@ -156,11 +156,11 @@ def test_rows_are_seen_within_the_perimeter(app: Flask, client: Any, school: Any
     campaign_id_of(post_mail(client, "adml_b", ""))
     client.get(f"{BASE}/export.csv?profile=Personnel", "super").get_data()
     pages = {role: client.get(JOURNAL, role).get_data(as_text=True) for role in ("adml_a", "viewer_a", "adml_b", "super")}
-    assert "adml_a" in pages["adml_a"] and "adml_b" not in pages["adml_a"] and "profile=Personnel" not in pages["adml_a"]
+    assert "adml_a" in pages["adml_a"] and "adml_b" not in pages["adml_a"] and "Profils : Personnel" not in pages["adml_a"]
     assert "adml_a" in pages["viewer_a"] and "adml_b" not in pages["viewer_a"]
     assert "adml_b" in pages["adml_b"] and "adml_a" not in pages["adml_b"]
     assert "Envoi par courriel" in pages["adml_b"] and "PDF" in pages["adml_b"]
-    for who in ("adml_a", "adml_b", "profile=Personnel"):
+    for who in ("adml_a", "adml_b", "Profils : Personnel"):
         assert who in pages["super"]
 
 

@@ -17,11 +17,11 @@ import sqlalchemy as sa
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
-from flask_publipostage import jobs
-from flask_publipostage.mail.models import Campaign
-from flask_publipostage.pdf.models import PdfJob, new_token
+from flask_publipostage.runs import backends
+from flask_publipostage.runs.models import Run, new_token
 
 from .hosts import db
+from .runs import run_of
 from .smtp import SmtpServer
 from .test_security_matrix import blueprint_routes
 from .test_security_support import (
@@ -66,14 +66,14 @@ class Objects:
     def __init__(self, app: Flask, client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         token = page_token(client, f"{BASE}/")
         with monkeypatch.context() as m:
-            m.setattr(jobs, "submit", lambda *args, **kwargs: None)  # queued, never run
+            m.setattr(backends, "submit", lambda *args, **kwargs: None)  # queued, never run
             self.job = job_id_of(post_pdf(client, "adml_a", "", token))
             self.campaign = campaign_id_of(post_mail(client, "adml_a", "profile=Teacher", token))
         self.stopped = campaign_id_of(post_mail(client, "adml_a", "profile=Relative", token))
         with app.app_context():
-            assert db.session.get(PdfJob, self.job).state == "queued"
-            assert db.session.get(Campaign, self.campaign).state == "queued"
-            db.session.execute(sa.update(Campaign).where(Campaign.id == self.stopped).values(state="failed"))
+            assert run_of(self.job).state == "queued"
+            assert run_of(self.campaign).state == "queued"
+            db.session.execute(sa.update(Run).where(Run.id == self.stopped).values(state="failed"))
             db.session.commit()
             db.session.remove()
 
@@ -118,12 +118,13 @@ def test_every_post_needs_the_token_of_the_page(
         # The token of the page the form is on: it works.
         token = page_token(client, page)
         response = client.post(url, "adml_a", data={**form, "csrf_token": token})
+        response.get_data()  # a download goes to its end
         assert response.status_code == success, (endpoint, response.get_data(as_text=True)[:300])
         assert _state(app, smtp, tmp_path) != before, endpoint
     with app.app_context():
-        assert db.session.get(PdfJob, objects.job).state == "cancelled"
-        assert db.session.get(Campaign, objects.campaign).state == "cancelled"
-        assert db.session.get(Campaign, objects.stopped).state == "done"
+        assert run_of(objects.job).state == "cancelled"
+        assert run_of(objects.campaign).state == "cancelled"
+        assert run_of(objects.stopped).state == "done"
         db.session.remove()
 
 
@@ -179,7 +180,7 @@ def test_job_ids_cannot_be_guessed(app: Flask, client: Any) -> None:
     links = set(re.findall(r'href="([^"]*download[^"]*)"', page))
     assert links == {f"{BASE}/pdf/jobs/{job}/download"}
     with app.app_context():
-        path = Path(db.session.get(PdfJob, job).file_path)
+        path = Path(run_of(job).file_path)
         db.session.remove()
     # The file is named after the job, in a folder only the server reads.
     assert path.name == f"{job}.pdf"

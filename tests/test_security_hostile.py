@@ -26,8 +26,8 @@ from markupsafe import escape
 from pypdf import PdfReader
 
 from flask_publipostage.csv_export import FORMULA_STARTS
-from flask_publipostage.mail.models import Delivery
 from flask_publipostage.pdf import fonts, worker
+from flask_publipostage.runs.models import RunItem
 
 from .hosts import Division, add_person, db
 from .smtp import SmtpServer
@@ -375,7 +375,7 @@ def test_mail_headers_stay_whole(app: Flask, client: Any, hostile: Hostile, smtp
         assert str(escape(CONFIG["PUBLIPOSTAGE_PASSWORD_RULE"])) in " ".join(html.split())
     with app.app_context():
         bad = db.session.execute(
-            sa.select(Delivery).where(Delivery.campaign_id == campaign, Delivery.email.like("h.bad%"))
+            sa.select(RunItem).where(RunItem.run_id == campaign, RunItem.email.like("h.bad%"))
         ).scalar_one()
         assert bad.state == "failed" and bad.reason
         db.session.remove()

@@ -18,10 +18,10 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from flask_publipostage.mail.models import Campaign
-from flask_publipostage.pdf.models import PdfJob
+from flask_publipostage.runs.models import Run
 
 from .hosts import db
+from .runs import run_of
 from .smtp import SmtpServer
 from .test_security_support import (
     BASE,
@@ -171,13 +171,13 @@ def test_route_role_matrix(app: Flask, client: Any, smtp: SmtpServer) -> None:
     job = job_id_of(post_pdf(client, ADML_A, "", token, template="cards"))
     campaign = campaign_id_of(post_mail(client, ADML_A, "", token))
     with app.app_context():
-        assert db.session.get(PdfJob, job).state == "done"
-        assert db.session.get(Campaign, campaign).state == "done"
+        assert run_of(job).state == "done"
+        assert run_of(campaign).state == "done"
         db.session.remove()
 
     def stop_campaign() -> None:
         with app.app_context():
-            db.session.execute(sa.update(Campaign).where(Campaign.id == campaign).values(state="failed"))
+            db.session.execute(sa.update(Run).where(Run.id == campaign).values(state="failed"))
             db.session.commit()
             db.session.remove()
 
@@ -221,8 +221,9 @@ def test_ownership_is_deliberate(app: Flask, client: Any, smtp: SmtpServer) -> N
     super admin (perimeter "*") follows and stops every campaign, and a local admin
     those of the school."""
     from flask_publipostage.access import Scope
-    from flask_publipostage.mail import campaign as campaigns
-    from flask_publipostage.pdf import background
+    from flask_publipostage.mail.sender import KIND as MAIL
+    from flask_publipostage.pdf.pipeline import KIND as PDF
+    from flask_publipostage.runs import core
 
     with app.app_context():
         build_security_school()
@@ -232,15 +233,15 @@ def test_ownership_is_deliberate(app: Flask, client: Any, smtp: SmtpServer) -> N
     campaign = campaign_id_of(post_mail(client, ADML_A, "", token))
     with app.test_request_context():
         own = Scope(actor="adml_a", key="ecole:A")
-        assert background.visible_job(job, own) is not None
+        assert core.find_visible(PDF, job, own) is not None
         # Same actor name in another perimeter, or another actor of the same perimeter.
-        assert background.visible_job(job, Scope(actor="adml_a", key="ecole:B")) is None
-        assert background.visible_job(job, Scope(actor="other", key="ecole:A")) is None
-        assert background.visible_job(job, Scope(actor="super", key="*")) is None
-        assert campaigns.get_visible(campaign, Scope(actor="other", key="ecole:A")).id == campaign
-        assert campaigns.get_visible(campaign, Scope(actor="super", key="*")).id == campaign
+        assert core.find_visible(PDF, job, Scope(actor="adml_a", key="ecole:B")) is None
+        assert core.find_visible(PDF, job, Scope(actor="other", key="ecole:A")) is None
+        assert core.find_visible(PDF, job, Scope(actor="super", key="*")) is None
+        assert core.get_visible(MAIL, str(campaign), Scope(actor="other", key="ecole:A")).id == campaign
+        assert core.get_visible(MAIL, str(campaign), Scope(actor="super", key="*")).id == campaign
         with pytest.raises(Exception) as refused:
-            campaigns.get_visible(campaign, Scope(actor="adml_a", key="ecole:B"))
+            core.get_visible(MAIL, str(campaign), Scope(actor="adml_a", key="ecole:B"))
         assert getattr(refused.value, "code", None) == 404
     # The super admin's own list shows the campaign, never the PDF job.
     assert f"/mail/campaigns/{campaign}" in client.get(f"{BASE}/mail/campaigns", SUPER).get_data(as_text=True)

@@ -17,10 +17,10 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from flask_publipostage.mail.models import Campaign, Delivery
-from flask_publipostage.pdf.models import PdfJob
+from flask_publipostage.runs.models import Run, RunItem
 
 from .hosts import Division, db
+from .runs import run_of
 from .smtp import SmtpServer
 from .test_pdf_support import pdftotext
 from .test_security_support import (
@@ -113,8 +113,8 @@ def test_ids_of_others_answer_like_missing_ids(app: Flask, client: Any, school: 
     super_job = job_id_of(post_pdf(client, "super", "profile=Relative", template="cards"))
     b_campaign = campaign_id_of(post_mail(client, "adml_b"))
     with app.app_context():
-        missing_campaign = db.session.execute(sa.select(sa.func.max(Campaign.id))).scalar_one() + 1000
-        b_file = db.session.get(PdfJob, b_job).file_path
+        missing_campaign = db.session.execute(sa.select(sa.func.max(Run.id))).scalar_one() + 1000
+        b_file = run_of(b_job).file_path
         db.session.remove()
     never_issued = "x" * len(b_job)
     for suffix, method in (("", "GET"), ("/status", "GET"), ("/download", "GET"), ("/cancel", "POST")):
@@ -210,7 +210,7 @@ def test_super_admin_accounts_never_reach_a_local_admin(app: Flask, client: Any,
     campaign_all = campaign_id_of(post_mail(client, "adml_a", "email=with"))
     with app.app_context():
         delivered = set(db.session.execute(
-            sa.select(Delivery.email).where(Delivery.campaign_id.in_((campaign, campaign_all)))
+            sa.select(RunItem.email).where(RunItem.run_id.in_((campaign, campaign_all)))
         ).scalars())
         db.session.remove()
     assert "sam.pers@example.org" in delivered and "root@example.org" not in delivered

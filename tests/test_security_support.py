@@ -70,17 +70,16 @@ def snapshot(app: Flask) -> dict[str, int]:
 
 
 def table_state(app: Flask) -> dict[str, int]:
-    """Row counts, plus jobs and campaigns per state (a cancel changes no count)."""
-    from flask_publipostage.mail.models import Campaign
-    from flask_publipostage.pdf.models import PdfJob
+    """Row counts, plus PDF and mail runs per state (a cancel changes no count)."""
+    from flask_publipostage.runs.models import Run
 
     tables = [*db.metadata.sorted_tables, *metadata.sorted_tables]
     columns = [sa.select(sa.func.count()).select_from(t).scalar_subquery().label(t.name) for t in tables]
-    for model in (PdfJob, Campaign):
-        for state in ("queued", "running", "waiting_smtp", "done", "failed", "cancelled"):
-            count = sa.select(sa.func.count()).select_from(model).where(model.state == state)
-            columns.append(count.scalar_subquery().label(f"{model.__tablename__}:{state}"))
-    downloaded = sa.select(sa.func.count()).select_from(PdfJob).where(PdfJob.downloaded_at.is_not(None))
+    for kind in ("pdf", "mail"):
+        for state in ("queued", "running", "waiting", "done", "failed", "cancelled"):
+            count = sa.select(sa.func.count()).select_from(Run).where(Run.kind == kind, Run.state == state)
+            columns.append(count.scalar_subquery().label(f"{kind}:{state}"))
+    downloaded = sa.select(sa.func.count()).select_from(Run).where(Run.downloaded_at.is_not(None))
     columns.append(downloaded.scalar_subquery().label("downloaded"))
     with app.app_context():
         row = db.session.execute(sa.select(*columns)).one()

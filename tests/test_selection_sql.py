@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, current_app
 
 from flask_publipostage.selection import Selection, name_key
 from flask_publipostage.sql import fold_for_sort
@@ -47,37 +47,31 @@ def select(app: Flask, query: str, role: str = "adml_a") -> Selection:
     "sort=profile&then=class",
 ])
 @pytest.mark.parametrize("role", ["adml_a", "super"])
-def test_correlated_class_key_is_the_joined_one(app_ctx: Flask, matrix: MatrixSchool, query: str, role: str) -> None:
-    """sort_class_column (usable anywhere, e.g. a PDF job's frozen order) and the
-    grouped joins of statement() give every account the same class key."""
+def test_frozen_order_is_the_statements(app_ctx: Flask, matrix: MatrixSchool, query: str, role: str) -> None:
+    """The rows a run freezes (a row_number over the same keys) come in the
+    statement's order, with the statement's class key as their group."""
     selection = select(app_ctx, query.format(**matrix.class_ids), role)
-    host = app_ctx.extensions["publipostage"].host
-    stmt, keys = selection.ordered_statement(host)
-    index = selection.sort.index("class")
-    joined = dict(db.session.execute(stmt.with_only_columns(host.user_id, keys[index]).order_by(None)).all())
-    correlated = dict(db.session.execute(
-        sa.select(host.user_id, selection.class_order_key(selection.sort_class_column(host)))
-        .where(*selection.conditions(host))
-    ).all())
-    assert joined == correlated
-    assert len(joined) > 1
-    # A row_number over order_by() (as a PDF job freezes its order) agrees too.
-    ordered = [row[0] for row in db.session.execute(
-        sa.select(host.user_id)
-        .where(*selection.conditions(host))
-        .order_by(*selection.order_by(host, selection.sort_class_column(host)))
-    )]
-    assert ordered == [row.id for row in db.session.execute(stmt)]
+    assert _agree(selection) > 1
+
+
+def _agree(selection: Selection) -> int:
+    host = current_app.extensions["publipostage"].host
+    rows = db.session.execute(selection.statement(host)).all()
+    numbered = db.session.execute(selection.numbered(host)).all()
+    assert [r.user_id for r in sorted(numbered, key=lambda r: r.position)] == [str(r.id) for r in rows]
+    if selection.group_by == "class":
+        assert {r.user_id: r.group_key for r in numbered} == {str(r.id): r.class_key for r in rows}
+    return len(rows)
 
 
 @pytest.fixture(params=["link-table", "relationship"])
 def class_key_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both ways of computing the class key: straight from the link tables, and
+    """Both ways of reading the classes: straight from the link tables, and
     through the relationships (hosts whose relationships are not plain)."""
     if request.param == "relationship":
-        from flask_publipostage import selection
+        from flask_publipostage.host import HostModels
 
-        monkeypatch.setattr(selection, "_plain_link", lambda *args: None)
+        monkeypatch.setattr(HostModels, "_plain_link", lambda *args: None)
     return str(request.param)
 
 
@@ -94,13 +88,5 @@ def test_both_class_key_paths_agree(app_ctx: Flask, matrix: MatrixSchool, class_
             got = [r.login for r in iter_recipients(selection)]
             if role == "adml_a":
                 assert got == expected, query
-            host = app_ctx.extensions["publipostage"].host
             if "class" in selection.sort:
-                stmt, keys = selection.ordered_statement(host)
-                index = selection.sort.index("class")
-                joined = dict(db.session.execute(stmt.with_only_columns(host.user_id, keys[index]).order_by(None)).all())
-                correlated = dict(db.session.execute(
-                    sa.select(host.user_id, selection.class_order_key(selection.sort_class_column(host)))
-                    .where(*selection.conditions(host))
-                ).all())
-                assert joined == correlated, query
+                _agree(selection)

@@ -21,9 +21,9 @@
   }
 
   var DEBOUNCE_MS = 150;
-  var DEFAULTS = { activation: "all", email: "all", local_admin: "all", sort: "none", then: "none" };
-  var SELECTION_PARAMS = ["profile", "class", "activation", "email", "local_admin",
-    "created_before", "created_since", "sort", "then", "campaign"];
+  // The selection's parameters and defaults, from the server's table of filters.
+  var DEFAULTS = JSON.parse(form.getAttribute("data-defaults") || "{}");
+  var SELECTION_PARAMS = JSON.parse(form.getAttribute("data-params") || "[]");
   var previewUrl = results.getAttribute("data-preview-url");
   var pageUrl = results.getAttribute("data-page-url") || form.getAttribute("action");
   var announcer = document.getElementById("pp-announce");

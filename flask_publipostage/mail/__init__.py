@@ -1,11 +1,8 @@
-"""Email campaigns with a per-recipient journal.
+"""Email campaigns: runs of the ``mail`` kind, one message per recipient, each
+journaled as an item of the run.
 
-Importing the package registers the tables (``publipostage_campaign``,
-``publipostage_delivery``) and the background tasks ``mail.send_campaign`` and
-``mail.send_batch``.
+Importing the package registers the kind, its tasks and the page's ``campaign``
+filter (the accounts a campaign did not reach).
 """
 
-from . import models, sender  # noqa: F401  (tables and tasks register on import)
-from .models import Campaign, Delivery, unreached_user_ids
-
-__all__ = ["Campaign", "Delivery", "unreached_user_ids"]
+from . import campaign  # noqa: F401

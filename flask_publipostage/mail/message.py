@@ -25,7 +25,7 @@ from typing import Any
 from flask import Flask, current_app
 from flask_mail import Mail, Message, sanitize_address
 
-from ..config import config_value
+from ..config import EntLinks, config_value
 from ..i18n import gettext as _
 from ..recipients import Recipient
 
@@ -146,13 +146,15 @@ class MailSettings:
     sender: tuple[str, str]
     reply_to: tuple[str, str] | None
     domain: str
-    ent_name: str
-    ent_url: str
-    activation_url: str
-    reset_url: str
-    password_rule: str
+    links: EntLinks
     school_name: str
     subject: str | None
+
+    ent_name = property(lambda self: clean_header(self.links.name))
+    ent_url = property(lambda self: self.links.url)
+    activation_url = property(lambda self: self.links.activation_url)
+    reset_url = property(lambda self: self.links.reset_url)
+    password_rule = property(lambda self: self.links.password_rule)
 
     @classmethod
     def load(cls, school_name: str = "") -> MailSettings:
@@ -166,19 +168,11 @@ class MailSettings:
                     "(PUBLIPOSTAGE_MAIL_SENDER or MAIL_DEFAULT_SENDER)."
                 )
             )
-        ent_url = str(config_value("ENT_URL") or "").rstrip("/")
         return cls(
             sender=sender,
             reply_to=_sender_pair(config_value("MAIL_REPLY_TO")),
             domain=sender[1].rsplit("@", 1)[-1],
-            ent_name=clean_header(config_value("ENT_NAME")),
-            ent_url=ent_url,
-            activation_url=str(config_value("ACTIVATION_URL") or f"{ent_url}/auth/activation"),
-            reset_url=str(config_value("RESET_URL") or f"{ent_url}/auth/forgot"),
-            password_rule=str(
-                config_value("PASSWORD_RULE")
-                or _("at least 8 characters, with an upper-case letter, a lower-case letter and a digit")
-            ),
+            links=EntLinks.from_config(),
             school_name=clean_header(school_name or config_value("SCHOOL_NAME")),
             subject=config_value("MAIL_SUBJECT"),
         )

@@ -1,80 +1,61 @@
 """Sending a campaign: batches over reused SMTP connections, side by side.
 
-Each *lane* owns one SMTP connection at a time: it claims ``MAIL_BATCH_SIZE``
-deliveries, opens a connection, sends them, and starts again until nothing is
-left. ``MAIL_CONNECTIONS`` lanes run together — threads of the web process with the
-in-process runner, Celery tasks (one batch each) with the Celery runner. A shared
-limiter keeps the whole campaign under ``MAIL_RATE_LIMIT`` messages per minute.
+A campaign is a run of the ``mail`` kind; its items are its recipients. Each
+*lane* owns one SMTP connection at a time: it claims ``MAIL_BATCH_SIZE`` items,
+opens a connection, sends them, and starts again until nothing is left.
+``MAIL_CONNECTIONS`` lanes run together, as tasks of the runner (threads of the
+web process, or Celery workers); each keeps its share of ``MAIL_RATE_LIMIT``
+messages per minute.
 
 Failures:
 
 * the server cannot be reached or drops the connection (``OSError``,
-  ``SMTPServerDisconnected``, a 421): the campaign waits (``waiting_smtp``) and the
+  ``SMTPServerDisconnected``, a 421): the campaign waits (``waiting``) and the
   lane retries with an exponential back-off; the message in flight is sent again
   and flagged as a possible duplicate;
-* a temporary refusal of one message (4xx): that delivery is retried later, up to
+* a temporary refusal of one message (4xx): that message is retried later, up to
   ``MAIL_MAX_ATTEMPTS`` times;
-* a permanent refusal (5xx): that delivery fails with the server's answer; the
+* a permanent refusal (5xx): that message fails with the server's answer; the
   campaign goes on.
 """
 
 from __future__ import annotations
 
-import atexit
-import json
 import logging
 import secrets
 import smtplib
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask, current_app
-from flask_babel import force_locale
 from flask_mail import BadHeaderError, Connection
 
-from .. import jobs
 from ..access import Scope
 from ..config import config_value
 from ..i18n import gettext as _
+from ..i18n import lazy_gettext as _l
 from ..models import utcnow
-from ..recipients import Recipient, build
-from ..selection import Selection
+from ..recipients import Recipient, Related
+from ..runs import backends, core
+from ..runs.core import ItemRow
+from ..runs.models import ITEM_FAILED, PENDING, SENT, SKIPPED, Run
+from ..state import state
 from . import journal
-from .message import (
-    MailConfigError,
-    MailSettings,
-    MessageFactory,
-    address_problem,
-    ensure_mail,
-)
-from .models import (
-    ACTIVE_STATES,
-    DELIVERY_FAILED,
-    FAILED,
-    PENDING,
-    SENT,
-    SKIPPED,
-    Campaign,
-    CampaignPerimeter,
-)
+from .message import MailConfigError, MailSettings, MessageFactory, address_problem, ensure_mail
 
 log = logging.getLogger(__name__)
 
-SEND_CAMPAIGN = "mail.send_campaign"
-SEND_BATCH = "mail.send_batch"
+SEND_LANE = "publipostage.mail.lane"
 
-#: Longest sleep between two heartbeats, and longest Celery task sleep.
+#: Longest sleep between two heartbeats.
 SLEEP_SLICE = 1.0
-CELERY_MAX_SLEEP = 30.0
+#: Seconds a lane task sends before it hands over to a new task (Celery tasks stay short).
+LANE_SLICE = 60.0
 #: Consecutive database errors a lane survives.
 DB_RETRIES = 5
-#: Seconds between two looks at campaigns interrupted before start-up.
-RESUME_POLL = 10.0
 
 
 class SmtpUnavailable(Exception):
@@ -203,127 +184,98 @@ CONTINUE = Action()
 STOP = Action(stop=True)
 
 
-def owner_scope(info: journal.CampaignInfo) -> Scope:
-    """The campaign owner's perimeter as it was at the start (children and classes
-    named in a message stay within it)."""
-    host = current_app.extensions["publipostage"].host
-    users = None
-    if info.scope_users:
-        users = sa.cast(host.user_id, sa.String).in_(
-            sa.select(CampaignPerimeter.user_id).where(CampaignPerimeter.campaign_id == info.id)
-        )
-    classes = None
-    if info.scope_classes is not None:
-        python_type = host.class_id.type.python_type
-        classes = host.class_id.in_([python_type(i) for i in json.loads(info.scope_classes)])
-    return Scope(actor=info.actor, users=users, classes=classes, key=info.scope_key, school_name=info.school_name)
-
-
-def load_recipients(user_ids: list[str], scope: Scope | None = None) -> dict[str, Recipient]:
-    """Accounts of a claimed batch, read now from the host (codes included)."""
-    state = current_app.extensions["publipostage"]
-    host = state.host
-    # The journal already holds who receives the campaign: no filter but the ids
-    # (and the owner's perimeter).
-    selection = Selection(scope=scope)
-    stmt = selection.statement(host).where(sa.cast(host.user_id, sa.String).in_(user_ids))
-    session = state.db.session
-    try:
-        rows = session.execute(stmt).all()
-        found = {str(r.id): r for r in build(selection, rows)}
-    finally:
-        session.rollback()
-    return found
-
-
 class Lane:
     """Claims batches of one campaign and sends each over one SMTP connection."""
 
-    def __init__(
-        self, campaign_id: int, limiter: RateLimiter, failures: int = 0, stop: threading.Event | None = None
-    ) -> None:
-        self.campaign_id = campaign_id
+    def __init__(self, run: Run, limiter: RateLimiter, failures: int = 0, stop: threading.Event | None = None) -> None:
+        self.run_id = run.id
+        self.token = run.token
+        self.school_name = run.school_name
+        self.selection = core.selection_of(run, core.frozen_scope(run))
+        self.related = Related(state().host, self.selection)
         self.limiter = limiter
         self.stop = stop
         self.failures = failures
-        self.token = secrets.token_hex(8)
+        self.claim = secrets.token_hex(8)
         self.batch_size = max(1, int(config_value("MAIL_BATCH_SIZE")))
         self.group_size = max(1, int(config_value("MAIL_JOURNAL_GROUP")))
         self.max_attempts = max(1, int(config_value("MAIL_MAX_ATTEMPTS")))
         self.retry_delay = float(config_value("MAIL_RETRY_DELAY"))
         self.max_retry_delay = float(config_value("MAIL_MAX_RETRY_DELAY"))
-        self.renew_every = float(config_value("MAIL_STALE_AFTER")) / 3
-        self._factories: dict[str, MessageFactory] = {}
+        self.renew_every = float(config_value("STALE_AFTER")) / 3
+        self._factory: MessageFactory | None = None
 
-    def factory(self, school_name: str) -> MessageFactory:
-        if school_name not in self._factories:
-            self._factories[school_name] = MessageFactory(MailSettings.load(school_name))
-        return self._factories[school_name]
+    def factory(self) -> MessageFactory:
+        if self._factory is None:
+            self._factory = MessageFactory(MailSettings.load(self.school_name))
+        return self._factory
 
     def backoff(self) -> float:
         return min(self.retry_delay * (2 ** max(0, self.failures - 1)), self.max_retry_delay)
 
     def step(self) -> Action:
         """Send one batch; say what to do next."""
-        info = journal.campaign_info(self.campaign_id)
-        if info is None or info.state not in ACTIVE_STATES:
+        if not core.is_active(self.run_id):
             return STOP
-        rows = journal.claim(self.campaign_id, self.batch_size, self.token)
+        rows = journal.claim(self.run_id, self.batch_size, self.claim)
         if not rows:
-            wait = journal.next_work_in(self.campaign_id)
+            wait = journal.next_work_in(self.run_id)
             if wait is None:
-                journal.finish_if_complete(self.campaign_id)
+                core.finish(self.run_id)
                 return STOP
             return Action(sleep=wait)
         try:
-            factory = self.factory(info.school_name)
+            factory = self.factory()
         except MailConfigError as exc:
-            journal.write_outcomes(journal.release(rows), self.token)
-            journal.record_error(self.campaign_id, str(exc))
+            journal.write_outcomes(journal.release(rows), self.claim)
+            core.record_error(self.run_id, str(exc))
             self.failures += 1
             return Action(sleep=self.backoff())
         try:
-            self.send_batch(rows, info, factory)
+            self.send_batch(rows, factory)
         except SmtpUnavailable as exc:
             self.failures += 1
             log.warning(
                 "publipostage campaign %d: SMTP unavailable (%s), retrying in %.1f s",
-                self.campaign_id,
+                self.run_id,
                 exc.reason,
                 self.backoff(),
             )
-            if not journal.mark_waiting(self.campaign_id, exc.reason):
+            if not core.mark_waiting(self.run_id, exc.reason):
                 return STOP
             return Action(sleep=self.backoff())
         self.failures = 0
         return CONTINUE
 
-    def send_batch(self, rows: list[journal.ClaimedRow], info: journal.CampaignInfo, factory: MessageFactory) -> None:
-        recipients = load_recipients([r.user_id for r in rows], owner_scope(info))
+    def send_batch(self, rows: list[ItemRow], factory: MessageFactory) -> None:
+        try:
+            recipients = {row.id: recipient for row, recipient in core.accounts(self.selection, rows, self.related)}
+        finally:
+            state().session.rollback()
         outstanding = {r.id: r for r in rows}
         outcomes: list[journal.Outcome] = []
         connection: TimedConnection | None = None
         try:
             connection = open_connection()
-            journal.mark_running(self.campaign_id)
+            core.mark_running(self.run_id)
             last_renewal = time.monotonic()
             for start in range(0, len(rows), self.group_size):
                 group = [r for r in rows[start : start + self.group_size] if r.id in outstanding]
-                held = journal.start_group(self.token, list(outstanding), [r.id for r in group], outcomes)
+                held = journal.start_group(self.claim, list(outstanding), [r.id for r in group], outcomes)
                 outcomes = []
                 last_renewal = time.monotonic()
                 if held != len(outstanding):
                     self._drop_lost_claims(outstanding)
                     group = [r for r in group if r.id in outstanding]
-                journal.heartbeat(self.campaign_id)
-                if (self.stop is not None and self.stop.is_set()) or not self._still_active():
+                core.heartbeat(self.run_id)
+                if (self.stop is not None and self.stop.is_set()) or not core.is_active(self.run_id):
                     break
                 for row in group:
                     if self.stop is not None and self.stop.is_set():
                         break
                     self.limiter.wait()
                     if time.monotonic() - last_renewal > self.renew_every:
-                        held = journal.start_group(self.token, list(outstanding), [], outcomes)
+                        held = journal.start_group(self.claim, list(outstanding), [], outcomes)
                         outcomes = []
                         last_renewal = time.monotonic()
                         if held != len(outstanding):
@@ -331,7 +283,7 @@ class Lane:
                             if row.id not in outstanding:
                                 continue
                     try:
-                        outcome = self.send_one(connection, row, recipients.get(row.user_id), info, factory)
+                        outcome = self.send_one(connection, row, recipients.get(row.id), factory)
                     except _ConnectionLost as exc:
                         del outstanding[row.id]
                         outcomes.append(self._lost(row, exc.reason))
@@ -341,44 +293,39 @@ class Lane:
         except BaseException:
             # What was sent stays sent; the rest goes back to the pool untouched.
             try:
-                journal.write_outcomes(outcomes + journal.release(outstanding.values()), self.token)
+                journal.write_outcomes(outcomes + journal.release(outstanding.values()), self.claim)
             finally:
                 close_quietly(connection)
             raise
-        journal.write_outcomes(outcomes + journal.release(outstanding.values()), self.token)
+        journal.write_outcomes(outcomes + journal.release(outstanding.values()), self.claim)
         close_quietly(connection)
-        log.debug("publipostage campaign %d: batch of %d processed", self.campaign_id, len(rows))
+        log.debug("publipostage campaign %d: batch of %d processed", self.run_id, len(rows))
 
-    def _still_active(self) -> bool:
-        info = journal.campaign_info(self.campaign_id)
-        return info is not None and info.state in ACTIVE_STATES
-
-    def _drop_lost_claims(self, outstanding: dict[int, journal.ClaimedRow]) -> None:
+    def _drop_lost_claims(self, outstanding: dict[int, ItemRow]) -> None:
         # Another sender took over rows of this batch (our claim went stale): leave them.
-        mine = journal.held_ids(self.token, outstanding)
+        mine = journal.held_ids(self.claim, outstanding)
         for row_id in list(outstanding):
             if row_id not in mine:
                 del outstanding[row_id]
 
-    def _lost(self, row: journal.ClaimedRow, reason: str) -> journal.Outcome:
+    def _lost(self, row: ItemRow, reason: str) -> journal.Outcome:
         # Sent or not, nobody knows: send it again, flagged.
         if row.attempts + 1 >= self.max_attempts:
-            return journal.Outcome(row.id, DELIVERY_FAILED, attempted=True, reason=reason, possibly_duplicate=True)
+            return journal.Outcome(row.id, ITEM_FAILED, attempted=True, reason=reason, possibly_duplicate=True)
         return journal.Outcome(row.id, PENDING, attempted=True, reason=reason, possibly_duplicate=True)
 
     def send_one(
         self,
         connection: TimedConnection,
-        row: journal.ClaimedRow,
+        row: ItemRow,
         recipient: Recipient | None,
-        info: journal.CampaignInfo,
         factory: MessageFactory,
     ) -> journal.Outcome:
         dup = row.possibly_duplicate
         if recipient is None:
             return journal.Outcome(
                 row.id,
-                DELIVERY_FAILED,
+                ITEM_FAILED,
                 reason=_("The account no longer exists (or left the perimeter)."),
                 possibly_duplicate=dup,
             )
@@ -387,16 +334,16 @@ class Lane:
             return journal.Outcome(row.id, SKIPPED, reason=_("No email address."), possibly_duplicate=dup)
         problem = address_problem(address)
         if problem:
-            return journal.Outcome(row.id, DELIVERY_FAILED, reason=problem, email=address[:320], possibly_duplicate=dup)
-        message_id = factory.message_id(info.token, row.id)
+            return journal.Outcome(row.id, ITEM_FAILED, reason=problem, email=address[:320], possibly_duplicate=dup)
+        message_id = factory.message_id(self.token, row.id)
         try:
             message = factory.build(recipient, address, message_id)
         except Exception as exc:  # noqa: BLE001 (a host template's error fails one delivery, not the run)
             # The exception text could quote the template's data: its type only.
-            log.warning("publipostage campaign %d: message for delivery %d not built (%s)", self.campaign_id, row.id, type(exc).__name__)
+            log.warning("publipostage campaign %d: message for item %d not built (%s)", self.run_id, row.id, type(exc).__name__)
             return journal.Outcome(
                 row.id,
-                DELIVERY_FAILED,
+                ITEM_FAILED,
                 reason=_("The message could not be built (%(error)s).", error=type(exc).__name__),
                 email=address,
                 possibly_duplicate=dup,
@@ -413,7 +360,7 @@ class Lane:
         except smtplib.SMTPResponseException as exc:
             return self._refused(row, address, exc.smtp_code, exc.smtp_error)
         except BadHeaderError:
-            return journal.Outcome(row.id, DELIVERY_FAILED, reason=_("Invalid header."), email=address, possibly_duplicate=dup)
+            return journal.Outcome(row.id, ITEM_FAILED, reason=_("Invalid header."), email=address, possibly_duplicate=dup)
         except (smtplib.SMTPException, OSError) as exc:
             raise _ConnectionLost(describe(exc)) from exc
         return journal.Outcome(
@@ -426,18 +373,18 @@ class Lane:
             possibly_duplicate=dup,
         )
 
-    def _refused(self, row: journal.ClaimedRow, address: str, code: int, text: Any) -> journal.Outcome:
+    def _refused(self, row: ItemRow, address: str, code: int, text: Any) -> journal.Outcome:
         reason = _("SMTP server: %(code)s %(text)s", code=code, text=_decode(text))
         if code == 421 or not 400 <= int(code or 0) < 600:
             raise _ConnectionLost(reason)
         if code >= 500:
             return journal.Outcome(
-                row.id, DELIVERY_FAILED, attempted=True, reason=reason, email=address, possibly_duplicate=row.possibly_duplicate
+                row.id, ITEM_FAILED, attempted=True, reason=reason, email=address, possibly_duplicate=row.possibly_duplicate
             )
         attempts = row.attempts + 1
         if attempts >= self.max_attempts:
             return journal.Outcome(
-                row.id, DELIVERY_FAILED, attempted=True, reason=reason, email=address, possibly_duplicate=row.possibly_duplicate
+                row.id, ITEM_FAILED, attempted=True, reason=reason, email=address, possibly_duplicate=row.possibly_duplicate
             )
         delay = min(self.retry_delay * (2 ** (attempts - 1)), self.max_retry_delay)
         return journal.Outcome(
@@ -451,10 +398,10 @@ class Lane:
         )
 
 
-# -- drivers -----------------------------------------------------------------------------
+# -- lanes and the campaign's driver ---------------------------------------------------------
 
 
-def sleep_alive(campaign_id: int, seconds: float, stop: threading.Event | None = None) -> None:
+def sleep_alive(run_id: int, seconds: float, stop: threading.Event | None = None) -> None:
     """Sleep, writing heartbeats, so a waiting campaign is not taken for dead."""
     end = time.monotonic() + max(0.0, seconds)
     while True:
@@ -462,202 +409,63 @@ def sleep_alive(campaign_id: int, seconds: float, stop: threading.Event | None =
         if left <= 0 or (stop is not None and stop.is_set()):
             return
         time.sleep(min(SLEEP_SLICE, left))
-        journal.heartbeat(campaign_id)
+        core.heartbeat(run_id)
 
 
-#: Stop signals of the campaigns sending in this process (set when it exits).
-_running: set[threading.Event] = set()
-_running_lock = threading.Lock()
-
-
-@atexit.register
-def stop_all(timeout: float = 10.0) -> None:
-    """Stop every campaign sending in this process (at exit): each lane finishes
-    the message in flight and gives its batch back, so a restart resumes without
-    possible duplicates."""
-    with _running_lock:
-        stops = list(_running)
-    for stop in stops:
-        stop.set()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with _running_lock:
-            if not _running:
-                return
-        time.sleep(0.05)
-
-
-def _lane_thread(app: Flask, campaign_id: int, limiter: RateLimiter, stop: threading.Event) -> None:
-    with app.app_context(), force_locale("fr"):
-        try:
-            lane = Lane(campaign_id, limiter, stop=stop)
-            db_errors = 0
-            while not stop.is_set():
-                try:
-                    action = lane.step()
-                    db_errors = 0
-                except sa.exc.OperationalError as exc:
-                    # A busy or restarting database: wait, the journal is intact.
-                    db_errors += 1
-                    if db_errors > DB_RETRIES:
-                        raise
-                    log.warning("publipostage campaign %d: database error (%s), retrying", campaign_id, type(exc.orig).__name__)
-                    app.extensions["publipostage"].db.session.remove()
-                    action = Action(sleep=lane.retry_delay * db_errors)
-                if action.stop:
-                    break
-                if action.sleep:
-                    sleep_alive(campaign_id, action.sleep, stop)
-        except Exception as exc:
-            log.exception("publipostage campaign %d: a sending lane stopped", campaign_id)
-            try:
-                journal.record_error(campaign_id, _("Internal error: %(error)s", error=type(exc).__name__))
-            except sa.exc.SQLAlchemyError:
-                log.warning("publipostage campaign %d: the error could not be recorded", campaign_id)
-        finally:
-            app.extensions["publipostage"].db.session.remove()
-
-
-def run_in_process(app: Flask, campaign_id: int, *, progress: Callable[[dict[str, int]], None] | None = None) -> None:
-    """Send with ``MAIL_CONNECTIONS`` threads until the campaign is over."""
-    connections = max(1, int(config_value("MAIL_CONNECTIONS", app)))
-    limiter = RateLimiter(float(config_value("MAIL_RATE_LIMIT", app) or 0))
-    stop = threading.Event()
-    with _running_lock:
-        _running.add(stop)
-    threads = [
-        threading.Thread(
-            target=_lane_thread,
-            args=(app, campaign_id, limiter, stop),
-            name=f"publipostage-mail-{campaign_id}-{i}",
-            daemon=True,
-        )
-        for i in range(connections)
-    ]
-    log.info("publipostage campaign %d: sending over %d connections", campaign_id, connections)
-    for thread in threads:
-        thread.start()
-    try:
-        while any(t.is_alive() for t in threads):
-            for thread in threads:
-                thread.join(timeout=SLEEP_SLICE)
-            journal.heartbeat(campaign_id)
-            if progress is not None:
-                progress(journal.counts(campaign_id))
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-        with _running_lock:
-            _running.discard(stop)
-    journal.finish_if_complete(campaign_id)
-
-
-def _drive(app: Flask, campaign_id: int) -> None:
-    with app.app_context(), force_locale("fr"):
-        try:
-            run_in_process(app, campaign_id)
-        except Exception:
-            log.exception("publipostage campaign %d: sending stopped", campaign_id)
-        finally:
-            app.extensions["publipostage"].db.session.remove()
-
-
-@jobs.task(SEND_CAMPAIGN)
-def send_campaign(campaign_id: int, force: bool = False, resume: bool = False) -> None:
-    """Drive a campaign: in this process (threads) or by spreading Celery tasks."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    states = (*ACTIVE_STATES, FAILED) if resume else ACTIVE_STATES
-    if not journal.acquire(campaign_id, force=force, states=states):
-        log.info("publipostage campaign %d is finished or driven elsewhere", campaign_id)
+@backends.task(SEND_LANE)
+def lane_task(run_id: int, lane: int = 0, failures: int = 0, errors: int = 0) -> None:
+    """One lane of a campaign: batches, one connection each, for ``LANE_SLICE``
+    seconds, then the lane goes on in a new task while something is left."""
+    run = core.get(run_id)
+    if run is None or not run.is_active:
         return
-    backend = config_value("JOB_BACKEND")
-    if backend == "celery":
-        for lane in range(max(1, int(config_value("MAIL_CONNECTIONS")))):
-            jobs.submit(app, SEND_BATCH, campaign_id=campaign_id, lane=lane)
-        return
-    if backend == "eager":
-        run_in_process(app, campaign_id)
-        return
-    # Its own threads: a long campaign must not hold one of the runner's few
-    # workers (PDF jobs share them).
-    threading.Thread(target=_drive, args=(app, campaign_id), name=f"publipostage-mail-{campaign_id}", daemon=True).start()
-
-
-@jobs.task(SEND_BATCH)
-def send_batch(campaign_id: int, lane: int = 0, failures: int = 0, errors: int = 0) -> None:
-    """One batch of a campaign, by a Celery worker; then the next one is queued
-    (the lane goes on while there is something to send)."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    connections = max(1, int(config_value("MAIL_CONNECTIONS")))
+    stop = backends.runner().stopping
     rate = float(config_value("MAIL_RATE_LIMIT") or 0)
     # Each lane keeps its share of the campaign's rate.
-    worker = Lane(campaign_id, RateLimiter(rate / connections if rate else 0), failures=failures)
-    journal.heartbeat(campaign_id)
-    try:
-        action = worker.step()
-        errors = 0
-    except Exception as exc:  # a lost lane would leave the campaign to the others
-        errors += 1
-        log.exception("publipostage campaign %d: batch failed (lane %d, error %d)", campaign_id, lane, errors)
-        if errors > DB_RETRIES:
-            journal.record_error(campaign_id, _("Internal error: %(error)s", error=type(exc).__name__))
-            return
-        action = Action(sleep=worker.retry_delay * errors)
-    if action.stop:
-        return
-    if action.sleep:
-        sleep_alive(campaign_id, min(action.sleep, CELERY_MAX_SLEEP))
-    jobs.submit(app, SEND_BATCH, campaign_id=campaign_id, lane=lane, failures=worker.failures, errors=errors)
-
-
-@jobs.on_startup
-def resume_interrupted(app: Flask) -> None:
-    """At start-up, pick up the campaigns left unfinished by a stopped process.
-
-    Each is taken over once its last heartbeat is older than
-    ``MAIL_STALE_AFTER`` (several processes may start together: the take-over is
-    atomic, one of them wins). A daemon thread waits for that, so a short command
-    (``flask shell``) never starts sending.
-    """
-    if config_value("JOB_BACKEND", app) == "eager":
-        return
-    state = app.extensions["publipostage"]
-    try:
-        with app.app_context():
-            ids = list(
-                state.db.session.execute(
-                    sa.select(Campaign.id).where(Campaign.state.in_(ACTIVE_STATES)).order_by(Campaign.id)
-                ).scalars()
-            )
-            state.db.session.remove()
-    except sa.exc.SQLAlchemyError:
-        # Tables not created yet (migrations pending): nothing to resume.
-        log.debug("publipostage: campaign table not readable at start-up")
-        return
-    if ids:
-        threading.Thread(
-            target=_watch_interrupted, args=(app, set(ids)), name="publipostage-mail-resume", daemon=True
-        ).start()
-
-
-def _watch_interrupted(app: Flask, ids: set[int]) -> None:
-    time.sleep(min(RESUME_POLL, 2.0))
-    while ids:
+    worker = Lane(run, RateLimiter(rate / max(1, int(config_value("MAIL_CONNECTIONS"))) if rate else 0),
+                  failures=failures, stop=stop)
+    deadline = time.monotonic() + LANE_SLICE
+    while not stop.is_set():
+        core.heartbeat(run_id)
         try:
-            with app.app_context():
-                session = app.extensions["publipostage"].db.session
-                campaigns = session.execute(sa.select(Campaign).where(Campaign.id.in_(ids))).scalars().all()
-                for campaign in campaigns:
-                    if not campaign.is_active:
-                        ids.discard(campaign.id)
-                    elif journal.is_stale(campaign):
-                        log.info("publipostage campaign %d: resuming after an interruption", campaign.id)
-                        ids.discard(campaign.id)
-                        jobs.submit(app, SEND_CAMPAIGN, campaign_id=campaign.id)
-                ids.intersection_update(c.id for c in campaigns)
-                session.remove()
-        except Exception:
-            log.exception("publipostage: looking for interrupted campaigns failed")
+            action = worker.step()
+            errors = 0
+        except sa.exc.OperationalError as exc:
+            # A busy or restarting database: wait, the journal is intact.
+            errors += 1
+            state().session.remove()
+            if errors > DB_RETRIES:
+                log.exception("publipostage campaign %d: a sending lane stopped", run_id)
+                core.record_error(run_id, _("Internal error: %(error)s", error=type(exc).__name__))
+                return
+            log.warning("publipostage campaign %d: database error (%s), retrying", run_id, type(exc.orig).__name__)
+            action = Action(sleep=worker.retry_delay * errors)
+        if action.stop:
             return
-        time.sleep(RESUME_POLL)
+        if action.sleep:
+            sleep_alive(run_id, action.sleep, stop)
+        if time.monotonic() > deadline:
+            backends.submit(SEND_LANE, run_id=run_id, lane=lane, failures=worker.failures, errors=errors)
+            return
+
+
+def drive(run: Run, scope: Scope) -> None:
+    """Start the campaign's ``MAIL_CONNECTIONS`` lanes (taken over: again)."""
+    lanes = max(1, int(config_value("MAIL_CONNECTIONS")))
+    log.info("publipostage campaign %d: sending over %d connections", run.id, lanes)
+    for lane in range(lanes):
+        backends.submit(SEND_LANE, run_id=run.id, lane=lane)
+
+
+KIND = core.register(
+    core.Kind(
+        name="mail",
+        drive=drive,
+        visibility=core.PERIMETER,
+        url_key="id",
+        busy=_l(
+            "You already have as many email campaigns under way as allowed: wait until one is over "
+            "(or stop it) before starting another one."
+        ),
+    )
+)

@@ -3,70 +3,46 @@ the campaign's live progress and report, past campaigns."""
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import smtplib
-from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
-from flask import (
-    Response,
-    current_app,
-    jsonify,
-    redirect,
-    render_template,
-    request,
-    stream_with_context,
-    url_for,
-)
-from flask_wtf import FlaskForm
+from flask import Blueprint, Response, jsonify, redirect, render_template, request, stream_with_context, url_for
 
 from .. import audit
-
-# The module, not its names: ``views`` may still be importing (it imports the
-# blueprint, which imports this module).
-from .. import views as page_views
 from ..access import PRINT, SEND, current_scope, has_capability, require
-from ..blueprint import bp
 from ..csv_export import filename
 from ..i18n import gettext as _
 from ..recipients import Recipient
 from ..recipients import page as recipients_page
-from ..selection import Selection, SelectionError, count
+from ..runs import core
+from ..runs.models import Run
+from ..selection import Selection, SelectionError, check_size, count
+from ..state import state
+from ..views import PostForm, current_selection, form_error
 from . import campaign as campaigns
-from .message import (
-    MailConfigError,
-    MailSettings,
-    MessageFactory,
-    address_problem,
-    ensure_mail,
-    render,
-)
-from .models import Campaign
-from .sender import SmtpUnavailable, close_quietly, describe, open_connection
+from .message import MailConfigError, MailSettings, MessageFactory, address_problem, ensure_mail, render
+from .sender import KIND, SmtpUnavailable, close_quietly, describe, open_connection
 
 #: Failures and skips listed on the report page (all of them are in the CSV).
 REPORT_ROWS = 500
 CAMPAIGNS_PER_PAGE = 50
 
 
-class PostForm(FlaskForm):
-    """A button that changes something: CSRF only (the selection is in the URL)."""
-
-
-@bp.context_processor
 def mail_context() -> dict[str, Any]:
     """Lazy helpers for ``_mail_action.html``."""
 
-    def recent() -> list[Campaign]:
-        session = current_app.extensions["publipostage"].db.session
-        return list(session.execute(campaigns.visible(current_scope()).limit(3)).scalars())
+    def recent() -> list[tuple[Run, campaigns.CampaignStatus]]:
+        runs = list(state().session.execute(core.visible(KIND, current_scope()).limit(3)).scalars())
+        return [(run, campaigns.status(run)) for run in runs]
 
     return {
         "mail_can_send": lambda: has_capability(SEND),
         "mail_recent_campaigns": recent,
         "mail_state_label": campaigns.state_label,
-        "mail_delivery_label": campaigns.delivery_state_label,
+        "mail_delivery_label": campaigns.item_state_label,
     }
 
 
@@ -78,7 +54,7 @@ def first_recipient(selection: Selection) -> Recipient | None:
     """The first account of the selection that has an address (for the preview)."""
     if selection.email == "without":
         return None
-    rows = recipients_page(replace(selection, email="with"), 1, 1)
+    rows = recipients_page(selection.with_values(email="with"), 1, 1)
     return rows[0] if rows else None
 
 
@@ -86,22 +62,15 @@ def shown_to_admin(recipient: Recipient) -> Recipient:
     """The recipient as the preview and the sample show it: the code itself only
     to an admin who may see codes anyway (print), else hidden."""
     if recipient.activation_code and not has_capability(PRINT):
-        return replace(recipient, activation_code="•" * len(recipient.activation_code))
+        return dataclasses.replace(recipient, activation_code="•" * len(recipient.activation_code))
     return recipient
 
 
-def _form_error(form: FlaskForm) -> SelectionError:
-    if "csrf_token" in form.errors:
-        return SelectionError(_("The form has expired: reload the page and try again."))
-    return SelectionError(_("Invalid form."))
-
-
-@bp.route("/mail")
 @require(SEND)
 def mail_confirm() -> Response:
-    selection = page_views.current_selection(extra_params=("page", "sample"))
+    selection = current_selection(extra_params=("page", "sample"))
     counters = count(selection)
-    page_views.check_size(counters.selected)
+    check_size(counters)
     scope = current_scope()
     to_send = counters.selected - counters.without_email
     recipient = first_recipient(selection)
@@ -136,13 +105,12 @@ def mail_confirm() -> Response:
     return Response(page, headers={"Cache-Control": "no-store"})
 
 
-@bp.route("/mail/send", methods=["POST"])
 @require(SEND)
 def mail_send() -> Any:
-    selection = page_views.current_selection(extra_params=())
+    selection = current_selection(extra_params=())
     form = PostForm()
     if not form.validate_on_submit():
-        raise _form_error(form)
+        raise form_error(form)
     try:
         campaign, _created = campaigns.start(selection)
     except MailConfigError as exc:
@@ -150,14 +118,13 @@ def mail_send() -> Any:
     return redirect(url_for("publipostage.mail_campaign", campaign_id=campaign.id), code=303)
 
 
-@bp.route("/mail/sample", methods=["POST"])
 @require(SEND)
 def mail_sample() -> Any:
     """One real message, built for the first recipient, sent to the admin only."""
-    selection = page_views.current_selection(extra_params=())
+    selection = current_selection(extra_params=())
     form = PostForm()
     if not form.validate_on_submit():
-        raise _form_error(form)
+        raise form_error(form)
     scope = current_scope()
     to = (scope.actor_email or "").strip()
     if not to:
@@ -174,7 +141,7 @@ def mail_sample() -> Any:
         raise SelectionError(str(exc)) from None
     factory = MessageFactory(settings)
     rendered = render(shown_to_admin(recipient), settings)
-    rendered = replace(rendered, subject=_("[Sample] %(subject)s", subject=rendered.subject))
+    rendered = dataclasses.replace(rendered, subject=_("[Sample] %(subject)s", subject=rendered.subject))
     message = factory.from_rendered(
         rendered, "", to, factory.message_id("sample", secrets.token_hex(8))
     )
@@ -189,11 +156,10 @@ def mail_sample() -> Any:
     finally:
         close_quietly(connection)
     audit.record("mail_sample", selection, 1, template="mail", result="sample")
-    current_app.extensions["publipostage"].db.session.commit()
+    state().session.commit()
     return redirect(url_for("publipostage.mail_confirm", **_selection_args(selection), sample="sent"), code=303)
 
 
-@bp.route("/mail/campaigns")
 @require(SEND)
 def mail_campaigns() -> str:
     scope = current_scope()
@@ -201,30 +167,29 @@ def mail_campaigns() -> str:
     if not raw_page.isdigit() or not 1 <= int(raw_page) <= 100_000:
         raise SelectionError(_("Invalid page number."), field="page")
     number = int(raw_page)
-    session = current_app.extensions["publipostage"].db.session
-    stmt = campaigns.visible(scope)
+    session = state().session
+    stmt = core.visible(KIND, scope)
     total = session.execute(sa.select(sa.func.count()).select_from(stmt.subquery())).scalar_one()
-    rows = list(
-        session.execute(stmt.limit(CAMPAIGNS_PER_PAGE).offset((number - 1) * CAMPAIGNS_PER_PAGE)).scalars()
-    )
-    live = campaigns.progress_by_id([c.id for c in rows])
+    rows = list(session.execute(stmt.limit(CAMPAIGNS_PER_PAGE).offset((number - 1) * CAMPAIGNS_PER_PAGE)).scalars())
     return render_template(
         "publipostage/mail_campaigns.html",
         campaigns=rows,
-        live=live,
+        live=core.counts([c.id for c in rows]),
         page=number,
         pages=max(1, -(-total // CAMPAIGNS_PER_PAGE)),
         scope=scope,
     )
 
 
-@bp.route("/mail/campaigns/<int:campaign_id>")
+def _visible(campaign_id: str) -> Run:
+    return core.get_visible(KIND, campaign_id, current_scope())
+
+
 @require(SEND)
-def mail_campaign(campaign_id: int) -> str:
-    campaign = campaigns.get_visible(campaign_id, current_scope())
-    status = campaigns.progress(campaign)
-    session = current_app.extensions["publipostage"].db.session
-    problems = [] if not status.finished else list(session.execute(campaigns.problems(campaign, REPORT_ROWS)).scalars())
+def mail_campaign(campaign_id: str) -> str:
+    campaign = _visible(campaign_id)
+    status = campaigns.status(campaign)
+    problems = [] if not status.finished else list(state().session.execute(campaigns.problems(campaign, REPORT_ROWS)).scalars())
     return render_template(
         "publipostage/mail_campaign.html",
         campaign=campaign,
@@ -237,19 +202,16 @@ def mail_campaign(campaign_id: int) -> str:
     )
 
 
-@bp.route("/mail/campaigns/<int:campaign_id>/status")
 @require(SEND)
-def mail_campaign_status(campaign_id: int) -> Response:
-    campaign = campaigns.get_visible(campaign_id, current_scope())
-    response = jsonify(campaigns.progress(campaign).as_json())
+def mail_campaign_status(campaign_id: str) -> Response:
+    response = jsonify(campaigns.status(_visible(campaign_id)).as_json())
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-@bp.route("/mail/campaigns/<int:campaign_id>/report.csv")
 @require(SEND)
-def mail_campaign_csv(campaign_id: int) -> Response:
-    campaign = campaigns.get_visible(campaign_id, current_scope())
+def mail_campaign_csv(campaign_id: str) -> Response:
+    campaign = _visible(campaign_id)
     name = filename(Selection(scope=current_scope()), "csv").replace("publipostage_", f"publipostage_mail_{campaign.id}_", 1)
     return Response(
         stream_with_context(campaigns.problems_csv(campaign)),
@@ -258,25 +220,35 @@ def mail_campaign_csv(campaign_id: int) -> Response:
     )
 
 
-@bp.route("/mail/campaigns/<int:campaign_id>/cancel", methods=["POST"])
 @require(SEND)
-def mail_campaign_cancel(campaign_id: int) -> Any:
-    campaign = campaigns.get_visible(campaign_id, current_scope())
+def mail_campaign_cancel(campaign_id: str) -> Any:
+    campaign = _visible(campaign_id)
     form = PostForm()
     if not form.validate_on_submit():
-        raise _form_error(form)
-    campaigns.cancel(campaign)
-    return redirect(url_for("publipostage.mail_campaign", campaign_id=campaign_id), code=303)
+        raise form_error(form)
+    core.cancel(campaign)
+    return redirect(url_for("publipostage.mail_campaign", campaign_id=campaign.id), code=303)
 
 
-@bp.route("/mail/campaigns/<int:campaign_id>/resume", methods=["POST"])
 @require(SEND)
-def mail_campaign_resume(campaign_id: int) -> Any:
-    campaign = campaigns.get_visible(campaign_id, current_scope())
+def mail_campaign_resume(campaign_id: str) -> Any:
+    campaign = _visible(campaign_id)
     form = PostForm()
     if not form.validate_on_submit():
-        raise _form_error(form)
-    if not campaigns.resume(campaign):
+        raise form_error(form)
+    if not core.resume(campaign):
         raise SelectionError(_("Only a stopped campaign can be resumed."))
-    return redirect(url_for("publipostage.mail_campaign", campaign_id=campaign_id), code=303)
+    return redirect(url_for("publipostage.mail_campaign", campaign_id=campaign.id), code=303)
 
+
+def register(bp: Blueprint) -> None:
+    bp.context_processor(mail_context)
+    bp.add_url_rule("/mail", view_func=mail_confirm)
+    bp.add_url_rule("/mail/send", view_func=mail_send, methods=["POST"])
+    bp.add_url_rule("/mail/sample", view_func=mail_sample, methods=["POST"])
+    bp.add_url_rule("/mail/campaigns", view_func=mail_campaigns)
+    bp.add_url_rule("/mail/campaigns/<campaign_id>", view_func=mail_campaign)
+    bp.add_url_rule("/mail/campaigns/<campaign_id>/status", view_func=mail_campaign_status)
+    bp.add_url_rule("/mail/campaigns/<campaign_id>/report.csv", view_func=mail_campaign_csv)
+    bp.add_url_rule("/mail/campaigns/<campaign_id>/cancel", view_func=mail_campaign_cancel, methods=["POST"])
+    bp.add_url_rule("/mail/campaigns/<campaign_id>/resume", view_func=mail_campaign_resume, methods=["POST"])

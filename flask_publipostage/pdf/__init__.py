@@ -1,7 +1,6 @@
-"""PDF letters and cut-out cards.
+"""PDF letters and cut-out cards: runs of the ``pdf`` kind.
 
-Importing the package registers its tables (``models``); the routes and the
-background tasks are in ``views`` and ``background``, imported by the blueprint.
+Importing the package registers the kind and its tasks (``pipeline``).
 """
 
-from . import models  # noqa: F401
+from . import pipeline  # noqa: F401

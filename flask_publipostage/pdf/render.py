@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from flask import current_app
 
-from ..config import config_value
+from ..config import EntLinks, config_value
 from ..i18n import gettext as _
 from ..i18n import ngettext
 from ..recipients import Recipient
@@ -72,11 +72,7 @@ class Options:
 class Settings:
     """Per-run values read once from the configuration."""
 
-    ent_name: str
-    ent_url: str
-    activation_url: str
-    reset_url: str
-    password_rule: str
+    links: EntLinks
     logo_path: str | None
     school_name: str
     school_address: tuple[str, ...]
@@ -85,26 +81,22 @@ class Settings:
     signoff_rows: int
     roots: tuple[str, ...] = field(default=())
 
+    # The names the letter and card templates use.
+    ent_name = property(lambda self: self.links.name)
+    ent_url = property(lambda self: self.links.url)
+    activation_url = property(lambda self: self.links.activation_url)
+    reset_url = property(lambda self: self.links.reset_url)
+    password_rule = property(lambda self: self.links.password_rule)
+
     @classmethod
     def from_config(cls, school_name: str = "") -> Settings:
-        ent_url = str(config_value("ENT_URL")).rstrip("/")
         logo = config_value("LOGO_PATH")
         logo = str(logo) if fonts.logo_usable(logo) else None
         address = config_value("SCHOOL_ADDRESS") or ()
         if isinstance(address, str):
             address = tuple(line for line in address.splitlines() if line.strip())
         return cls(
-            ent_name=str(config_value("ENT_NAME")),
-            ent_url=ent_url,
-            activation_url=str(config_value("ACTIVATION_URL") or f"{ent_url}/auth/activation"),
-            reset_url=str(config_value("RESET_URL") or f"{ent_url}/auth/forgot"),
-            password_rule=str(
-                config_value("PASSWORD_RULE")
-                or _(
-                    "at least 8 characters, with an upper-case letter, a lower-case "
-                    "letter and a digit"
-                )
-            ),
+            links=EntLinks.from_config(),
             logo_path=logo,
             school_name=school_name or str(config_value("SCHOOL_NAME") or ""),
             school_address=tuple(str(a) for a in address),
@@ -351,31 +343,3 @@ def _memo(function: Any) -> Any:
         return cache[key]
 
     return cached
-
-
-def sheets_for_run(
-    recipients: Sequence[Recipient],
-    options: Options,
-    settings: Settings,
-    group_by: str | None,
-) -> tuple[list[Sheet], list[list[str]]]:
-    """All sheets of a small run held in memory (the request path): groups, the
-    sign-off lists and, for postal letters, the closing list."""
-    sheets: list[Sheet] = []
-    missing: list[list[str]] = []
-    groups: list[tuple[str, list[Recipient]]] = []
-    for recipient in recipients:
-        key = recipient.group if group_by else ""
-        if not groups or groups[-1][0] != key:
-            groups.append((key, []))
-        groups[-1][1].append(recipient)
-    for key, members in groups:
-        group = Group(group_label(key, group_by), len(members)) if group_by else None
-        if group and options.signoff and group_by == "class" and key:
-            sheets += signoff_sheets(members, group, settings)
-        sheets += account_sheets(members, options, settings, group)
-        if options.postal:
-            missing += [missing_row(r, group_by) for r in members if not r.postal_address]
-    if options.postal and missing:
-        sheets += missing_sheets(missing)
-    return sheets, missing

@@ -1,39 +1,28 @@
-"""Routes of "Générer en PDF": small runs come back in the request, large ones
-become a background job with a progress page, visible to its creator only."""
+"""Routes of "Générer en PDF": a small PDF comes back in the request, a large one
+is prepared in the background with a progress page; both are runs, visible to
+their creator only."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from flask import (
-    Response,
-    abort,
-    current_app,
-    jsonify,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
-from flask_babel import force_locale
+from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, RadioField
 from wtforms.validators import InputRequired
 
-from .. import audit
 from ..access import PRINT, current_scope, has_capability, require
-from ..blueprint import bp
 from ..config import config_value
-from ..csv_export import filename
 from ..i18n import gettext as _
 from ..i18n import lazy_gettext as _l
 from ..i18n import ngettext
-from ..recipients import iter_recipients
-from ..selection import SelectionError, count
-from ..views import check_size, current_selection
-from . import background, render, worker
-from .models import DONE, PdfJob
+from ..runs import core, files
+from ..runs.models import DONE, Run
+from ..selection import SelectionError, check_size, count
+from ..state import state
+from ..views import PostForm, current_selection, form_error, stalled_label, time_left_label
+from . import pipeline, render
+from .pipeline import KIND
 
 
 class PdfForm(FlaskForm):
@@ -58,178 +47,146 @@ class PdfForm(FlaskForm):
         )
 
 
-class JobForm(FlaskForm):
-    """Cancel button (CSRF only)."""
-
-
-@bp.context_processor
 def pdf_context() -> dict[str, Any]:
     """Lazy helpers for ``_pdf_action.html``: nothing is queried unless it is used."""
 
-    def recent() -> list[PdfJob]:
-        return background.recent_jobs(current_scope())
+    def recent() -> list[JobView]:
+        files.purge()
+        return [JobView(run) for run in state().session.execute(core.visible(KIND, current_scope()).limit(5)).scalars()]
 
     return {
         "pdf_form": PdfForm,
         "pdf_recent_jobs": recent,
-        "pdf_postal_available": lambda: current_app.extensions["publipostage"].host.has_postal_address,
+        "pdf_postal_available": lambda: state().host.has_postal_address,
+        "pdf_view": JobView,
     }
 
 
-def _form_error(form: PdfForm) -> SelectionError:
-    if "csrf_token" in form.errors:
-        return SelectionError(_("The form has expired: reload the page and try again."))
-    if "template" in form.errors:
-        return SelectionError(
-            _("Invalid PDF template: choose “1 per page” or “8 per page”."), field="template"
-        )
-    return SelectionError(_("Invalid PDF options."))
+class JobView:
+    """A PDF run as its pages and its JSON status show it."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.progress = core.progress(run)
+        counts = self.progress.counts
+        self.accounts = counts.total
+        self.pages_total = run.pages if run.state == DONE and run.pages is not None else counts.weight_total
+        self.pages_done = self.pages_total if run.state == DONE else counts.weight_done
+        self.downloadable = files.downloadable(run)
+        self.template = run.options_dict.get("template", render.LETTER)
+
+    def status(self) -> dict[str, Any]:
+        run, progress = self.run, self.progress
+        return {
+            "pages_label": ngettext(
+                "%(num)d page of %(total)d", "%(num)d pages of %(total)d", self.pages_done, total=self.pages_total
+            ),
+            "left_label": time_left_label(progress.seconds_left),
+            "stalled_label": stalled_label(progress),
+            "state": run.state,
+            "pages_done": self.pages_done,
+            "pages_total": self.pages_total,
+            "percent": 100 if run.state == DONE else progress.percent,
+            "seconds_left": progress.seconds_left,
+            "accounts": self.accounts,
+            "download_url": url_for("publipostage.pdf_download", job_id=run.token) if self.downloadable else None,
+            "downloaded": run.downloaded_at is not None,
+        }
 
 
-@bp.route("/pdf", methods=["POST"])
 @require(PRINT)
 def generate_pdf() -> Any:
     selection = current_selection(extra_params=())
     form = PdfForm()
     if not form.validate_on_submit():
-        raise _form_error(form)
+        if "template" in form.errors and "csrf_token" not in form.errors:
+            raise SelectionError(_("Invalid PDF template: choose “1 per page” or “8 per page”."), field="template")
+        raise form_error(form)
     options = form.options()
-    state = current_app.extensions["publipostage"]
-    if options.postal and not state.host.has_postal_address:
-        raise SelectionError(_("Postal letters need postal addresses, which this console does not provide."), field="postal")
+    if options.postal and not state().host.has_postal_address:
+        raise SelectionError(
+            _("Postal letters need postal addresses, which this console does not provide."), field="postal"
+        )
     counters = count(selection)
-    check_size(counters.selected)
+    check_size(counters)
     if counters.selected == 0:
         raise SelectionError(_("No account matches these filters: there is nothing to print."))
-    if counters.selected > int(config_value("PDF_SYNC_LIMIT")):
-        job = background.start(selection, options, counters.selected)
-        return redirect(url_for("publipostage.pdf_job", job_id=job.id), code=303)
-
-    scope = current_scope()
-    with force_locale(config_value("PDF_LOCALE")):
-        settings = render.Settings.from_config(scope.school_name)
-        sheets, _missing = render.sheets_for_run(list(iter_recipients(selection)), options, settings, selection.group_by)
-        html = render.render_document(sheets, options, settings)
-    pdf = worker.render_bytes(html, settings.roots)
-    audit.record("pdf", selection, counters.selected, template=options.template)
-    state.db.session.commit()
-    return Response(
-        pdf,
-        mimetype="application/pdf",
-        headers={
-            "Content-Disposition": f'attachment; filename="{filename(selection, "pdf")}"',
-            "Cache-Control": "no-store",
-        },
-    )
+    inline = counters.selected <= int(config_value("PDF_SYNC_LIMIT"))
+    run, _created = pipeline.start(selection, options, inline=inline)
+    if not inline:
+        return redirect(url_for("publipostage.pdf_job", job_id=run.token), code=303)
+    core.drive(run.id)
+    run = core.get(run.id)
+    assert run is not None
+    if run.state != DONE:
+        raise SelectionError(_("The PDF could not be generated. Try again; if it fails again, contact your administrator."),
+                             status=500 if run.state == "failed" else 409)
+    return _download(run)
 
 
-def _owned_job(job_id: str) -> PdfJob:
-    job = background.visible_job(job_id, current_scope())
-    if job is None:
-        abort(404)
-    return job
+def _owned(job_id: str) -> Run:
+    return core.get_visible(KIND, job_id, current_scope())
 
 
-def _time_left(seconds: int | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds >= 120:
-        return _("about %(minutes)d min left", minutes=round(seconds / 60))
-    return _("about %(seconds)d s left", seconds=seconds)
-
-
-def status_payload(job: PdfJob) -> dict[str, Any]:
-    seconds_left = job.seconds_left()
-    return {
-        "pages_label": ngettext(
-            "%(num)d page of %(total)d", "%(num)d pages of %(total)d", job.pages_done, total=job.pages_total
-        ),
-        "left_label": _time_left(seconds_left),
-        "state": job.state,
-        "pages_done": job.pages_done,
-        "pages_total": job.pages_total,
-        "percent": int(job.progress * 100),
-        "seconds_left": seconds_left,
-        "accounts": job.accounts,
-        "download_url": url_for("publipostage.pdf_download", job_id=job.id)
-        if job.state == DONE and job.file_path
-        else None,
-        "downloaded": job.downloaded_at is not None,
-    }
-
-
-@bp.route("/pdf/jobs")
 @require(PRINT)
 def pdf_jobs() -> str:
-    jobs = background.recent_jobs(current_scope(), limit=50)
-    return render_template("publipostage/pdf_jobs.html", jobs=jobs)
+    files.purge()
+    runs = list(state().session.execute(core.visible(KIND, current_scope()).limit(50)).scalars())
+    return render_template("publipostage/pdf_jobs.html", jobs=[JobView(run) for run in runs])
 
 
-@bp.route("/pdf/jobs/<job_id>")
 @require(PRINT)
 def pdf_job(job_id: str) -> str:
-    job = _owned_job(job_id)
+    view = JobView(_owned(job_id))
     return render_template(
-        "publipostage/pdf_job.html",
-        job=job,
-        status=status_payload(job),
-        cancel_form=JobForm(),
-        can_print=has_capability(PRINT),
+        "publipostage/pdf_job.html", job=view, status=view.status(), cancel_form=PostForm(), can_print=has_capability(PRINT)
     )
 
 
-@bp.route("/pdf/jobs/<job_id>/status")
 @require(PRINT)
 def pdf_job_status(job_id: str) -> Response:
-    response = jsonify(status_payload(_owned_job(job_id)))
+    response = jsonify(JobView(_owned(job_id)).status())
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-@bp.route("/pdf/jobs/<job_id>/cancel", methods=["POST"])
 @require(PRINT)
 def pdf_cancel(job_id: str) -> Any:
-    job = _owned_job(job_id)
-    form = JobForm()
+    run = _owned(job_id)
+    form = PostForm()
     if not form.validate_on_submit():
-        raise SelectionError(_("The form has expired: reload the page and try again."))
-    background.cancel(job)
+        raise form_error(form)
+    core.cancel(run)
     if request.headers.get("X-Requested-With") == "fetch":
-        return jsonify(status_payload(job))
-    return redirect(url_for("publipostage.pdf_job", job_id=job.id), code=303)
+        return jsonify(JobView(core.get(run.id) or run).status())
+    return redirect(url_for("publipostage.pdf_job", job_id=run.token), code=303)
 
 
-@bp.route("/pdf/jobs/<job_id>/download")
 @require(PRINT)
 def pdf_download(job_id: str) -> Any:
-    job = _owned_job(job_id)
-    if job.state != DONE or not job.file_path:
-        raise SelectionError(
-            _("This file is no longer available: it is deleted after its download or after a while. Generate it again."),
-            status=410,
-        )
-    path = job.file_path
+    return _download(_owned(job_id))
+
+
+def _download(run: Run) -> Response:
+    """The file, once: the download is claimed before the first byte."""
+    path = files.claim_download(run)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    job_id = job.id
-
-    def stream() -> Any:
-        complete = False
-        try:
-            with open(path, "rb") as handle:
-                while block := handle.read(256 * 1024):
-                    yield block
-            complete = True
-        finally:
-            # Only a download that went to the end deletes the file.
-            if complete:
-                background.mark_downloaded(job_id, app)
-
     return Response(
-        stream(),
+        files.stream(run.id, path, app),
         mimetype="application/pdf",
         headers={
-            "Content-Disposition": f'attachment; filename="{job.file_name}"',
-            "Content-Length": str(os.path.getsize(path)),
+            "Content-Disposition": f'attachment; filename="{run.file_name}"',
+            "Content-Length": str(path.stat().st_size),
             "Cache-Control": "no-store",
         },
     )
+
+
+def register(bp: Blueprint) -> None:
+    bp.context_processor(pdf_context)
+    bp.add_url_rule("/pdf", view_func=generate_pdf, methods=["POST"])
+    bp.add_url_rule("/pdf/jobs", view_func=pdf_jobs)
+    bp.add_url_rule("/pdf/jobs/<job_id>", view_func=pdf_job)
+    bp.add_url_rule("/pdf/jobs/<job_id>/status", view_func=pdf_job_status)
+    bp.add_url_rule("/pdf/jobs/<job_id>/cancel", view_func=pdf_cancel, methods=["POST"])
+    bp.add_url_rule("/pdf/jobs/<job_id>/download", view_func=pdf_download)

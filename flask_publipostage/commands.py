@@ -1,0 +1,165 @@
+"""The ``flask publipostage`` command group, and what its commands share.
+
+Without a request there is no logged-in admin: a command runs as the actor and
+perimeter given on its command line (``--as-actor``, ``--scope-key``), with a global
+scope unless the host registered ``extras["cli_scope"]``, a callable
+``(actor, scope_key) -> Scope`` restricting the accounts as the console would. The
+selection options are made from the table of filters, so every filter of the page
+is an option of every command that selects accounts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import click
+import sqlalchemy as sa
+from flask.cli import AppGroup, with_appcontext
+from flask_babel import force_locale
+
+from .access import Scope
+from .i18n import gettext as _
+from .i18n import ngettext
+from .runs import core, files
+from .selection import FILTERS, Selection, SelectionError
+from .state import state
+
+
+def selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One option per filter of the table (``--class`` repeatable, ``--activation``
+    a choice...), plus who runs the command."""
+    for param in reversed(list(FILTERS)):
+        found = FILTERS[param]
+        kwargs: dict[str, Any] = {"help": found.help or str(found.label)}
+        if found.multiple:
+            kwargs["multiple"] = True
+        if found.choices:
+            kwargs.update(type=click.Choice([v for v, _label in found.choices]), default=found.default,
+                          show_default=True)
+        command = click.option(f"--{param.replace('_', '-')}", f"opt_{param}", **kwargs)(command)
+    command = click.option("--as-actor", default="cli", show_default=True, help="Who the journal and the audit record.")(command)
+    command = click.option("--scope-key", default="*", show_default=True,
+                           help="Perimeter the run belongs to ('*': super admins).")(command)
+    command = click.option("--school-name", default="", help="School name printed in the outputs.")(command)
+    return command
+
+
+def selection_from_options(options: dict[str, Any]) -> tuple[Selection, Scope]:
+    """The selection the options of :func:`selection_options` describe (removed
+    from ``options``); a French :class:`click.ClickException` when they are bad."""
+    scope = cli_scope(options.pop("as_actor"), options.pop("scope_key"), options.pop("school_name"))
+    args: dict[str, list[str]] = {}
+    for param in FILTERS:
+        value = options.pop(f"opt_{param}", None)
+        values = list(value) if isinstance(value, (tuple, list)) else ([] if value is None else [str(value)])
+        if values and values != [FILTERS[param].default]:
+            args[param] = values
+    try:
+        return Selection.from_args(args, scope, extra_params=()), scope
+    except SelectionError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def cli_scope(actor: str, scope_key: str, school_name: str = "") -> Scope:
+    factory = state().extras.get("cli_scope")
+    if callable(factory):
+        scope = factory(actor, scope_key)
+        if scope is None:
+            raise click.ClickException(_("Unknown perimeter “%(key)s”.", key=scope_key))
+        return scope  # type: ignore[no-any-return]
+    return Scope(actor=actor, key=scope_key, school_name=school_name)
+
+
+def follow(run_id: int, line: Callable[[core.Progress], str], every: float = 1.0) -> core.Progress:
+    """Wait for the run to end, rewriting ``line(progress)`` on a terminal."""
+    session = state().session
+    while True:
+        session.expire_all()
+        run = core.get(run_id)
+        assert run is not None
+        progress = core.progress(run)
+        if progress.finished:
+            click.echo(("\r" if _tty() else "") + line(progress) + "   ")
+            return progress
+        if _tty():
+            click.echo("\r" + line(progress) + "   ", nl=False)
+        session.rollback()
+        time.sleep(every)
+
+
+def _tty() -> bool:
+    return click.get_text_stream("stdout").isatty()
+
+
+@click.command("purge-files")
+@with_appcontext
+def purge_files() -> None:
+    """Delete downloaded or expired PDF files and the work files of runs that are over."""
+    with force_locale("fr"):
+        removed = files.purge()
+        click.echo(ngettext("%(num)d file deleted.", "%(num)d files deleted.", removed))
+
+
+#: Tables of version 0.1, read once by ``upgrade-db``.
+OLD_TABLES = ("publipostage_campaign", "publipostage_delivery", "publipostage_campaign_perimeter")
+OLD_TRANSIENT = ("publipostage_pdf_job", "publipostage_pdf_job_item", "publipostage_pdf_job_perimeter")
+
+
+@click.command("upgrade-db")
+@with_appcontext
+def upgrade_db() -> None:
+    """Copy the campaigns of version 0.1 (their recipients become the items of
+    runs, with the same ids) into the tables of runs; PDF jobs of 0.1 are not
+    kept (their files expired within the hour)."""
+    with force_locale("fr"):
+        _upgrade()
+
+
+def _upgrade() -> None:
+    engine = core.engine()
+    existing = set(sa.inspect(engine).get_table_names())
+    if OLD_TABLES[0] not in existing:
+        click.echo(_("Nothing to upgrade: no table of version 0.1."))
+        return
+    old = sa.MetaData()
+    campaign, delivery, perimeter = (sa.Table(name, old, autoload_with=engine) for name in OLD_TABLES)
+    run, item, frozen = core.run_t, core.item_t, core.perimeter_t
+    c, d = campaign.c, delivery.c
+    with engine.begin() as conn:
+        if conn.execute(sa.select(run.c.id).where(run.c.id.in_(sa.select(c.id)))).first() is not None:
+            raise click.ClickException(_("The runs already hold some of these ids: upgrade before the first new run."))
+        state = sa.case((c.state == "waiting_smtp", "waiting"), else_=c.state)
+        conn.execute(run.insert().from_select(
+            ["id", "token", "kind", "actor", "scope_key", "school_name", "selection", "options", "scope_users",
+             "scope_classes", "state", "created_at", "started_at", "heartbeat_at", "takeovers", "finished_at",
+             "waiting_since", "last_error", "file_name"],
+            sa.select(c.id, c.token, sa.literal("mail"), c.actor, c.scope_key, c.school_name, c.selection,
+                      sa.literal("{}"), c.scope_users, c.scope_classes, state, c.created_at, c.started_at,
+                      c.heartbeat_at, sa.literal(0), c.finished_at, c.waiting_since, c.last_error, sa.literal("")),
+        ))
+        conn.execute(item.insert().from_select(
+            ["run_id", "user_id", "position", "kind", "state", "name", "email", "weight", "attempts", "reason",
+             "done_at", "message_id", "possibly_duplicate", "next_attempt_at"],
+            sa.select(d.campaign_id, d.user_id, d.id, sa.literal("email"), d.state, d.name, d.email,
+                      sa.case((d.state == "skipped", 0), else_=1), d.attempts, d.reason, d.sent_at, d.message_id,
+                      d.possibly_duplicate, d.next_attempt_at),
+        ))
+        conn.execute(frozen.insert().from_select(["run_id", "user_id"], sa.select(perimeter.c.campaign_id, perimeter.c.user_id)))
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('publipostage_run', 'id'), "
+                                 "(SELECT coalesce(max(id), 1) FROM publipostage_run))"))
+        runs = conn.execute(sa.select(sa.func.count()).select_from(campaign)).scalar()
+        items = conn.execute(sa.select(sa.func.count()).select_from(delivery)).scalar()
+    click.echo(_("%(runs)d campaign(s) and %(items)d recipient(s) copied into the runs.", runs=runs, items=items))
+    old_names = [name for name in (*OLD_TABLES, *OLD_TRANSIENT) if name in existing]
+    click.echo(_("The old tables are no longer read; drop them when you are ready:"))
+    click.echo("  " + "; ".join(f"DROP TABLE {name}" for name in reversed(old_names)) + ";")
+
+
+def make_group(commands: Iterable[click.Command]) -> AppGroup:
+    group = AppGroup("publipostage", help="Publipostage des comptes.")
+    for command in (purge_files, upgrade_db, *commands):
+        group.add_command(command)
+    return group

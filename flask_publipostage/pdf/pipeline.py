@@ -1,0 +1,517 @@
+"""A PDF run: its accounts cut into chunks, rendered in parallel, merged in order.
+
+The run's items are its accounts in print order. Planning gives each a chunk
+(whole pages inside a group: multiples of 8 for cards) and a weight (the pages it
+adds), so progress is counted from the items. A chunk becomes a PDF file of its
+own, its items ``rendered``; the merged file makes them ``printed``. Chunk files
+stay until the end: a run taken over after a crash renders only the chunks not
+yet on disk.
+
+Where chunks render: a run of ``PDF_SYNC_LIMIT`` accounts or fewer is one chunk,
+rendered by whoever drives it (the admin's request); a larger one in a pool of
+``PDF_WORKERS`` processes next to its driver, or, on a distributed runner
+(Celery), one task per chunk and a last one that merges.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import sqlalchemy as sa
+from flask_babel import force_locale
+
+from ..access import Scope
+from ..config import config_value
+from ..csv_export import filename
+from ..i18n import gettext as _
+from ..i18n import lazy_gettext as _l
+from ..recipients import Related
+from ..runs import backends, core, files
+from ..runs.models import DONE, ITEM_FAILED, PENDING, PRINTED, RENDERED, Run, RunItem
+from ..selection import Selection
+from ..state import state
+from . import render, worker
+from .merge import StreamingPdfConcatenator
+
+log = logging.getLogger(__name__)
+
+CHUNK_TASK = "publipostage.pdf.chunk"
+FINISH_TASK = "publipostage.pdf.finish"
+SIGNOFF = "signoff"
+ACCOUNTS = "accounts"
+
+item_t = cast(sa.Table, RunItem.__table__)
+
+
+class Cancelled(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Part:
+    """Consecutive accounts of one group in a chunk: positions ``start`` ..
+    ``start+count-1`` (or the group's sign-off sheet, before its first account)."""
+
+    kind: str
+    start: int
+    count: int
+    group_key: str | None
+    group_start: int
+    group_count: int
+
+
+@dataclass(frozen=True)
+class Group:
+    key: str | None
+    start: int
+    count: int
+
+
+# -- starting -------------------------------------------------------------------------------
+
+
+def start(selection: Selection, options: render.Options, *, inline: bool = False) -> tuple[Run, bool]:
+    """Freeze the accounts and queue the run (``inline``: the caller drives it now)."""
+    files.purge()
+    return core.start(
+        KIND,
+        selection,
+        options.to_dict(),
+        item_kind="card" if options.template == render.CARDS else "letter",
+        columns=lambda rows: {"group_key": rows.c.group_key},
+        file_name=filename(selection, "pdf"),
+        audit_action="pdf",
+        audit_template=options.template,
+        inline=inline,
+    )
+
+
+# -- planning ---------------------------------------------------------------------------------
+
+
+def groups(run_id: int) -> list[Group]:
+    """The run's groups in print order: one GROUP BY."""
+    c = item_t.c
+    first = sa.func.min(c.position)
+    with core.engine().connect() as conn:
+        rows = conn.execute(
+            sa.select(c.group_key, first, sa.func.count()).where(c.run_id == run_id).group_by(c.group_key).order_by(first)
+        ).all()
+    return [Group(key, int(start), int(count)) for key, start, count in rows]
+
+
+def cut(
+    group_rows: Sequence[Group], options: render.Options, chunk_size: int, *, small_first: int = 0, signoff: bool = False
+) -> list[tuple[int, int]]:
+    """The chunks of a run as position ranges ``(first, last)``, about
+    ``chunk_size`` accounts each.
+
+    Inside a group, cuts fall on whole pages (multiples of 8 for cards), so no
+    page is left half empty; a chunk may hold the end of a group and the start of
+    the next (each group starts on a new sheet anyway). With ``small_first``, the
+    first chunk is one page and the next ``small_first`` ones are smaller, so
+    progress shows early and the workers start together.
+    """
+    unit = options.unit
+    size = max(unit, math.ceil(chunk_size / unit) * unit)
+    small = max(unit, math.ceil(max(1, size // 4) / unit) * unit)
+    chunks: list[tuple[int, int]] = []
+    first: int | None = None
+    last = 0
+    weight = 0
+
+    def limit() -> int:
+        if small_first and not chunks:
+            return unit  # one page first: progress shows at once
+        return small if len(chunks) <= small_first else size
+
+    def flush() -> None:
+        nonlocal first, weight
+        if first is not None:
+            chunks.append((first, last))
+        first, weight = None, 0
+
+    for group in group_rows:
+        if signoff and group.key is not None:
+            weight += max(1, group.count // 4)
+        done = 0
+        while done < group.count:
+            room = limit() - weight
+            take = group.count - done
+            if take > room:
+                take = room - room % unit
+                if take <= 0:
+                    flush()
+                    continue
+            first = group.start + done if first is None else first
+            last = group.start + done + take - 1
+            weight += take
+            done += take
+            if weight >= limit():
+                flush()
+    flush()
+    return chunks
+
+
+def parts_of(span: tuple[int, int], group_rows: Sequence[Group], options: render.Options, grouped: bool) -> list[Part]:
+    """The parts of the chunk ``span``: a group's sign-off sheet goes with its first account."""
+    lo, hi = span
+    parts = []
+    for group in group_rows:
+        end = group.start + group.count - 1
+        if end < lo or group.start > hi:
+            continue
+        key = group.key if grouped else None
+        if options.signoff and grouped and group.key is not None and lo <= group.start <= hi:
+            parts.append(Part(SIGNOFF, group.start, group.count, key, group.start, group.count))
+        start = max(lo, group.start)
+        parts.append(Part(ACCOUNTS, start, min(hi, end) - start + 1, key, group.start, group.count))
+    return parts
+
+
+def plan(run: Run, selection: Selection, options: render.Options, settings: render.Settings) -> list[tuple[int, int]]:
+    """The run's chunks, cut once and kept on its items (chunk, weight): a run
+    taken over finds the same chunks."""
+    c = item_t.c
+    with core.engine().connect() as conn:
+        spans = conn.execute(
+            sa.select(sa.func.min(c.position), sa.func.max(c.position))
+            .where(c.run_id == run.id, c.chunk.is_not(None)).group_by(c.chunk).order_by(c.chunk)
+        ).all()
+    if spans:
+        return [(int(lo), int(hi)) for lo, hi in spans]
+    group_rows = groups(run.id)
+    total = sum(g.count for g in group_rows)
+    signoff = options.signoff and selection.group_by == "class"
+    if total <= int(config_value("PDF_SYNC_LIMIT")):
+        chunks = [(1, total)] if total else []
+    else:
+        workers = max(1, int(config_value("PDF_WORKERS")))
+        chunks = cut(group_rows, options, int(config_value("PDF_CHUNK_SIZE")), small_first=workers, signoff=signoff)
+    with core.engine().begin() as conn:
+        where = [c.run_id == run.id]
+        for index, (lo, hi) in enumerate(chunks):
+            conn.execute(sa.update(item_t).where(*where, c.position.between(lo, hi)).values(chunk=index))
+        for group in group_rows:
+            in_group = c.position.between(group.start, group.start + group.count - 1)
+            if options.template == render.CARDS:
+                first_on_sheet = (c.position - group.start) % render.CARDS_PER_PAGE == 0
+                conn.execute(sa.update(item_t).where(*where, in_group).values(
+                    weight=sa.case((first_on_sheet, 1), else_=0)))
+            if signoff and group.key is not None:
+                conn.execute(sa.update(item_t).where(*where, c.position == group.start).values(
+                    weight=c.weight + render.signoff_pages(group.count, settings)))
+    return chunks
+
+
+# -- one chunk ----------------------------------------------------------------------------------
+
+
+def chunk_path(run: Run, index: int) -> Path:
+    return files.parts_dir(run) / f"{index:06d}.pdf"
+
+
+def render_chunk(
+    run: Run, index: int, span: tuple[int, int], selection: Selection, group_rows: Sequence[Group],
+    options: render.Options, settings: render.Settings, related: Related | None = None,
+) -> str:
+    """The HTML of one chunk (empty when none of its accounts exists any more);
+    its accounts without a postal address are noted beside it."""
+    group_by = selection.group_by
+    parts = parts_of(span, group_rows, options, grouped=group_by is not None)
+    if not parts:
+        return ""
+    # A sign-off sheet lists its whole group, beyond the chunk.
+    items = core.item_rows(run.id, item_t.c.position.between(span[0], max(p.start + p.count - 1 for p in parts)))
+    found = core.accounts(selection, items, related)
+    gone = [item.id for item, recipient in found if recipient is None]
+    if gone:
+        with core.engine().begin() as conn:
+            conn.execute(sa.update(item_t).where(item_t.c.id.in_(gone)).values(
+                state=ITEM_FAILED, reason=_("The account no longer exists (or left the perimeter).")))
+    by_position = {item.position: recipient for item, recipient in found if recipient is not None}
+    sheets: list[render.Sheet] = []
+    missing: list[list[str]] = []
+    for part in parts:
+        recipients = [by_position[p] for p in range(part.start, part.start + part.count) if p in by_position]
+        if not recipients:
+            continue
+        group = None
+        if group_by:
+            label = render.group_label(recipients[0].group, group_by)
+            group = render.Group(label, part.group_count, part.start - part.group_start + 1)
+        if part.kind == SIGNOFF:
+            assert group is not None
+            sheets += render.signoff_sheets(recipients, group, settings)
+            continue
+        sheets += render.account_sheets(recipients, options, settings, group)
+        if options.postal:
+            missing += [render.missing_row(r, group_by) for r in recipients if not r.postal_address]
+    if missing:
+        chunk_path(run, index).with_suffix(".missing.json").write_text(json.dumps(missing), encoding="utf-8")
+    return render.render_document(sheets, options, settings) if sheets else ""
+
+
+def chunk_done(run: Run, index: int) -> None:
+    """The chunk's file is on disk: its items are rendered (progress counts them)."""
+    with core.engine().begin() as conn:
+        conn.execute(
+            sa.update(item_t).where(item_t.c.run_id == run.id, item_t.c.chunk == index, item_t.c.state == PENDING)
+            .values(state=RENDERED)
+        )
+    core.heartbeat(run.id, force=True)
+
+
+def chunks_on_disk(run: Run, chunks: Sequence[tuple[int, int]]) -> set[int]:
+    """Chunks rendered by an earlier driver: file on disk, no item left pending."""
+    c = item_t.c
+    with core.engine().connect() as conn:
+        pending = set(conn.execute(
+            sa.select(c.chunk).where(c.run_id == run.id, c.state == PENDING).distinct()
+        ).scalars())
+    return {i for i in range(len(chunks)) if i not in pending and chunk_path(run, i).exists()}
+
+
+# -- driving --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every chunk of one run needs, read once."""
+
+    run: Run
+    selection: Selection
+    options: render.Options
+    settings: render.Settings
+    chunks: list[tuple[int, int]]
+    groups: list[Group]
+
+    @classmethod
+    def load(cls, run: Run, scope: Scope) -> "Job":
+        selection = core.selection_of(run, scope)
+        options = render.Options.from_dict(run.options_dict)
+        settings = render.Settings.from_config(run.school_name)
+        chunks = plan(run, selection, options, settings)
+        return cls(run, selection, options, settings, chunks, groups(run.id))
+
+    def html(self, index: int, related: Related | None = None) -> str:
+        return render_chunk(
+            self.run, index, self.chunks[index], self.selection, self.groups, self.options, self.settings, related
+        )
+
+
+def in_pdf_locale(function: Any) -> Any:
+    """Letters speak the configured language (``PDF_LOCALE``), whoever renders them."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with force_locale(config_value("PDF_LOCALE")):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+@in_pdf_locale
+def drive(run: Run, scope: Scope) -> None:
+    """Plan the chunks, then render them here or hand them to the workers."""
+    try:
+        job = Job.load(run, scope)
+        files.parts_dir(run).mkdir(parents=True, exist_ok=True)
+        done = chunks_on_disk(run, job.chunks)
+        if backends.runner().distributed:
+            # Hold no transaction while the chunks run elsewhere (SQLite locks).
+            state().session.close()
+            for index in range(len(job.chunks)):
+                if index not in done:
+                    backends.submit(CHUNK_TASK, run_id=run.id, index=index)
+            if len(done) == len(job.chunks):
+                backends.submit(FINISH_TASK, run_id=run.id)
+            return
+        _render_here(job, done)
+    except Cancelled:
+        _discard(run)
+    except Exception as exc:
+        log.exception("publipostage PDF run failed")
+        core.fail(run.id, exc)
+        files.drop_work(run)
+
+
+def _render_here(job: Job, done: set[int]) -> None:
+    """Render the chunks in worker processes (the first one here, while they
+    start), append each to the file in order as it comes."""
+    run = job.run
+    workers = max(1, int(config_value("PDF_WORKERS")))
+    todo = [i for i in range(len(job.chunks)) if i not in done]
+    pool: ProcessPoolExecutor | None = None
+    if len(todo) > 2:
+        context = multiprocessing.get_context(config_value("PDF_START_METHOD"))
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    output = _output(run)
+    futures: dict[Future[str], int] = {}
+    ready = set(done)
+    merged = 0
+    try:
+        if pool is not None:
+            # Start the workers (and their imports) while the first chunk is read.
+            for _ in range(workers):
+                pool.submit(worker.warm_up)
+
+        def collect(block: bool) -> None:
+            nonlocal merged
+            if futures:
+                finished, _pending = wait(list(futures), timeout=core.heartbeat_every() if block else 0,
+                                          return_when=FIRST_COMPLETED)
+                for future in finished:
+                    future.result()  # a worker's error fails the run
+                    index = futures.pop(future)
+                    ready.add(index)
+                    chunk_done(run, index)
+            core.heartbeat(run.id)
+            while merged in ready:
+                path = chunk_path(run, merged)
+                if path.exists():
+                    output.append(str(path))
+                merged += 1
+            if not core.is_active(run.id):
+                raise Cancelled
+
+        related = Related(state().host, job.selection)
+        for index in todo:
+            while len(futures) >= workers * 2:
+                collect(block=True)
+            collect(block=False)
+            html = job.html(index, related)
+            state().session.commit()  # end the read transaction: no snapshot held for the whole run
+            if not html:
+                ready.add(index)
+                chunk_done(run, index)
+            elif pool is None or index == todo[0]:
+                # Here: a small run, and the first (small) chunk while the workers start.
+                worker.render_file(html, str(chunk_path(run, index)), job.settings.roots)
+                ready.add(index)
+                chunk_done(run, index)
+            else:
+                futures[pool.submit(worker.render_file, html, str(chunk_path(run, index)), job.settings.roots)] = index
+        while futures:
+            collect(block=True)
+        collect(block=False)
+        _append_missing(job, output)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        output.abort()
+        raise
+    if pool is not None:
+        pool.shutdown(wait=True)
+    _complete(run, output)
+
+
+def _output(run: Run) -> StreamingPdfConcatenator:
+    # Named per driver: two drivers of one run (a take-over) never write one file.
+    target = files.storage_dir() / f"{run.token}.pdf.{os.getpid()}.part"
+    return StreamingPdfConcatenator(str(target), title=run.school_name or run.file_name)
+
+
+def _missing_rows(job: Job) -> Iterable[list[str]]:
+    for index in range(len(job.chunks)):
+        path = chunk_path(job.run, index).with_suffix(".missing.json")
+        if path.exists():
+            yield from json.loads(path.read_text(encoding="utf-8"))
+
+
+def _append_missing(job: Job, output: StreamingPdfConcatenator) -> None:
+    """Postal letters end with the list of the accounts that had no address."""
+    if not job.options.postal:
+        return
+    rows = list(_missing_rows(job))
+    if rows:
+        path = files.parts_dir(job.run) / "missing.pdf"
+        worker.render_file(render.render_document(render.missing_sheets(rows), job.options, job.settings),
+                           str(path), job.settings.roots)
+        output.append(str(path))
+
+
+def _complete(run: Run, output: StreamingPdfConcatenator) -> None:
+    output.close()
+    final = files.final_path(run)
+    os.replace(output.path, final)
+    if core.finish(run.id, promote=(RENDERED, PRINTED), file_path=str(final), pages=output.page_count):
+        files.drop_work(run)
+    elif core.current_state(run.id) != DONE:  # cancelled (or failed) meanwhile
+        final.unlink(missing_ok=True)
+        _discard(run)
+
+
+def _discard(run: Run) -> None:
+    state().session.rollback()
+    files.drop_work(run)
+
+
+# -- Celery: one task per chunk, the last one to finish merges ------------------------------------
+
+
+@backends.task(CHUNK_TASK)
+@in_pdf_locale
+def chunk_task(run_id: int, index: int) -> None:
+    run = core.get(run_id)
+    if run is None or not run.is_active:
+        return
+    try:
+        job = Job.load(run, core.frozen_scope(run))
+        html = job.html(index)
+        if html:
+            worker.render_file(html, str(chunk_path(run, index)), job.settings.roots)
+        chunk_done(run, index)
+    except Exception as exc:
+        log.exception("publipostage PDF chunk failed")
+        core.fail(run_id, exc)
+        files.drop_work(run)
+        return
+    if len(chunks_on_disk(run, job.chunks)) == len(job.chunks):
+        backends.submit(FINISH_TASK, run_id=run_id)
+
+
+@backends.task(FINISH_TASK)
+@in_pdf_locale
+def finish_task(run_id: int) -> None:
+    run = core.get(run_id)
+    if run is None or not run.is_active:
+        if run is not None:
+            _discard(run)
+        return
+    job = Job.load(run, core.frozen_scope(run))
+    output = _output(run)
+    try:
+        for index in range(len(job.chunks)):
+            path = chunk_path(run, index)
+            if path.exists():
+                output.append(str(path))
+        _append_missing(job, output)
+    except Exception as exc:
+        output.abort()
+        log.exception("publipostage PDF merge failed")
+        core.fail(run_id, exc)
+        return
+    _complete(run, output)
+
+
+KIND = core.register(
+    core.Kind(
+        name="pdf",
+        drive=drive,
+        visibility=core.OWNER,
+        url_key="token",
+        busy=_l(
+            "You already have as many PDF files being prepared as allowed: wait until one is ready (or cancel it) "
+            "before starting another one."
+        ),
+    )
+)

@@ -1,0 +1,169 @@
+"""The tables of runs: one row per distribution, one per account it concerns.
+
+A *run* is a PDF file or an email campaign started by an admin: its selection and
+the admin's perimeter frozen when it started, its options, its state. Its *items*
+are the accounts, one row each, in print order; they outlive the run, as each
+account's distribution history (printed, emailed, failed, when; never a code). A
+run's counters are always counted from its items.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..models import Base, utcnow
+
+# Run states.
+QUEUED = "queued"
+RUNNING = "running"
+#: Running, but an outside service (the mail server) does not answer.
+WAITING = "waiting"
+DONE = "done"
+FAILED = "failed"
+CANCELLED = "cancelled"
+ACTIVE_STATES = (QUEUED, RUNNING, WAITING)
+FINAL_STATES = (DONE, FAILED, CANCELLED)
+
+# Item states. ``pending`` and ``sending`` are work left; the others are outcomes.
+PENDING = "pending"
+SENDING = "sending"
+SENT = "sent"
+#: Rendered into the run's chunk file; ``printed`` once the whole file exists.
+RENDERED = "rendered"
+PRINTED = "printed"
+ITEM_FAILED = "failed"
+SKIPPED = "skipped"
+LEFT_STATES = (PENDING, SENDING)
+ITEM_STATES = (PENDING, SENDING, RENDERED, PRINTED, SENT, ITEM_FAILED, SKIPPED)
+
+NAME_LENGTH = 300
+EMAIL_LENGTH = 320
+REASON_LENGTH = 500
+
+
+def new_token() -> str:
+    """32 URL-safe characters, 192 random bits: the run's private URLs cannot be guessed."""
+    return secrets.token_urlsafe(24)
+
+
+class Run(Base):
+    """One PDF file or email campaign."""
+
+    __tablename__ = "publipostage_run"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Unguessable: the URLs of runs visible to their creator only are built from it.
+    token: Mapped[str] = mapped_column(sa.String(64), unique=True, default=new_token)
+    #: ``"pdf"`` or ``"mail"``: the :class:`~flask_publipostage.runs.kinds.Kind` running it.
+    kind: Mapped[str] = mapped_column(sa.String(20))
+    actor: Mapped[str] = mapped_column(sa.String(200), index=True)
+    #: The admin's perimeter (``Scope.key``), for visibility.
+    scope_key: Mapped[str] = mapped_column(sa.String(200), index=True)
+    school_name: Mapped[str] = mapped_column(sa.String(200), default="")
+    #: ``Selection.to_dict()`` as JSON (sorted keys).
+    selection: Mapped[str] = mapped_column(sa.Text)
+    #: The kind's options as JSON (sorted keys): the PDF template, say.
+    options: Mapped[str] = mapped_column(sa.Text, default="{}")
+    #: The admin's account perimeter was frozen in ``publipostage_run_perimeter``
+    #: (false: nothing to freeze, a global scope).
+    scope_users: Mapped[bool] = mapped_column(default=False)
+    #: The classes the perimeter allowed (JSON list of ids as text); NULL: every class.
+    scope_classes: Mapped[str | None] = mapped_column(sa.Text)
+    state: Mapped[str] = mapped_column(sa.String(20), default=QUEUED, index=True)
+    #: While queued or running: one of the admin's ``MAX_RUNNING_JOBS`` slots for
+    #: this kind; NULL afterwards. Unique: two requests cannot take one slot.
+    active_key: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column()
+    #: Last sign of life of whatever drives the run; a stale one means it died.
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
+    #: Times another process took the run over after its driver died.
+    takeovers: Mapped[int] = mapped_column(default=0)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    #: Since when the outside service has not answered (state ``waiting``).
+    waiting_since: Mapped[datetime | None] = mapped_column()
+    #: A short reason for the admin; never personal data or codes.
+    last_error: Mapped[str | None] = mapped_column(sa.String(REASON_LENGTH))
+    #: The finished file, until it is downloaded or expires.
+    file_path: Mapped[str | None] = mapped_column(sa.String(1000))
+    file_name: Mapped[str] = mapped_column(sa.String(200), default="publipostage.pdf")
+    #: Pages of the finished file.
+    pages: Mapped[int | None] = mapped_column()
+    #: The first download (claimed before the file is streamed: one download only).
+    downloaded_at: Mapped[datetime | None] = mapped_column()
+
+    @property
+    def selection_args(self) -> dict[str, list[str]]:
+        return dict(json.loads(self.selection))
+
+    @property
+    def options_dict(self) -> dict[str, Any]:
+        return dict(json.loads(self.options or "{}"))
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+class RunItem(Base):
+    """One account of a run: what was done for it, when, and why not."""
+
+    __tablename__ = "publipostage_run_item"
+    __table_args__ = (
+        sa.UniqueConstraint("run_id", "user_id", name="uq_publipostage_run_item_user"),
+        # With the position last, "the next N pending rows" and a chunk's range
+        # read N index entries.
+        sa.Index("ix_publipostage_run_item_state", "run_id", "state", "position"),
+        sa.Index("ix_publipostage_run_item_position", "run_id", "position"),
+        # An account's history.
+        sa.Index("ix_publipostage_run_item_user", "user_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(sa.ForeignKey("publipostage_run.id", ondelete="CASCADE"))
+    #: The host's user id, as text (no foreign key to the host's tables).
+    user_id: Mapped[str] = mapped_column(sa.String(64))
+    #: Print order (1-based) in the run.
+    position: Mapped[int] = mapped_column()
+    #: ``"letter"``, ``"card"`` or ``"email"``.
+    kind: Mapped[str] = mapped_column(sa.String(20))
+    state: Mapped[str] = mapped_column(sa.String(10), default=PENDING)
+    #: "First Last" when the run started, for reports (never the code).
+    name: Mapped[str] = mapped_column(sa.String(NAME_LENGTH), default="")
+    #: The address the message went to (emails).
+    email: Mapped[str | None] = mapped_column(sa.String(EMAIL_LENGTH))
+    #: The sort key of the account's group (class or profile) in a PDF; NULL when none.
+    group_key: Mapped[str | None] = mapped_column(sa.String(400))
+    #: The PDF chunk rendering it (set when the run is planned).
+    chunk: Mapped[int | None] = mapped_column()
+    #: Its share of the run's work: pages it adds to a PDF, 1 per message, 0 skipped.
+    weight: Mapped[int] = mapped_column(default=1)
+    attempts: Mapped[int] = mapped_column(default=0)
+    #: The mail server's answer (or our own reason) for a failure or a skip.
+    reason: Mapped[str | None] = mapped_column(sa.String(REASON_LENGTH))
+    #: When it was sent, or printed.
+    done_at: Mapped[datetime | None] = mapped_column()
+    message_id: Mapped[str | None] = mapped_column(sa.String(255))
+    #: Sent again after a crash or a lost connection: the first copy may have arrived.
+    possibly_duplicate: Mapped[bool] = mapped_column(default=False)
+    #: Which sender holds the row (a batch), and since when; a stale claim is taken over.
+    claim_token: Mapped[str | None] = mapped_column(sa.String(32))
+    claimed_at: Mapped[datetime | None] = mapped_column()
+    #: Not before this time (back-off after a temporary refusal).
+    next_attempt_at: Mapped[datetime | None] = mapped_column()
+
+
+class RunPerimeter(Base):
+    """The accounts a run's admin could see when it started (a local admin's
+    school); deleted when the run is over."""
+
+    __tablename__ = "publipostage_run_perimeter"
+
+    run_id: Mapped[int] = mapped_column(sa.ForeignKey("publipostage_run.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
