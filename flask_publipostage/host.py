@@ -19,35 +19,6 @@ from sqlalchemy.sql.elements import BinaryExpression
 
 from .profiles import Profile
 
-#: Logical fields of the user model. ``activated``, ``children`` and
-#: ``postal_address`` are optional.
-USER_FIELDS = (
-    "login",
-    "first_name",
-    "last_name",
-    "profile",
-    "email",
-    "activation_code",
-    "activated",
-    "created_at",
-    "local_admin",
-    "classes",
-    "children",
-    "postal_address",
-)
-REQUIRED_USER_FIELDS = (
-    "login",
-    "first_name",
-    "last_name",
-    "profile",
-    "email",
-    "activation_code",
-    "created_at",
-    "local_admin",
-    "classes",
-)
-#: Logical field of the class model.
-CLASS_FIELDS = ("class_name",)
 #: The scalar fields every output reads, in the order of the selection's columns.
 SCALAR_FIELDS = (
     "login",
@@ -60,6 +31,14 @@ SCALAR_FIELDS = (
     "created_at",
     "local_admin",
 )
+#: Logical fields of the user model: the scalar ones, then relationships and the
+#: address lines.
+USER_FIELDS = (*SCALAR_FIELDS, "classes", "children", "postal_address")
+#: Fields a host may leave out (``activated`` defaults to ``activation_code IS NULL``).
+OPTIONAL_FIELDS = ("activated", "children", "postal_address")
+REQUIRED_USER_FIELDS = tuple(f for f in USER_FIELDS if f not in OPTIONAL_FIELDS)
+#: Logical field of the class model.
+CLASS_FIELDS = ("class_name",)
 
 
 def parse_key(column: Any, raw: str) -> Any | None:

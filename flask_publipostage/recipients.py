@@ -102,10 +102,6 @@ class Recipient:
         return self.profile.label if self.profile else ""
 
     @property
-    def is_relative(self) -> bool:
-        return self.profile is Profile.RELATIVE
-
-    @property
     def created_on(self) -> date | None:
         """Creation day in the school's time zone, as the date filters count it."""
         return local_date(self.created_at)

@@ -350,9 +350,6 @@ class Selection:
     def with_values(self, **values: Any) -> "Selection":
         return Selection._of({**self.values, **values}, self.scope)
 
-    def with_scope(self, scope: Scope) -> "Selection":
-        return Selection(self.values, scope)
-
     # -- parsing ---------------------------------------------------------------------------
 
     @classmethod

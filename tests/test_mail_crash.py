@@ -3,12 +3,6 @@ a restarted runner picks up an interrupted campaign."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -22,16 +16,14 @@ from flask import Flask
 from flask_publipostage.access import Scope
 from flask_publipostage.mail import campaign as campaigns
 from flask_publipostage.models import utcnow
-from flask_publipostage.runs import backends, core
+from flask_publipostage.runs import core
 from flask_publipostage.runs.models import Run, RunItem
 from flask_publipostage.selection import Selection
 
 from .conftest import RoleClient
 from .hosts import db
-from .runs import Campaign, campaign, stop_active_runs
+from .runs import Campaign, campaign, drive_elsewhere_and_kill, held, stop_active_runs
 from .smtp import SmtpServer, populate, wait_for
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -54,17 +46,6 @@ def stop_campaigns(app: Flask, smtp: SmtpServer) -> Iterator[None]:
     yield
     with app.app_context():
         stop_active_runs()
-
-
-@contextlib.contextmanager
-def held() -> Iterator[None]:
-    """The run is recorded but nothing runs it (a process that dies at once)."""
-    real = backends.submit
-    backends.submit = lambda *args, **kwargs: None  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        backends.submit = real  # type: ignore[assignment]
 
 
 def everyone() -> Selection:
@@ -140,21 +121,6 @@ def test_unreachable_server_stops_the_campaign_then_resume(client: RoleClient, a
     assert found.duplicates == 0
 
 
-SENDER_SCRIPT = """
-import json, sys
-sys.path.insert(0, {root!r})
-from tests import hosts
-from flask_publipostage import models
-from flask_publipostage.runs import backends, core
-# The test already created the tables and the campaign: keep them.
-hosts.db.drop_all = lambda *args, **kwargs: None
-models.metadata.drop_all = lambda *args, **kwargs: None
-app = hosts.make_app(sys.argv[1], sys.argv[2], **json.loads(sys.argv[3]))
-backends.submit(core.DRIVE, app=app, run_id=int(sys.argv[4]))
-print("finished", flush=True)
-"""
-
-
 @pytest.mark.parametrize(
     "mail_config",
     [
@@ -176,19 +142,7 @@ def test_killed_sender_resumes_without_loss(
         with held():
             created, _new = campaigns.start(everyone())
         campaign_id = created.id
-    script = tmp_path / "send.py"
-    script.write_text(SENDER_SCRIPT.format(root=str(ROOT)))
-    process = subprocess.Popen(
-        [sys.executable, str(script), database_url, str(tmp_path / "instance2"), json.dumps(app_config), str(campaign_id)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for(lambda: smtp.count() >= 100 or process.poll() is not None, timeout=60)
-        assert process.poll() is None, process.communicate()
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait(10)
+    drive_elsewhere_and_kill(tmp_path, database_url, app_config, campaign_id, lambda: smtp.count() >= 100)
     with app.app_context():
         interrupted = campaign(campaign_id)
         assert interrupted.state == "running"

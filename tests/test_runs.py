@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import timedelta
@@ -30,12 +26,11 @@ from flask_publipostage.runs.models import Run, RunItem
 from flask_publipostage.selection import Selection
 
 from .hosts import db
-from .runs import campaign, run_of, stop_active_runs
+from .runs import campaign, drive_elsewhere_and_kill, held, run_of, stop_active_runs
 from .smtp import SmtpServer, populate, wait_for
 from .test_pdf_support import URL, add_class_of, pages_text, post_pdf
 from .test_security_support import all_codes, build_security_school, campaign_id_of, job_id_of, post_mail
 
-ROOT = Path(__file__).resolve().parents[1]
 HUGE = "9223372036854775808"
 
 
@@ -244,37 +239,6 @@ def test_one_driver_at_a_time(app_ctx: Flask, smtp: SmtpServer, monkeypatch: pyt
     assert core.acquire(run.id)  # dead: taken over
 
 
-SCRIPT = """
-import json, sys
-sys.path.insert(0, {root!r})
-from tests import hosts
-from flask_publipostage import models
-from flask_publipostage.runs import backends, core
-# The test created the tables and the run: keep them.
-hosts.db.drop_all = lambda *args, **kwargs: None
-models.metadata.drop_all = lambda *args, **kwargs: None
-app = hosts.make_app(sys.argv[1], sys.argv[2], **json.loads(sys.argv[3]))
-backends.submit(core.DRIVE, app=app, run_id=int(sys.argv[4]))
-print("finished", flush=True)
-"""
-
-
-def _kill_after(tmp_path: Path, database_url: str, config: dict[str, Any], run_id: int, ready: Any) -> None:
-    """Drive the run in another process and kill it (-9) once ``ready()``."""
-    script = tmp_path / "drive.py"
-    script.write_text(SCRIPT.format(root=str(ROOT)))
-    process = subprocess.Popen(
-        [sys.executable, str(script), database_url, str(tmp_path / "other"), json.dumps(config), str(run_id)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for(lambda: ready() or process.poll() is not None, timeout=90, interval=0.05)
-        assert process.poll() is None, process.communicate()
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait(10)
-
-
 PDF_CONFIG = {
     "PUBLIPOSTAGE_PDF_SYNC_LIMIT": 1,
     "PUBLIPOSTAGE_PDF_CHUNK_SIZE": 16,
@@ -289,18 +253,14 @@ def test_a_crashed_pdf_resumes_from_its_rendered_chunks(app: Flask, app_config: 
     with app.app_context():
         add_class_of("CM2 Long", 160, prefix="kx")
         db.session.commit()
-        real = backends.submit
-        backends.submit = lambda *args, **kwargs: None  # type: ignore[assignment]
-        try:
+        with held():
             run, _ = pipeline.start(everyone(), render.Options(template="letter"))
-        finally:
-            backends.submit = real  # type: ignore[assignment]
         run_id, parts = run.id, files.parts_dir(run)
 
     def some_chunks() -> bool:
         return parts.exists() and len(list(parts.glob("*.pdf"))) >= 3
 
-    _kill_after(tmp_path, database_url, {**config, "PUBLIPOSTAGE_JOB_BACKEND": "eager"}, run_id, some_chunks)
+    drive_elsewhere_and_kill(tmp_path, database_url, {**config, "PUBLIPOSTAGE_JOB_BACKEND": "eager"}, run_id, some_chunks)
     with app.app_context():
         assert run_of(run_id).state == "running"
         chunks = dict(db.session.execute(
@@ -310,18 +270,18 @@ def test_a_crashed_pdf_resumes_from_its_rendered_chunks(app: Flask, app_config: 
     done_before = {index for index, state in chunks.items() if state == "rendered" and (parts / f"{index:06d}.pdf").exists()}
     assert done_before and len(done_before) < len(chunks)
     rendered_after: list[int] = []
-    real_render = pipeline.render_chunk
+    real_html = pipeline.Job.html
 
-    def spy(run: Any, index: int, *args: Any, **kwargs: Any) -> str:
+    def spy(job: pipeline.Job, index: int, *args: Any) -> str:
         rendered_after.append(index)
-        return real_render(run, index, *args, **kwargs)
+        return real_html(job, index, *args)
 
-    pipeline.render_chunk = spy  # type: ignore[assignment]
+    pipeline.Job.html = spy  # type: ignore[method-assign]
     try:
         time.sleep(1.2)  # the dead process's heartbeat goes stale
         core.resume_stale(app)  # what every runner does regularly
     finally:
-        pipeline.render_chunk = real_render  # type: ignore[assignment]
+        pipeline.Job.html = real_html  # type: ignore[method-assign]
     with app.app_context():
         wait_for(lambda: run_of(run_id).state == "done", timeout=60)
         done = run_of(run_id)
@@ -349,14 +309,10 @@ def test_a_killed_campaign_is_taken_over_by_a_live_process(app: Flask, app_confi
     config = app_config
     with app.app_context():
         addresses = populate(200)
-        real = backends.submit
-        backends.submit = lambda *args, **kwargs: None  # type: ignore[assignment]
-        try:
+        with held():
             run, _ = campaigns.start(everyone())
-        finally:
-            backends.submit = real  # type: ignore[assignment]
         run_id = run.id
-    _kill_after(tmp_path, database_url, {**config, "PUBLIPOSTAGE_JOB_BACKEND": "eager"}, run_id, lambda: smtp.count() >= 60)
+    drive_elsewhere_and_kill(tmp_path, database_url, {**config, "PUBLIPOSTAGE_JOB_BACKEND": "eager"}, run_id, lambda: smtp.count() >= 60)
     # This process's runner watches: it takes the campaign over by itself.
     with app.app_context():
         wait_for(lambda: campaign(run_id).state == "done", timeout=30)

@@ -15,6 +15,7 @@ rendered by whoever drives it (the admin's request); a larger one in a pool of
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -220,47 +221,6 @@ def chunk_path(run: Run, index: int) -> Path:
     return files.parts_dir(run) / f"{index:06d}.pdf"
 
 
-def render_chunk(
-    run: Run, index: int, span: tuple[int, int], selection: Selection, group_rows: Sequence[Group],
-    options: render.Options, settings: render.Settings, related: Related | None = None,
-) -> str:
-    """The HTML of one chunk (empty when none of its accounts exists any more);
-    its accounts without a postal address are noted beside it."""
-    group_by = selection.group_by
-    parts = parts_of(span, group_rows, options, grouped=group_by is not None)
-    if not parts:
-        return ""
-    # A sign-off sheet lists its whole group, beyond the chunk.
-    items = core.item_rows(run.id, item_t.c.position.between(span[0], max(p.start + p.count - 1 for p in parts)))
-    found = core.accounts(selection, items, related)
-    gone = [item.id for item, recipient in found if recipient is None]
-    if gone:
-        with core.engine().begin() as conn:
-            conn.execute(sa.update(item_t).where(item_t.c.id.in_(gone)).values(
-                state=ITEM_FAILED, reason=_("The account no longer exists (or left the perimeter).")))
-    by_position = {item.position: recipient for item, recipient in found if recipient is not None}
-    sheets: list[render.Sheet] = []
-    missing: list[list[str]] = []
-    for part in parts:
-        recipients = [by_position[p] for p in range(part.start, part.start + part.count) if p in by_position]
-        if not recipients:
-            continue
-        group = None
-        if group_by:
-            label = render.group_label(recipients[0].group, group_by)
-            group = render.Group(label, part.group_count, part.start - part.group_start + 1)
-        if part.kind == SIGNOFF:
-            assert group is not None
-            sheets += render.signoff_sheets(recipients, group, settings)
-            continue
-        sheets += render.account_sheets(recipients, options, settings, group)
-        if options.postal:
-            missing += [render.missing_row(r, group_by) for r in recipients if not r.postal_address]
-    if missing:
-        chunk_path(run, index).with_suffix(".missing.json").write_text(json.dumps(missing), encoding="utf-8")
-    return render.render_document(sheets, options, settings) if sheets else ""
-
-
 def chunk_done(run: Run, index: int) -> None:
     """The chunk's file is on disk: its items are rendered (progress counts them)."""
     with core.engine().begin() as conn:
@@ -304,14 +264,47 @@ class Job:
         return cls(run, selection, options, settings, chunks, groups(run.id))
 
     def html(self, index: int, related: Related | None = None) -> str:
-        return render_chunk(
-            self.run, index, self.chunks[index], self.selection, self.groups, self.options, self.settings, related
-        )
+        """The HTML of one chunk (empty when none of its accounts exists any more);
+        its accounts without a postal address are noted beside it."""
+        run, span, group_by = self.run, self.chunks[index], self.selection.group_by
+        parts = parts_of(span, self.groups, self.options, grouped=group_by is not None)
+        if not parts:
+            return ""
+        # A sign-off sheet lists its whole group, beyond the chunk.
+        items = core.item_rows(run.id, item_t.c.position.between(span[0], max(p.start + p.count - 1 for p in parts)))
+        found = core.accounts(self.selection, items, related)
+        gone = [item.id for item, recipient in found if recipient is None]
+        if gone:
+            with core.engine().begin() as conn:
+                conn.execute(sa.update(item_t).where(item_t.c.id.in_(gone)).values(
+                    state=ITEM_FAILED, reason=_("The account no longer exists (or left the perimeter).")))
+        by_position = {item.position: recipient for item, recipient in found if recipient is not None}
+        sheets: list[render.Sheet] = []
+        missing: list[list[str]] = []
+        for part in parts:
+            recipients = [by_position[p] for p in range(part.start, part.start + part.count) if p in by_position]
+            if not recipients:
+                continue
+            group = None
+            if group_by:
+                label = render.group_label(recipients[0].group, group_by)
+                group = render.Group(label, part.group_count, part.start - part.group_start + 1)
+            if part.kind == SIGNOFF:
+                assert group is not None
+                sheets += render.signoff_sheets(recipients, group, self.settings)
+                continue
+            sheets += render.account_sheets(recipients, self.options, self.settings, group)
+            if self.options.postal:
+                missing += [render.missing_row(r, group_by) for r in recipients if not r.postal_address]
+        if missing:
+            chunk_path(run, index).with_suffix(".missing.json").write_text(json.dumps(missing), encoding="utf-8")
+        return render.render_document(sheets, self.options, self.settings) if sheets else ""
 
 
 def in_pdf_locale(function: Any) -> Any:
     """Letters speak the configured language (``PDF_LOCALE``), whoever renders them."""
 
+    @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with force_locale(config_value("PDF_LOCALE")):
             return function(*args, **kwargs)
@@ -466,10 +459,11 @@ def chunk_task(run_id: int, index: int) -> None:
         return
     try:
         job = Job.load(run, core.frozen_scope(run))
-        html = job.html(index)
-        if html:
-            worker.render_file(html, str(chunk_path(run, index)), job.settings.roots)
-        chunk_done(run, index)
+        if index not in chunks_on_disk(run, job.chunks):  # not a task sent again after a take-over
+            html = job.html(index)
+            if html:
+                worker.render_file(html, str(chunk_path(run, index)), job.settings.roots)
+            chunk_done(run, index)
     except Exception as exc:
         log.exception("publipostage PDF chunk failed")
         core.fail(run_id, exc)

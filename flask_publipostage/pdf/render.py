@@ -26,7 +26,6 @@ from . import fonts
 
 LETTER = "letter"
 CARDS = "cards"
-TEMPLATES = (LETTER, CARDS)
 CARDS_PER_PAGE = 8
 
 #: Text widths in millimetres, matching the templates' CSS.
@@ -300,16 +299,8 @@ def missing_sheets(rows: Sequence[Sequence[str]]) -> list[Sheet]:
     ]
 
 
-def missing_pages(count: int) -> int:
-    return math.ceil(count / MISSING_ROWS) if count else 0
-
-
 def missing_row(recipient: Recipient, group_by: str | None) -> list[str]:
     return [recipient.full_name, recipient.login, group_label(recipient.group, group_by)]
-
-
-def pages_for(count: int, options: Options) -> int:
-    return math.ceil(count / CARDS_PER_PAGE) if options.template == CARDS else count
 
 
 # -- the document ---------------------------------------------------------------------

@@ -535,15 +535,21 @@ def resume(run: Run) -> bool:
 
 def resume_stale(app: Flask) -> None:
     """Hand every run whose driver went silent to this process's runner (each
-    process with a runner calls it regularly; :func:`acquire` lets one win)."""
+    process with a runner calls it regularly; :func:`acquire` lets one win).
+
+    A run nobody ever started is only taken when it waited ten times
+    ``STALE_AFTER`` (its task was lost): before, it may just wait in a busy queue.
+    """
     with app.app_context():
         session = state().session
+        now = utcnow()
+        lost = now - 10 * (now - stale_before(now))
         try:
             ids = list(session.execute(
                 sa.select(Run.id).where(
                     Run.state.in_(ACTIVE_STATES),
-                    sa.or_(Run.heartbeat_at < stale_before(), sa.and_(Run.heartbeat_at.is_(None),
-                                                                       Run.created_at < stale_before())),
+                    sa.or_(Run.heartbeat_at < stale_before(now),
+                           sa.and_(Run.heartbeat_at.is_(None), Run.created_at < lost)),
                 )
             ).scalars())
         except sa.exc.SQLAlchemyError:

@@ -28,7 +28,6 @@ DONE = "done"
 FAILED = "failed"
 CANCELLED = "cancelled"
 ACTIVE_STATES = (QUEUED, RUNNING, WAITING)
-FINAL_STATES = (DONE, FAILED, CANCELLED)
 
 # Item states. ``pending`` and ``sending`` are work left; the others are outcomes.
 PENDING = "pending"
@@ -40,7 +39,6 @@ PRINTED = "printed"
 ITEM_FAILED = "failed"
 SKIPPED = "skipped"
 LEFT_STATES = (PENDING, SENDING)
-ITEM_STATES = (PENDING, SENDING, RENDERED, PRINTED, SENT, ITEM_FAILED, SKIPPED)
 
 NAME_LENGTH = 300
 EMAIL_LENGTH = 320
