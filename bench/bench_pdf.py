@@ -132,8 +132,11 @@ def _scope() -> Any:
 
 
 def child_job(database_url: str, instance: str, template: str) -> dict[str, Any]:
+    import sqlalchemy as sa
+
     from flask_publipostage.pdf import pipeline, render
     from flask_publipostage.runs import core
+    from flask_publipostage.runs.models import RunItem
     from flask_publipostage.selection import Selection
 
     app = bench_app(database_url, instance)
@@ -154,24 +157,23 @@ def child_job(database_url: str, instance: str, template: str) -> dict[str, Any]
         started = time.perf_counter()
         run_id = pipeline.start(selection, render.Options(template=template))[0].id
         first = None
-        session = app.extensions["publipostage"].db.session
-        while True:
-            session.rollback()
-            run = core.get(run_id)
-            progress = core.progress(run)
-            if first is None and progress.counts.weight_done > 0:
-                first = time.perf_counter() - started
-            if progress.finished:
-                break
+        # Two cheap queries a poll (the page's status costs more, once a second).
+        some_done = sa.select(RunItem.id).where(RunItem.run_id == run_id, RunItem.state != "pending").limit(1)
+        while core.is_active(run_id):
+            if first is None:
+                with core.engine().connect() as conn:
+                    if conn.execute(some_done).first() is not None:
+                        first = time.perf_counter() - started
             time.sleep(0.02)
         wall = time.perf_counter() - started
         app.extensions["publipostage"].runner.shutdown(wait=True)
         stop.set()
         watcher.join()
+        run = core.get(run_id)
         if run.state != "done":
             raise SystemExit(f"run ended {run.state}: {run.last_error}")
         pages = run.pages
-        accounts = progress.counts.total
+        accounts = core.count_items(run_id)
         size = os.path.getsize(run.file_path)
     return {
         "wall": wall,
@@ -199,7 +201,7 @@ def child_single(database_url: str, instance: str) -> dict[str, Any]:
         built = time.perf_counter()
         options = render.Options(template=render.LETTER)
         run = pipeline.start(selection, options, inline=True)[0]
-        job = pipeline.Job.load(run, core.frozen_scope(run))
+        job = pipeline.Job(run, core.frozen_scope(run))
         html = job.html(0)
         settings = job.settings
         html_seconds = time.perf_counter() - built

@@ -1,20 +1,33 @@
-"""flask-publipostage: the page "Publipostage des comptes" for a Flask ENT console."""
+"""flask-publipostage: the page "Publipostage des comptes" for a Flask ENT console.
 
-from .access import CAPABILITIES, PRINT, SEND, VIEW, Scope
-from .extension import MenuEntry, Publipostage
-from .host import HostModels, MappingError
-from .selection import Selection, SelectionError
+The names below are imported on first use: a PDF worker process imports
+``flask_publipostage.pdf.worker`` alone, not the whole extension.
+"""
 
-__all__ = [
-    "CAPABILITIES",
-    "HostModels",
-    "MappingError",
-    "MenuEntry",
-    "PRINT",
-    "Publipostage",
-    "SEND",
-    "Scope",
-    "Selection",
-    "SelectionError",
-    "VIEW",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Public name -> the module defining it.
+_EXPORTS = {
+    "CAPABILITIES": "access",
+    "PRINT": "access",
+    "SEND": "access",
+    "VIEW": "access",
+    "Scope": "access",
+    "MenuEntry": "extension",
+    "Publipostage": "extension",
+    "HostModels": "host",
+    "MappingError": "host",
+    "Selection": "selection",
+    "SelectionError": "selection",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -98,17 +98,19 @@ print("finished", flush=True)
 def drive_elsewhere_and_kill(
     tmp_path: Path, database_url: str, config: dict[str, Any], run_id: int, when: Callable[[], bool]
 ) -> None:
-    """Drive the run in another process, and kill it (-9) as soon as ``when()``."""
+    """Drive the run in another process, and kill it and its workers (-9) as soon
+    as ``when()``."""
     script = tmp_path / "drive.py"
     script.write_text(DRIVER_SCRIPT.format(root=str(ROOT)))
     process = subprocess.Popen(
         [sys.executable, str(script), database_url, str(tmp_path / "other"), json.dumps(config), str(run_id)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # its worker processes die with it
     )
     try:
         wait_for(lambda: when() or process.poll() is not None, timeout=90, interval=0.05)
         assert process.poll() is None, process.communicate()
-        os.kill(process.pid, signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)
     finally:
         process.wait(10)

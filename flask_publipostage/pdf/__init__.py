@@ -1,6 +1,2 @@
-"""PDF letters and cut-out cards: runs of the ``pdf`` kind.
-
-Importing the package registers the kind and its tasks (``pipeline``).
-"""
-
-from . import pipeline  # noqa: F401
+"""PDF letters and cut-out cards: runs of the ``pdf`` kind (``pipeline``), their
+routes (``views``); ``worker`` is all a rendering process imports."""

@@ -35,7 +35,7 @@ from ..config import config_value
 from ..csv_export import filename
 from ..i18n import gettext as _
 from ..i18n import lazy_gettext as _l
-from ..recipients import Related
+from ..recipients import Recipient, Related
 from ..runs import backends, core, files
 from ..runs.models import DONE, ITEM_FAILED, PENDING, PRINTED, RENDERED, Run, RunItem
 from ..selection import Selection
@@ -244,26 +244,38 @@ def chunks_on_disk(run: Run, chunks: Sequence[tuple[int, int]]) -> set[int]:
 # -- driving --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Job:
-    """What every chunk of one run needs, read once."""
+    """What every chunk of one run needs, read once; the accounts are read
+    ``ahead`` positions at a time when chunks are rendered one after the other."""
 
-    run: Run
-    selection: Selection
-    options: render.Options
-    settings: render.Settings
-    chunks: list[tuple[int, int]]
-    groups: list[Group]
+    def __init__(self, run: Run, scope: Scope, ahead: int = 0) -> None:
+        self.run = run
+        self.selection = core.selection_of(run, scope)
+        self.options = render.Options.from_dict(run.options_dict)
+        self.settings = render.Settings.from_config(run.school_name)
+        self.chunks = plan(run, self.selection, self.options, self.settings)
+        self.groups = groups(run.id)
+        self.ahead = ahead
+        self.related = Related(state().host, self.selection)
+        self._read: dict[int, Recipient] = {}
+        self._span = (0, -1)  # the positions in _read
 
-    @classmethod
-    def load(cls, run: Run, scope: Scope) -> "Job":
-        selection = core.selection_of(run, scope)
-        options = render.Options.from_dict(run.options_dict)
-        settings = render.Settings.from_config(run.school_name)
-        chunks = plan(run, selection, options, settings)
-        return cls(run, selection, options, settings, chunks, groups(run.id))
+    def accounts(self, lo: int, hi: int) -> dict[int, Recipient]:
+        """The accounts at positions ``lo`` .. ``hi`` that still exist, by position."""
+        if not self._span[0] <= lo <= hi <= self._span[1]:
+            stop = max(hi, lo + self.ahead - 1)
+            items = core.item_rows(self.run.id, item_t.c.position.between(lo, stop))
+            found = core.accounts(self.selection, items, self.related)
+            gone = [item.id for item, recipient in found if recipient is None]
+            if gone:
+                with core.engine().begin() as conn:
+                    conn.execute(sa.update(item_t).where(item_t.c.id.in_(gone)).values(
+                        state=ITEM_FAILED, reason=_("The account no longer exists (or left the perimeter).")))
+            self._read = {item.position: recipient for item, recipient in found if recipient is not None}
+            self._span = (lo, stop)
+        return {p: r for p, r in self._read.items() if lo <= p <= hi}
 
-    def html(self, index: int, related: Related | None = None) -> str:
+    def html(self, index: int) -> str:
         """The HTML of one chunk (empty when none of its accounts exists any more);
         its accounts without a postal address are noted beside it."""
         run, span, group_by = self.run, self.chunks[index], self.selection.group_by
@@ -271,14 +283,7 @@ class Job:
         if not parts:
             return ""
         # A sign-off sheet lists its whole group, beyond the chunk.
-        items = core.item_rows(run.id, item_t.c.position.between(span[0], max(p.start + p.count - 1 for p in parts)))
-        found = core.accounts(self.selection, items, related)
-        gone = [item.id for item, recipient in found if recipient is None]
-        if gone:
-            with core.engine().begin() as conn:
-                conn.execute(sa.update(item_t).where(item_t.c.id.in_(gone)).values(
-                    state=ITEM_FAILED, reason=_("The account no longer exists (or left the perimeter).")))
-        by_position = {item.position: recipient for item, recipient in found if recipient is not None}
+        by_position = self.accounts(span[0], max(p.start + p.count - 1 for p in parts))
         sheets: list[render.Sheet] = []
         missing: list[list[str]] = []
         for part in parts:
@@ -316,7 +321,7 @@ def in_pdf_locale(function: Any) -> Any:
 def drive(run: Run, scope: Scope) -> None:
     """Plan the chunks, then render them here or hand them to the workers."""
     try:
-        job = Job.load(run, scope)
+        job = Job(run, scope, ahead=int(config_value("BATCH_SIZE")))
         files.parts_dir(run).mkdir(parents=True, exist_ok=True)
         done = chunks_on_disk(run, job.chunks)
         if backends.runner().distributed:
@@ -376,12 +381,11 @@ def _render_here(job: Job, done: set[int]) -> None:
             if not core.is_active(run.id):
                 raise Cancelled
 
-        related = Related(state().host, job.selection)
         for index in todo:
             while len(futures) >= workers * 2:
                 collect(block=True)
             collect(block=False)
-            html = job.html(index, related)
+            html = job.html(index)
             state().session.commit()  # end the read transaction: no snapshot held for the whole run
             if not html:
                 ready.add(index)
@@ -458,7 +462,7 @@ def chunk_task(run_id: int, index: int) -> None:
     if run is None or not run.is_active:
         return
     try:
-        job = Job.load(run, core.frozen_scope(run))
+        job = Job(run, core.frozen_scope(run))
         if index not in chunks_on_disk(run, job.chunks):  # not a task sent again after a take-over
             html = job.html(index)
             if html:
@@ -481,7 +485,7 @@ def finish_task(run_id: int) -> None:
         if run is not None:
             _discard(run)
         return
-    job = Job.load(run, core.frozen_scope(run))
+    job = Job(run, core.frozen_scope(run))
     output = _output(run)
     try:
         for index in range(len(job.chunks)):
