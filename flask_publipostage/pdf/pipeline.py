@@ -41,7 +41,6 @@ from ..runs.models import DONE, ITEM_FAILED, PENDING, PRINTED, RENDERED, Run, Ru
 from ..selection import Selection
 from ..state import state
 from . import render, worker
-from .merge import StreamingPdfConcatenator
 
 log = logging.getLogger(__name__)
 
@@ -411,7 +410,10 @@ def _render_here(job: Job, done: set[int]) -> None:
     _complete(run, output)
 
 
-def _output(run: Run) -> StreamingPdfConcatenator:
+def _output(run: Run) -> Any:
+    # pypdf is loaded by processes that merge, not by every web process.
+    from .merge import StreamingPdfConcatenator
+
     # Named per driver: two drivers of one run (a take-over) never write one file.
     target = files.storage_dir() / f"{run.token}.pdf.{os.getpid()}.part"
     return StreamingPdfConcatenator(str(target), title=run.school_name or run.file_name)
@@ -424,7 +426,7 @@ def _missing_rows(job: Job) -> Iterable[list[str]]:
             yield from json.loads(path.read_text(encoding="utf-8"))
 
 
-def _append_missing(job: Job, output: StreamingPdfConcatenator) -> None:
+def _append_missing(job: Job, output: Any) -> None:
     """Postal letters end with the list of the accounts that had no address."""
     if not job.options.postal:
         return
@@ -436,7 +438,7 @@ def _append_missing(job: Job, output: StreamingPdfConcatenator) -> None:
         output.append(str(path))
 
 
-def _complete(run: Run, output: StreamingPdfConcatenator) -> None:
+def _complete(run: Run, output: Any) -> None:
     output.close()
     final = files.final_path(run)
     os.replace(output.path, final)
