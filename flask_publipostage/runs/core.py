@@ -348,7 +348,8 @@ def acquire(run_id: int, *, force: bool = False, states: Sequence[str] = ACTIVE_
                 heartbeat_at=now,
                 state=sa.case((c.state == WAITING, WAITING), else_=RUNNING),
                 started_at=sa.func.coalesce(c.started_at, now),
-                takeovers=c.takeovers + sa.case((c.heartbeat_at.is_(None), 0), else_=1),
+                # Resuming a stopped run starts the count again; a first start is no take-over.
+                takeovers=sa.case((c.state == FAILED, 0), (c.heartbeat_at.is_(None), c.takeovers), else_=c.takeovers + 1),
                 finished_at=None,
             )
             .returning(c.takeovers)
