@@ -95,6 +95,11 @@ def start(selection: Selection, options: render.Options, *, inline: bool = False
     )
 
 
+def is_small(accounts: int) -> bool:
+    """A small run is one chunk, rendered in the admin's request."""
+    return accounts <= int(config_value("PDF_SYNC_LIMIT"))
+
+
 # -- planning ---------------------------------------------------------------------------------
 
 
@@ -192,7 +197,7 @@ def plan(run: Run, selection: Selection, options: render.Options, settings: rend
     group_rows = groups(run.id)
     total = sum(g.count for g in group_rows)
     signoff = options.signoff and selection.group_by == "class"
-    if total <= int(config_value("PDF_SYNC_LIMIT")):
+    if is_small(total):
         chunks = [(1, total)] if total else []
     else:
         workers = max(1, int(config_value("PDF_WORKERS")))

@@ -12,7 +12,6 @@ from wtforms import BooleanField, RadioField
 from wtforms.validators import InputRequired
 
 from ..access import PRINT, current_scope, has_capability, require
-from ..config import config_value
 from ..i18n import gettext as _
 from ..i18n import lazy_gettext as _l
 from ..i18n import ngettext
@@ -111,7 +110,7 @@ def generate_pdf() -> Any:
     check_size(counters)
     if counters.selected == 0:
         raise SelectionError(_("No account matches these filters: there is nothing to print."))
-    inline = counters.selected <= int(config_value("PDF_SYNC_LIMIT"))
+    inline = pipeline.is_small(counters.selected)
     run, _created = pipeline.start(selection, options, inline=inline)
     if not inline:
         return redirect(url_for("publipostage.pdf_job", job_id=run.token), code=303)
