@@ -19,7 +19,7 @@ from .i18n import gettext, make_domain, ngettext, resource_dir
 from .i18n import lazy_gettext as _l
 from .mail import commands as mail_commands
 from .mail import views as mail_views
-from .models import metadata
+from .models import metadata, when
 from .pdf import views as pdf_views
 from .runs import backends, core
 from .sql import fold_for_sort
@@ -130,6 +130,7 @@ class Publipostage:
             _pp_n=ngettext,
             publipostage_menu=menu_entries,
         )
+        app.jinja_env.filters["pp_when"] = when
         with app.app_context():
             engine = db.engine
             if engine.dialect.name == "sqlite":

@@ -8,9 +8,12 @@ foreign key to the host's tables and a host using migrations adds
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase
+
+from .config import config_value
 
 metadata = sa.MetaData()
 
@@ -20,4 +23,17 @@ class Base(DeclarativeBase):
 
 
 def utcnow() -> datetime:
+    """Now, as the extension's tables store times: naive, in UTC."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def local(moment: datetime) -> datetime:
+    """A time of the extension's tables in the school's time zone (``TIMEZONE``)."""
+    return moment.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(config_value("TIMEZONE")))
+
+
+def when(moment: datetime | None, seconds: bool = False) -> str:
+    """"03/09/2026 14:21", in the school's time zone, as every page shows a time."""
+    if moment is None:
+        return ""
+    return local(moment).strftime("%d/%m/%Y %H:%M:%S" if seconds else "%d/%m/%Y %H:%M")

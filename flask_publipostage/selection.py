@@ -71,6 +71,8 @@ class Filter:
     :param check: ``(selection, value) -> None``, raising a 403 for what lies
         outside the admin's perimeter.
     :param default: the value when the parameter is absent.
+    :param banner: ``(selection, value) -> str``: an output's restriction shows on
+        the page as a banner saying what it keeps, until the admin removes it.
     """
 
     param: str
@@ -83,6 +85,7 @@ class Filter:
     check: Callable[["Selection", Any], None] | None = None
     default: Any = None
     help: str = ""
+    banner: Callable[["Selection", Any], str] | None = None
 
     def __post_init__(self) -> None:
         if self.choices and self.default is None:

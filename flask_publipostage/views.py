@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,7 +27,8 @@ from .config import config_value
 from .host import parse_key
 from .i18n import gettext as _
 from .profiles import PROFILE_ORDER, Profile
-from .recipients import last_page, local_time, page_next_to
+from .models import local, utcnow
+from .recipients import last_page, page_next_to
 from .recipients import page as recipients_page
 from .selection import FILTERS, Selection, SelectionError, check_size, count, describe
 from .sql import fold_for_sort
@@ -84,7 +85,7 @@ def time_left_label(seconds: int | None) -> str:
 
 
 def clock(moment: datetime) -> str:
-    return local_time(moment).strftime("%H:%M:%S")
+    return local(moment).strftime("%H:%M:%S")
 
 
 def selection_error(error: SelectionError) -> tuple[str, int]:
@@ -114,7 +115,26 @@ def filter_options() -> dict[str, Any]:
         "classes": [(str(cid), name) for cid, name in classes],
         "filters": FILTERS,
         "defaults": {param: f.default for param, f in FILTERS.items() if f.choices},
+        "school_year_start": school_year_start(),
     }
+
+
+def restrictions(selection: Selection) -> list[tuple[str, list[str], str, str]]:
+    """``(parameter, values, banner, address without it)`` of each output's
+    restriction in force."""
+    found = []
+    for param, value in selection.values.items():
+        banner = FILTERS[param].banner
+        if banner is not None:
+            kept = {k: v for k, v in request.args.lists() if k != param and k not in PAGE_PARAMS[:4]}
+            found.append((param, FILTERS[param].write(value), banner(selection, value), url_for("publipostage.index", **kept)))
+    return found
+
+
+def school_year_start(today: date | None = None) -> date:
+    """1 September of the current school year, in the school's time zone."""
+    today = today or local(utcnow()).date()
+    return date(today.year if today.month >= 9 else today.year - 1, 9, 1)
 
 
 def chosen_template() -> str | None:
@@ -216,6 +236,7 @@ def index() -> Response:
         render_template(
             "publipostage/page.html",
             options=filter_options(),
+            restrictions=restrictions(selection),
             profiles_enum=Profile,
             **preview_context(selection),
         )

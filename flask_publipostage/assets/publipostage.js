@@ -66,6 +66,16 @@
     }
     syncSortOptions();
     filterAdvice();
+    checkDates();
+    syncRestrictions();
+  }
+
+  /* A restriction's banner shows while its value is in the form. */
+  function syncRestrictions() {
+    form.querySelectorAll("[data-pp-restriction]").forEach(function (banner) {
+      var input = banner.querySelector("input[type=hidden]");
+      banner.hidden = !input || !input.value;
+    });
   }
 
   /* -- fetching the preview ------------------------------------------------- */
@@ -115,6 +125,8 @@
           window.history.replaceState({ ppQuery: query }, "", url);
         }
         syncActions(params);
+        syncSummary();
+        syncPdfOptions();
         announce();
       } else {
         var alert = results.querySelector("[role=alert]");
@@ -232,6 +244,62 @@
     }));
   }
 
+  /* -- what the admin sees while filtering ---------------------------------------- */
+
+  // The counters, repeated in a summary that stays in sight above the filters.
+  function syncSummary() {
+    var summary = document.getElementById("pp-summary");
+    var counters = results.querySelector(".pp-counters");
+    if (summary && counters) {
+      summary.textContent = counters.getAttribute("data-summary");
+    }
+  }
+
+  // Inverted creation dates are flagged next to the date fields.
+  function checkDates() {
+    var since = form.elements.namedItem("created_since");
+    var before = form.elements.namedItem("created_before");
+    var error = document.getElementById("pp-dates-error");
+    if (!since || !before || !error) {
+      return;
+    }
+    var inverted = Boolean(since.value && before.value && since.value > before.value);
+    error.hidden = !inverted;
+    [since, before].forEach(function (field) {
+      if (inverted) {
+        field.setAttribute("aria-invalid", "true");
+      } else {
+        field.removeAttribute("aria-invalid");
+      }
+    });
+  }
+
+  /* -- step 3: an option that cannot apply is greyed out, with its reason -------- */
+
+  function syncOption(name, why, disabled) {
+    var box = document.querySelector("#pp-pdf input[name=" + name + "]");
+    var reason = document.getElementById(why);
+    if (!box) {
+      return;
+    }
+    box.disabled = disabled;
+    if (disabled) {
+      box.checked = false;
+    }
+    if (reason) {
+      reason.hidden = !disabled;
+    }
+  }
+
+  function syncPdfOptions() {
+    var cards = document.querySelector("#pp-pdf input[name=template][value=cards]");
+    syncOption("postal", "pp-postal-why", Boolean(cards && cards.checked));
+    var params = formParams();
+    // The first sort key (a lone "Puis par" counts as the first one).
+    var first = params.get("sort") || params.get("then");
+    syncOption("signoff", "pp-signoff-why", first !== "class");
+  }
+
   /* -- "Puis par" cannot repeat "Par" ------------------------------------------ */
 
   function syncSortOptions() {
@@ -316,6 +384,9 @@
     if (target.name === "profile") {
       filterAdvice();
     }
+    if (target.type === "date") {
+      checkDates();
+    }
     // A half-typed date fires "input" with an empty value: wait for a full one.
     if (target.type === "date" && event.type === "input" && target.value === "" && target.validity && target.validity.badInput) {
       return;
@@ -335,11 +406,13 @@
   if (reset) {
     reset.addEventListener("click", function (event) {
       event.preventDefault();
-      var template = form.elements.namedItem("template");
+      // The filters go; the template and the restrictions stay (they go on purpose).
       var params = new URLSearchParams();
-      if (template && template.value) {
-        params.set("template", template.value);
-      }
+      form.querySelectorAll("input[data-pp-keep]").forEach(function (input) {
+        if (input.value) {
+          params.append(input.name, input.value);
+        }
+      });
       applyParams(params);
       window.clearTimeout(timer);
       update(formParams(), "push");
@@ -368,8 +441,29 @@
     update(params, "none");
   });
 
+  form.addEventListener("click", function (event) {
+    var remove = event.target.closest ? event.target.closest("[data-pp-remove]") : null;
+    if (!remove) {
+      return;
+    }
+    event.preventDefault();
+    var banner = remove.closest("[data-pp-restriction]");
+    banner.querySelectorAll("input[type=hidden]").forEach(function (input) { input.value = ""; });
+    banner.hidden = true;
+    window.clearTimeout(timer);
+    update(formParams(), "push");
+  });
+
+  document.addEventListener("change", function (event) {
+    if (event.target && event.target.name === "template" && event.target.closest("#pp-pdf")) {
+      syncPdfOptions();
+    }
+  });
+
   window.history.replaceState({ ppQuery: location.search.replace(/^\?/, "") }, "", location.href);
   syncSortOptions();
   filterAdvice();
+  checkDates();
+  syncPdfOptions();
   document.documentElement.classList.add("pp-js");
 })();

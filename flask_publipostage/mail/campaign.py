@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from ..csv_export import safe_cell
 from ..host import parse_key
+from ..models import when
 from ..i18n import gettext as _
 from ..i18n import lazy_gettext as _l
 from ..runs import core
@@ -90,6 +91,15 @@ def _check_campaign(selection: Selection, run_id: int) -> None:
         raise SelectionError(_("This campaign is outside your scope."), status=403, field="campaign")
 
 
+def _campaign_banner(selection: Selection, run_id: int) -> str:
+    run = core.get(run_id)
+    unreached = count(Selection({"campaign": run_id}, selection.scope)).selected
+    return _(
+        "Accounts not reached by the campaign of %(date)s: %(count)d",
+        date=when(run.created_at) if run else "", count=unreached,
+    )
+
+
 register(
     Filter(
         "campaign",
@@ -100,6 +110,28 @@ register(
         ),
         check=_check_campaign,
         help="Only the accounts campaign ID did not reach.",
+        banner=_campaign_banner,
+    )
+)
+
+
+# -- the accounts an earlier campaign already reached ------------------------------------------
+
+
+def _emailed_condition(selection: Selection, host: Any, value: str) -> Any:
+    """Sent their credentials by email by a campaign ("yes"), or never ("never")."""
+    i = core.item_t.c
+    sent = sa.select(i.user_id).where(i.kind == "email", i.state == SENT)
+    reached = sa.cast(host.user_id, sa.String).in_(sent)
+    return reached if value == "yes" else sa.not_(reached)
+
+
+register(
+    Filter(
+        "emailed",
+        _l("Credentials already emailed"),
+        choices=(("all", _l("All")), ("never", _l("Never emailed")), ("yes", _l("Already emailed"))),
+        condition=_emailed_condition,
     )
 )
 

@@ -13,6 +13,7 @@ from flask_babel import force_locale
 from ..commands import follow, selection_from_options, selection_options
 from ..config import config_value
 from ..host import parse_key
+from ..models import when
 from ..i18n import gettext as _
 from ..runs import backends, core
 from ..runs.models import ACTIVE_STATES, FAILED, Run
@@ -173,7 +174,7 @@ def status_command(campaign_id: int | None, failures: bool) -> None:
             for c in rows:
                 status = campaigns.CampaignStatus(core.Progress(c.state, live[c.id], None, None, None, None))
                 click.echo(
-                    f"{c.id:>6}  {c.created_at:%Y-%m-%d %H:%M}  {campaigns.state_label(c.state):<28}  "
+                    f"{c.id:>6}  {when(c.created_at)}  {campaigns.state_label(c.state):<28}  "
                     + _counts_line(status.progress)
                     + f"  [{c.actor} · {c.scope_key}]"
                 )
@@ -182,7 +183,7 @@ def status_command(campaign_id: int | None, failures: bool) -> None:
         status = campaigns.status(campaign)
         click.echo(_("Campaign %(id)d: %(state)s.", id=campaign.id, state=campaigns.state_label(status.state)))
         click.echo(_("Started by %(actor)s (%(scope)s) on %(date)s.", actor=campaign.actor, scope=campaign.scope_key,
-                     date=f"{campaign.created_at:%Y-%m-%d %H:%M}"))
+                     date=when(campaign.created_at)))
         click.echo(_counts_line(status.progress))
         if status.duplicates:
             click.echo(_("%(n)d message(s) possibly duplicated (sent again after an interruption).", n=status.duplicates))

@@ -26,6 +26,8 @@ from . import campaign as campaigns
 from .message import MailConfigError, MailSettings, MessageFactory, address_problem, ensure_mail, render
 from .sender import KIND, SmtpUnavailable, close_quietly, describe, open_connection
 
+#: The activation code of "m'envoyer un exemple": plainly not one of the ENT's.
+SAMPLE_CODE = "EXEMPLE-0000"
 #: Failures and skips listed on the report page (all of them are in the CSV).
 REPORT_ROWS = 500
 CAMPAIGNS_PER_PAGE = 50
@@ -72,7 +74,13 @@ def mail_confirm() -> Response:
     counters = count(selection)
     check_size(counters)
     scope = current_scope()
-    to_send = counters.selected - counters.without_email
+    # Who receives what: counted among the recipients (accounts with an address).
+    recipients = count(selection.with_values(email="with")) if selection.email != "without" else None
+    to_send = recipients.selected if recipients else 0
+    # Before sending again: who already got their credentials by email.
+    already = 0
+    if to_send and selection.get("emailed") == "all":
+        already = count(selection.with_values(email="with", emailed="yes")).selected
     recipient = first_recipient(selection)
     settings_error = None
     preview = settings = None
@@ -88,6 +96,9 @@ def mail_confirm() -> Response:
         selection=selection,
         counters=counters,
         to_send=to_send,
+        codes=recipients.not_activated if recipients else 0,
+        already=already,
+        leave_out_url=url_for("publipostage.mail_confirm", **{**_selection_args(selection), "emailed": ["never"]}),
         recipient=recipient,
         recipient_problem=address_problem(recipient.email) if recipient else None,
         preview=preview,
@@ -140,7 +151,10 @@ def mail_sample() -> Any:
     except MailConfigError as exc:
         raise SelectionError(str(exc)) from None
     factory = MessageFactory(settings)
-    rendered = render(shown_to_admin(recipient), settings)
+    # A mailbox is no place for a live code: the sample carries a fake one.
+    if recipient.activation_code:
+        recipient = dataclasses.replace(recipient, activation_code=SAMPLE_CODE)
+    rendered = render(recipient, settings)
     rendered = dataclasses.replace(rendered, subject=_("[Sample] %(subject)s", subject=rendered.subject))
     message = factory.from_rendered(
         rendered, "", to, factory.message_id("sample", secrets.token_hex(8))
@@ -198,7 +212,7 @@ def mail_campaign(campaign_id: str) -> str:
         report_limit=REPORT_ROWS,
         form=PostForm(),
         selection_args=campaign.selection_args,
-        unreached_url=url_for("publipostage.index", campaign=campaign.id),
+        unreached_url=url_for("publipostage.index", campaign=campaign.id, _anchor="pp-pdf"),
     )
 
 

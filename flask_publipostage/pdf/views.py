@@ -37,13 +37,16 @@ class PdfForm(FlaskForm):
     postal = BooleanField(_l("Postal mail: the address shows in the window of a DL envelope (1 per page)"))
     signoff = BooleanField(_l("Add a sign-off sheet at the head of each class (sorted by class)"))
 
-    def options(self) -> render.Options:
-        template = self.template.data
-        return render.Options(
-            template=template,
-            postal=bool(self.postal.data) and template == render.LETTER,
-            signoff=bool(self.signoff.data),
+    def options(self, group_by: str | None) -> render.Options:
+        """The options chosen; one that cannot apply is refused, never ignored."""
+        options = render.Options(
+            template=self.template.data, postal=bool(self.postal.data), signoff=bool(self.signoff.data)
         )
+        if options.postal and options.template != render.LETTER:
+            raise SelectionError(_("Postal mail needs the template “1 per page”."), field="postal")
+        if options.signoff and group_by != "class":
+            raise SelectionError(_("The sign-off sheet needs the accounts sorted by class first."), field="signoff")
+        return options
 
 
 def pdf_context() -> dict[str, Any]:
@@ -53,8 +56,12 @@ def pdf_context() -> dict[str, Any]:
         files.purge()
         return [JobView(run) for run in state().session.execute(core.visible(KIND, current_scope()).limit(5)).scalars()]
 
+    def form(template: str | None = None) -> PdfForm:
+        """The form, with the template a preset named already chosen."""
+        return PdfForm(data={"template": template}) if template in (render.LETTER, render.CARDS) else PdfForm()
+
     return {
-        "pdf_form": PdfForm,
+        "pdf_form": form,
         "pdf_recent_jobs": recent,
         "pdf_postal_available": lambda: state().host.has_postal_address,
         "pdf_view": JobView,
@@ -101,7 +108,7 @@ def generate_pdf() -> Any:
         if "template" in form.errors and "csrf_token" not in form.errors:
             raise SelectionError(_("Invalid PDF template: choose “1 per page” or “8 per page”."), field="template")
         raise form_error(form)
-    options = form.options()
+    options = form.options(selection.group_by)
     if options.postal and not state().host.has_postal_address:
         raise SelectionError(
             _("Postal letters need postal addresses, which this console does not provide."), field="postal"
