@@ -26,8 +26,8 @@ from .access import PRINT, VIEW, current_scope, has_capability, require
 from .config import config_value
 from .host import parse_key
 from .i18n import gettext as _
-from .profiles import PROFILE_ORDER, Profile
 from .models import local, utcnow
+from .profiles import PROFILE_ORDER, Profile
 from .recipients import last_page, page_next_to
 from .recipients import page as recipients_page
 from .selection import FILTERS, Selection, SelectionError, check_size, count, describe

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 
 from ..csv_export import safe_cell
 from ..host import parse_key
-from ..models import when
 from ..i18n import gettext as _
 from ..i18n import lazy_gettext as _l
+from ..models import when
 from ..runs import core
 from ..runs.models import (
     EMAIL_LENGTH,

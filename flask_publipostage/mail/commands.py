@@ -13,8 +13,8 @@ from flask_babel import force_locale
 from ..commands import follow, selection_from_options, selection_options
 from ..config import config_value
 from ..host import parse_key
-from ..models import when
 from ..i18n import gettext as _
+from ..models import when
 from ..runs import backends, core
 from ..runs.models import ACTIVE_STATES, FAILED, Run
 from ..selection import Selection, SelectionError, count
