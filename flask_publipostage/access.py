@@ -40,6 +40,8 @@ class Scope:
         admin (sees every audit row), a school id for a local admin.
     :param school_name: printed on letters and used to name files.
     :param actor_email: where "m'envoyer un exemple" sends a sample.
+    :param actor_name: how the journal and the lists of runs name the admin
+        ("Mme Dupont (adml.ecole)"); ``actor`` when empty.
     """
 
     actor: str
@@ -48,6 +50,7 @@ class Scope:
     key: str = "*"
     school_name: str = ""
     actor_email: str | None = None
+    actor_name: str = ""
 
     @property
     def is_global(self) -> bool:

@@ -119,7 +119,13 @@ def upgrade_db() -> None:
 
 def _upgrade() -> None:
     engine = core.engine()
-    existing = set(sa.inspect(engine).get_table_names())
+    inspector = sa.inspect(engine)
+    existing = set(inspector.get_table_names())
+    audit_columns = {c["name"] for c in inspector.get_columns("publipostage_audit")} if "publipostage_audit" in existing else set()
+    if audit_columns and "actor_name" not in audit_columns:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE publipostage_audit ADD COLUMN actor_name VARCHAR(200)"))
+        click.echo(_("The log now records the name of each admin."))
     if OLD_TABLES[0] not in existing:
         click.echo(_("Nothing to upgrade: no table of version 0.1."))
         return

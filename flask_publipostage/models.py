@@ -7,7 +7,7 @@ foreign key to the host's tables and a host using migrations adds
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -30,6 +30,12 @@ def utcnow() -> datetime:
 def local(moment: datetime) -> datetime:
     """A time of the extension's tables in the school's time zone (``TIMEZONE``)."""
     return moment.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(config_value("TIMEZONE")))
+
+
+def school_midnight(day: date) -> datetime:
+    """The start of ``day`` in the school's time zone, as the tables store times."""
+    start = datetime.combine(day, time.min, tzinfo=ZoneInfo(config_value("TIMEZONE")))
+    return start.astimezone(timezone.utc).replace(tzinfo=None)
 
 
 def when(moment: datetime | None, seconds: bool = False) -> str:

@@ -131,22 +131,28 @@ def field_label(param: str) -> str:
     return str(found.label) if found else param
 
 
-def describe(args: Mapping[str, list[str]]) -> list[str]:
-    """Each parameter of a stored selection in words ("Activation : Non activés"),
-    for the journal."""
+def describe(args: Mapping[str, list[str]], class_names: Mapping[str, str] | None = None) -> str:
+    """A stored selection in words, as the journal shows it ("Parents · CP, CE1 ·
+    Avec un courriel"); ``class_names``: class id (text) -> name."""
     words = []
-    for param, raw in args.items():
-        found = FILTERS.get(param)
-        if found is None:
+    for param, found in FILTERS.items():
+        raw = args.get(param)
+        if not raw or param == "then":
             continue
-        if found.choices:
-            values = [found.choice_label(v) for v in raw]
-        elif param == "profile":
-            values = [Profile(v).label if v in {p.value for p in Profile} else v for v in raw]
+        if param == "profile":
+            words.append(", ".join(p.plural_label for p in _read_profiles(raw)))
+        elif param == "class":
+            words.append(", ".join((class_names or {}).get(v, v) for v in raw))
+        elif param in ("sort", "then"):
+            keys = [found.choice_label(raw[0]), *(FILTERS["then"].choice_label(v) for v in args.get("then", []))]
+            words.append(_("Sorted by %(keys)s", keys=", ".join(keys).lower()))
+        elif found.choices:
+            words.append(found.choice_label(raw[0]))
+        elif found.read is not None and param.startswith("created_"):
+            words.append(f"{found.label} {found.parse(raw).strftime('%d/%m/%Y')}")
         else:
-            values = list(raw)
-        words.append(f"{found.label} : {', '.join(values)}")
-    return words
+            words.append(f"{found.label} {', '.join(raw)}")
+    return " · ".join(words) or _("All accounts")
 
 
 def _read_profiles(values: list[str]) -> tuple[Profile, ...]:
@@ -174,32 +180,29 @@ def _read_classes(values: list[str]) -> tuple[Any, ...]:
     return tuple(dict.fromkeys(parsed))
 
 
-def _reader_of_date(param: str) -> Callable[[list[str]], date]:
-    def read(values: list[str]) -> date:
-        value = values[0].strip()
-        try:
-            # Only YYYY-MM-DD (what <input type="date"> sends): fromisoformat alone
-            # would also take "20250901" or "2025-W36-1".
-            if not _ISO_DATE.fullmatch(value):
-                raise ValueError(value)
-            parsed = date.fromisoformat(value)
-        except ValueError:
-            raise SelectionError(
-                _(
-                    "Invalid date “%(value)s” for the field “%(name)s” (expected YYYY-MM-DD).",
-                    value=value[:40],
-                    name=field_label(param),
-                ),
-                field=param,
-            ) from None
-        if not MIN_YEAR <= parsed.year <= MAX_YEAR:
-            raise SelectionError(
-                _("The date “%(value)s” of the field “%(name)s” is out of range.", value=value, name=field_label(param)),
-                field=param,
-            )
-        return parsed
+def read_date(value: str, label: Any, field: str) -> date:
+    """A day typed as YYYY-MM-DD (what ``<input type="date">`` sends), between
+    1900 and 2999; a French :class:`SelectionError` naming ``label`` otherwise."""
+    value = value.strip()
+    try:
+        # fromisoformat alone would also take "20250901" or "2025-W36-1".
+        if not _ISO_DATE.fullmatch(value):
+            raise ValueError(value)
+        parsed = date.fromisoformat(value)
+    except ValueError:
+        raise SelectionError(
+            _("Invalid date “%(value)s” for the field “%(name)s” (expected YYYY-MM-DD).", value=value[:40], name=label),
+            field=field,
+        ) from None
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise SelectionError(
+            _("The date “%(value)s” of the field “%(name)s” is out of range.", value=value, name=label), field=field
+        )
+    return parsed
 
-    return read
+
+def _reader_of_date(param: str) -> Callable[[list[str]], date]:
+    return lambda values: read_date(values[0], field_label(param), param)
 
 
 def _profile_condition(selection: "Selection", host: HostModels, profiles: tuple[Profile, ...]) -> Any:

@@ -4,9 +4,12 @@ forms, French errors)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import re
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,11 +29,11 @@ from .access import PRINT, VIEW, current_scope, has_capability, require
 from .config import config_value
 from .host import parse_key
 from .i18n import gettext as _
-from .models import local, utcnow
+from .models import local, school_midnight, utcnow, when
 from .profiles import PROFILE_ORDER, Profile
 from .recipients import last_page, page_next_to
 from .recipients import page as recipients_page
-from .selection import FILTERS, Selection, SelectionError, check_size, count, describe
+from .selection import FILTERS, Selection, SelectionError, check_size, count, describe, read_date
 from .sql import fold_for_sort
 from .state import state
 
@@ -267,10 +270,104 @@ def export_csv() -> Response:
     )
 
 
+JOURNAL_PAGE = 50
+
+
+@dataclass(frozen=True)
+class JournalQuery:
+    """The journal's own filters: an output, a first and a last day, a page."""
+
+    output: str = ""
+    since: date | None = None
+    until: date | None = None
+    page: int = 1
+
+    @classmethod
+    def from_args(cls) -> "JournalQuery":
+        args = request.args
+        for key in args:
+            if key not in ("output", "since", "until", "page"):
+                raise SelectionError(_("Unknown parameter “%(name)s”.", name=key[:40]))
+        output = args.get("output", "")
+        if output and output not in audit.OUTPUTS:
+            raise SelectionError(_("Invalid value “%(value)s” for the field “%(name)s”.", value=output[:40], name=_("Output")))
+        days = {key: read_date(args[key], _("From") if key == "since" else _("Until"), key) if args.get(key) else None
+                for key in ("since", "until")}
+        raw_page = args.get("page", "1")
+        if not (raw_page.isascii() and raw_page.isdigit()) or not 1 <= int(raw_page) <= MAX_PAGE:
+            raise SelectionError(_("Invalid page number."), field="page")
+        return cls(output, days["since"], days["until"], int(raw_page))
+
+    def statement(self) -> sa.Select[Any]:
+        """The rows, the days counted in the school's time zone (both inclusive)."""
+        since = school_midnight(self.since) if self.since else None
+        until = school_midnight(self.until + timedelta(days=1)) if self.until else None
+        return audit.visible_entries(current_scope(), action=self.output or None, since=since, until=until)
+
+    def args(self, **changes: Any) -> dict[str, Any]:
+        found = {"output": self.output, "since": self.since and self.since.isoformat(),
+                 "until": self.until and self.until.isoformat(), "page": self.page, **changes}
+        return {k: v for k, v in found.items() if v and not (k == "page" and v == 1)}
+
+
+def class_names_of(entries: Any) -> dict[str, str]:
+    """Names of the classes the journal's rows name (one query)."""
+    host = state().host
+    ids = {v for e in entries for v in e.selection_args.get("class", [])}
+    keys = [k for k in (parse_key(host.class_id, v) for v in ids) if k is not None]
+    if not keys:
+        return {}
+    rows = state().session.execute(sa.select(host.class_id, host.class_name_column()).where(host.class_id.in_(keys)))
+    return {str(class_id): name for class_id, name in rows}
+
+
 @require(VIEW)
 def audit_log() -> str:
-    entries = state().session.execute(audit.visible_entries(current_scope())).scalars().all()
-    return render_template("publipostage/audit.html", entries=entries, describe=describe)
+    query = JournalQuery.from_args()
+    session = state().session
+    stmt = query.statement()
+    total = session.execute(sa.select(sa.func.count()).select_from(stmt.order_by(None).subquery())).scalar_one()
+    pages = max(1, math.ceil(total / JOURNAL_PAGE))
+    entries = session.execute(stmt.limit(JOURNAL_PAGE).offset((min(query.page, pages) - 1) * JOURNAL_PAGE)).scalars().all()
+    return render_template(
+        "publipostage/audit.html",
+        entries=entries,
+        query=query,
+        total=total,
+        pages=pages,
+        class_names=class_names_of(entries),
+        describe=describe,
+        outputs=audit.OUTPUTS,
+    )
+
+
+@require(VIEW)
+def audit_csv() -> Response:
+    """The journal's rows, all of them (filters applied), as CSV."""
+    query = JournalQuery.from_args()
+
+    def rows() -> Any:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
+        writer.writerow([_("Date"), _("By"), _("Output"), _("Selection"), _("Accounts"), _("Result")])
+        yield "\ufeff" + buffer.getvalue()
+        result = state().session.execute(query.statement().execution_options(yield_per=500))
+        for batch in result.scalars().partitions(500):
+            names = class_names_of(batch)
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerows(
+                [csv_export.safe_cell(v) for v in (when(e.created_at), e.who, e.output,
+                                                   describe(e.selection_args, names), str(e.count), e.outcome)]
+                for e in batch
+            )
+            yield buffer.getvalue()
+
+    return Response(
+        stream_with_context(rows()),
+        mimetype="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="journal_publipostage.csv"', "Cache-Control": "no-store"},
+    )
 
 
 def register(bp: Blueprint) -> None:
@@ -279,3 +376,4 @@ def register(bp: Blueprint) -> None:
     bp.add_url_rule("/preview", view_func=preview)
     bp.add_url_rule("/export.csv", view_func=export_csv)
     bp.add_url_rule("/journal", view_func=audit_log)
+    bp.add_url_rule("/journal.csv", view_func=audit_csv)

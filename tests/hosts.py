@@ -113,10 +113,11 @@ def scope() -> Scope | None:
     if actor is None:
         return None
     if actor["school"] is None:
-        return Scope(actor=actor["actor"], key="*", actor_email="super@example.org")
+        return Scope(actor=actor["actor"], key="*", actor_email="super@example.org", actor_name=actor.get("name", ""))
     school = actor["school"]
     return Scope(
         actor=actor["actor"],
+        actor_name=actor.get("name", ""),
         users=sa.and_(Personne.ecole == school, Personne.super_admin.is_(False)),
         classes=Division.ecole == school,
         key=f"ecole:{school}",

@@ -15,7 +15,7 @@ def test_csv_export_is_recorded_without_codes(client: Any, school: Any) -> None:
     assert "CODE-zoe.abel" in body  # the export itself holds the codes...
     journal = client.get(JOURNAL, "adml_a").get_data(as_text=True)
     assert "Export CSV" in journal and "adml_a" in journal
-    assert "Profils : Élève" in journal  # the selection in words
+    assert "Élèves · Triés par classe" in journal  # the selection in words
     assert "CODE-" not in journal  # ...the journal never does
 
 
@@ -37,7 +37,7 @@ def test_journal_needs_a_login_and_the_view_capability(client: Any, school: Any)
 def test_csv_needs_print(client: Any, school: Any) -> None:
     assert client.get(CSV, "viewer_a").status_code == 403
     journal = client.get(JOURNAL, "super").get_data(as_text=True)
-    assert "Export CSV" not in journal
+    assert "<td>Export CSV</td>" not in journal
 
 
 def test_codes_are_shown_only_to_admins_who_may_print(client: Any, school: Any) -> None:

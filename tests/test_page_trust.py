@@ -262,3 +262,47 @@ def test_the_list_does_not_scroll_sideways_at_1024_px(app: Flask, page: Any) -> 
     assert overflow <= 0, overflow
 
 
+
+
+# -- 7. a journal a person can read -----------------------------------------------------------------
+
+
+def test_the_journal_reads_like_a_journal(client: Any, school: Any, app: Flask, smtp: SmtpServer,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from . import hosts
+
+    monkeypatch.setitem(hosts.ROLES, "leroy", {**hosts.ROLES["adml_a"], "actor": "user:10", "name": "Mme Leroy (leroy)"})
+    cp = school.cp.ref
+    client.get(f"{BASE}/export.csv?profile=Relative&class={cp}&email=with", "leroy").get_data()
+    assert post_pdf(client, "profile=Teacher&sort=class", "leroy", template="cards").status_code == 200
+    campaign = campaign_id_of(post_mail(client, "leroy", "profile=Teacher"))
+    body = text(client.get(f"{BASE}/journal", "adml_a"))
+    assert "Mme Leroy (leroy)" in body and "user:10" not in body
+    assert "Parents · CP de Mme Émery · Avec courriel" in body
+    assert "Cartes, 8 par page" in body and "Export CSV" in body and "Envoi par courriel" in body
+    assert f"Campagne {campaign}" in body and "Fait" in body
+    assert " ok " not in f" {body} " and "job" not in body
+    raw = client.get(f"{BASE}/journal", "adml_a").get_data(as_text=True)
+    assert f'href="{BASE}/mail/campaigns/{campaign}"' in raw
+    # Filtered by output and day; exported as CSV with the same words.
+    only_csv = text(client.get(f"{BASE}/journal?output=csv", "adml_a"))
+    assert "Export CSV" in only_csv and "Cartes, 8 par page" not in only_csv
+    today = datetime.now().date().isoformat()
+    assert "Cartes" in text(client.get(f"{BASE}/journal?since={today}&until={today}", "adml_a"))
+    assert "Aucune entrée pour ces critères." in text(client.get(f"{BASE}/journal?until=2020-01-01", "adml_a"))
+    assert client.get(f"{BASE}/journal?since=2020-13-01", "adml_a").status_code == 400
+    assert client.get(f"{BASE}/journal?output=fax", "adml_a").status_code == 400
+    exported = client.get(f"{BASE}/journal.csv?output=csv", "adml_a")
+    assert exported.status_code == 200 and exported.mimetype == "text/csv"
+    lines = exported.get_data(as_text=True).lstrip("\ufeff").splitlines()
+    assert lines[0].startswith("Date;Par;Sortie;Sélection") and len(lines) == 2
+    assert "Mme Leroy (leroy);Export CSV;Parents · CP de Mme Émery · Avec courriel;1;Fait" in lines[1]
+
+
+def test_the_journal_has_pages(client: Any, school: Any) -> None:
+    for _ in range(55):
+        client.get(f"{BASE}/export.csv?profile=Teacher", "adml_a").get_data()
+    first = client.get(f"{BASE}/journal", "adml_a").get_data(as_text=True)
+    assert first.count("<tr>") == 1 + 50 and "Page 1 sur 2" in text_of(first)
+    second = client.get(f"{BASE}/journal?page=2", "adml_a").get_data(as_text=True)
+    assert second.count("<tr>") == 1 + 5

@@ -156,11 +156,11 @@ def test_rows_are_seen_within_the_perimeter(app: Flask, client: Any, school: Any
     campaign_id_of(post_mail(client, "adml_b", ""))
     client.get(f"{BASE}/export.csv?profile=Personnel", "super").get_data()
     pages = {role: client.get(JOURNAL, role).get_data(as_text=True) for role in ("adml_a", "viewer_a", "adml_b", "super")}
-    assert "adml_a" in pages["adml_a"] and "adml_b" not in pages["adml_a"] and "Profils : Personnel" not in pages["adml_a"]
+    assert "adml_a" in pages["adml_a"] and "adml_b" not in pages["adml_a"] and "Personnels" not in pages["adml_a"]
     assert "adml_a" in pages["viewer_a"] and "adml_b" not in pages["viewer_a"]
     assert "adml_b" in pages["adml_b"] and "adml_a" not in pages["adml_b"]
     assert "Envoi par courriel" in pages["adml_b"] and "PDF" in pages["adml_b"]
-    for who in ("adml_a", "adml_b", "Profils : Personnel"):
+    for who in ("adml_a", "adml_b", "Personnels"):
         assert who in pages["super"]
 
 

@@ -176,13 +176,13 @@ def status_command(campaign_id: int | None, failures: bool) -> None:
                 click.echo(
                     f"{c.id:>6}  {when(c.created_at)}  {campaigns.state_label(c.state):<28}  "
                     + _counts_line(status.progress)
-                    + f"  [{c.actor} · {c.scope_key}]"
+                    + f"  [{c.who} · {c.scope_key}]"
                 )
             return
         campaign = _campaign(campaign_id)
         status = campaigns.status(campaign)
         click.echo(_("Campaign %(id)d: %(state)s.", id=campaign.id, state=campaigns.state_label(status.state)))
-        click.echo(_("Started by %(actor)s (%(scope)s) on %(date)s.", actor=campaign.actor, scope=campaign.scope_key,
+        click.echo(_("Started by %(actor)s (%(scope)s) on %(date)s.", actor=campaign.who, scope=campaign.scope_key,
                      date=when(campaign.created_at)))
         click.echo(_counts_line(status.progress))
         if status.duplicates:

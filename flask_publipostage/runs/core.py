@@ -147,6 +147,7 @@ def start(
     run = Run(
         kind=kind.name,
         actor=scope.actor,
+        actor_name=scope.actor_name[:200] or None,
         scope_key=scope.key,
         school_name=(scope.school_name or str(config_value("SCHOOL_NAME") or ""))[:200],
         selection=selection_json,

@@ -61,6 +61,8 @@ class Run(Base):
     #: ``"pdf"`` or ``"mail"``: the :class:`~flask_publipostage.runs.kinds.Kind` running it.
     kind: Mapped[str] = mapped_column(sa.String(20))
     actor: Mapped[str] = mapped_column(sa.String(200), index=True)
+    #: How the admin is named to people (``Scope.actor_name``); NULL: ``actor``.
+    actor_name: Mapped[str | None] = mapped_column(sa.String(200))
     #: The admin's perimeter (``Scope.key``), for visibility.
     scope_key: Mapped[str] = mapped_column(sa.String(200), index=True)
     school_name: Mapped[str] = mapped_column(sa.String(200), default="")
@@ -107,6 +109,10 @@ class Run(Base):
     @property
     def is_active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    @property
+    def who(self) -> str:
+        return self.actor_name or self.actor
 
 
 class RunItem(Base):
