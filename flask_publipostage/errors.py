@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -31,6 +31,8 @@ def http_error(error: HTTPException) -> Any:
     status = error.code or 500
     if error.response is not None or status >= 500:
         return error  # a redirect to the host's login page, or the host's own handling
+    if request.endpoint == "publipostage.preview_json":
+        return jsonify({"error": french_message(error), "field": None}), status
     fragment = request.headers.get("X-Requested-With") == "fetch"
     template = "publipostage/_error.html" if fragment else "publipostage/error.html"
     return render_template(template, message=french_message(error)), status

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from flask import (
     Blueprint,
     Response,
+    jsonify,
     make_response,
     render_template,
     request,
@@ -91,7 +92,9 @@ def clock(moment: datetime) -> str:
     return local(moment).strftime("%H:%M:%S")
 
 
-def selection_error(error: SelectionError) -> tuple[str, int]:
+def selection_error(error: SelectionError) -> tuple[Any, int]:
+    if request.endpoint == "publipostage.preview_json":
+        return jsonify({"error": error.message, "field": error.field}), error.status
     template = "publipostage/_error.html" if _wants_fragment() else "publipostage/error.html"
     return render_template(template, message=error.message), error.status
 
@@ -148,7 +151,7 @@ def chosen_template() -> str | None:
     return None
 
 
-def preview_context(selection: Selection) -> dict[str, Any]:
+def preview_context(selection: Selection, endpoint: str = "publipostage.index") -> dict[str, Any]:
     """Counters and one page. Page links carry the account next to them (``after``,
     ``before``) or ``last``: keyset pages, as fast deep in a territory as at the
     top; a bare ``page`` number (a hand-typed URL) uses OFFSET."""
@@ -182,7 +185,7 @@ def preview_context(selection: Selection) -> dict[str, Any]:
         query["template"] = template
 
     def page_url(n: int, **where: Any) -> str:
-        return url_for("publipostage.index", **query, page=n, **where)
+        return url_for(endpoint, **query, page=n, **where)
 
     links: dict[str, str] = {}
     if rows and number > 1:
@@ -225,7 +228,7 @@ def _page_cursor() -> tuple[str, Any] | None:
     return (key, value)
 
 
-def _private(body: str) -> Response:
+def _private(body: Any) -> Response:
     """Activation codes are on the page: keep it out of shared and disk caches."""
     response = make_response(body)
     response.headers["Cache-Control"] = "no-store"
@@ -250,6 +253,45 @@ def index() -> Response:
 def preview() -> Response:
     selection = current_selection(PAGE_PARAMS)
     return _private(render_template("publipostage/_preview.html", **preview_context(selection)))
+
+
+@require(VIEW)
+def preview_json() -> Response:
+    """The preview as JSON, for scripts: the same selection, the same pages."""
+    context = preview_context(current_selection(PAGE_PARAMS), "publipostage.preview_json")
+    counters, can_print = context["counters"], context["can_print"]
+    response = jsonify(
+        {
+            "counters": {
+                "selected": counters.selected,
+                "without_email": counters.without_email,
+                "not_activated": counters.not_activated,
+            },
+            "page": context["page"],
+            "pages": context["pages"],
+            "links": context["page_links"],
+            "accounts": [_account_json(r, can_print) for r in context["rows"]],
+        }
+    )
+    return _private(response)
+
+
+def _account_json(r: Any, can_print: bool) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "login": r.login,
+        "last_name": r.last_name,
+        "first_name": r.first_name,
+        "profile": r.profile.value if r.profile else None,
+        "email": r.email,
+        "activated": r.activated,
+        # Shown to those who may print it, as on the page.
+        "activation_code": r.activation_code if can_print else None,
+        "classes": list(r.classes),
+        "children": [{"first_name": c.first_name, "last_name": c.last_name, "classes": list(c.classes)} for c in r.children],
+        "created_on": r.created_on.isoformat() if r.created_on else None,
+        "group": r.group,
+    }
 
 
 @require(PRINT)
@@ -374,6 +416,7 @@ def register(bp: Blueprint) -> None:
     bp.register_error_handler(SelectionError, selection_error)
     bp.add_url_rule("/", view_func=index)
     bp.add_url_rule("/preview", view_func=preview)
+    bp.add_url_rule("/preview.json", view_func=preview_json)
     bp.add_url_rule("/export.csv", view_func=export_csv)
     bp.add_url_rule("/journal", view_func=audit_log)
     bp.add_url_rule("/journal.csv", view_func=audit_csv)

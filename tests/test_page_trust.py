@@ -306,3 +306,46 @@ def test_the_journal_has_pages(client: Any, school: Any) -> None:
     assert first.count("<tr>") == 1 + 50 and "Page 1 sur 2" in text_of(first)
     second = client.get(f"{BASE}/journal?page=2", "adml_a").get_data(as_text=True)
     assert second.count("<tr>") == 1 + 5
+
+
+# -- 17. the HTTP reference ---------------------------------------------------------------------------
+
+
+def test_the_readme_lists_every_route_and_parameter(app: Flask) -> None:
+    from pathlib import Path
+
+    from flask_publipostage.selection import FILTERS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    reference = readme.split("## HTTP reference", 1)[1].split("\n## ", 1)[0]
+    prefix = app.config["PUBLIPOSTAGE_URL_PREFIX"]
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith("publipostage.") and rule.endpoint != "publipostage.static":
+            path = rule.rule[len(prefix):] or "/"
+            path = path.replace("<job_id>", "<token>").replace("<campaign_id>", "<id>")
+            assert f"| `{path}` |" in reference, path
+    for param, found in FILTERS.items():
+        row = next((line for line in reference.splitlines() if f"`{param}`" in line), "")
+        assert row, param
+        for value, _label in found.choices:
+            assert f"`{value}`" in row, (param, value)
+
+
+def test_the_preview_as_json(client: Any, school: Any, app: Flask) -> None:
+    app.config["PUBLIPOSTAGE_PAGE_SIZE"] = 4
+    first = client.get(f"{BASE}/preview.json?profile=Student&profile=Relative&sort=class", "adml_a")
+    assert first.status_code == 200 and first.headers["Cache-Control"] == "no-store"
+    data = first.get_json()
+    assert data["counters"] == {"selected": 6, "without_email": 5, "not_activated": 4}
+    assert (data["page"], data["pages"]) == (1, 2)
+    assert [a["login"] for a in data["accounts"]] == ["lucas.etienne", "paul.etienne", "marie.abel", "elodie.zidane"]
+    assert data["accounts"][0]["activation_code"] == "CODE-lucas.etienne"
+    assert data["accounts"][0]["group"] == "CE2 de Mme Élise"
+    assert data["accounts"][2]["children"][0]["classes"] == ["CP de Mme Émery"]
+    second = client.get(data["links"]["next"], "adml_a").get_json()
+    assert [a["login"] for a in second["accounts"]] == ["zoe.abel", "nina.sansclasse"]
+    # Codes only for those who may print; errors in French, as JSON.
+    assert client.get(f"{BASE}/preview.json?profile=Student&activation=inactive", "viewer_a").get_json()["accounts"][0]["activation_code"] is None
+    bad = client.get(f"{BASE}/preview.json?activation=maybe", "adml_a")
+    assert bad.status_code == 400 and bad.get_json()["field"] == "activation" and "Activation" in bad.get_json()["error"]
+    assert client.get(f"{BASE}/preview.json", None).status_code == 401
