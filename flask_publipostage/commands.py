@@ -158,7 +158,13 @@ def _upgrade() -> None:
                                  "(SELECT coalesce(max(id), 1) FROM publipostage_run))"))
         runs = conn.execute(sa.select(sa.func.count()).select_from(campaign)).scalar()
         items = conn.execute(sa.select(sa.func.count()).select_from(delivery)).scalar()
-    click.echo(_("%(runs)d campaign(s) and %(items)d recipient(s) copied into the runs.", runs=runs, items=items))
+    click.echo(
+        _(
+            "%(campaigns)s and %(recipients)s copied into the runs.",
+            campaigns=ngettext("%(num)d campaign", "%(num)d campaigns", runs),
+            recipients=ngettext("%(num)d recipient", "%(num)d recipients", items),
+        )
+    )
     old_names = [name for name in (*OLD_TABLES, *OLD_TRANSIENT) if name in existing]
     click.echo(_("The old tables are no longer read; drop them when you are ready:"))
     click.echo("  " + "; ".join(f"DROP TABLE {name}" for name in reversed(old_names)) + ";")

@@ -87,7 +87,7 @@ def test_one_message_per_recipient_with_the_right_content(client: RoleClient, sc
     assert "École A" in text  # the admin's school signs the message
 
     anne = received["anne.prof@example.org"]
-    assert anne.parsed()["Subject"] == "Votre compte ENT Test : identifiant et mot de passe"
+    assert anne.parsed()["Subject"] == "Votre compte ENT Test : votre identifiant, et comment choisir un nouveau mot de passe"
     text, html = _parts(anne)
     for content in (text, html):
         assert "déjà activé" in content

@@ -226,7 +226,7 @@ def test_the_summary_stays_in_sight_and_inverted_dates_are_flagged(page: Any) ->
     page.set_viewport_size({"width": 1366, "height": 900})
     page.goto(f"{BASE}/")
     summary = page.locator("#pp-summary")
-    assert summary.inner_text().startswith("10 comptes sélectionnés, 6 sans adresse courriel, 7 non activés")
+    assert summary.inner_text().startswith("10 comptes sélectionnés, 6 sans adresse électronique, 7 non activés")
     page.fill("#pp-created-since", "2026-01-20")
     page.fill("#pp-created-before", "2026-01-10")
     page.dispatch_event("#pp-created-before", "change")
@@ -349,3 +349,37 @@ def test_the_preview_as_json(client: Any, school: Any, app: Flask) -> None:
     bad = client.get(f"{BASE}/preview.json?activation=maybe", "adml_a")
     assert bad.status_code == 400 and bad.get_json()["field"] == "activation" and "Activation" in bad.get_json()["error"]
     assert client.get(f"{BASE}/preview.json", None).status_code == 401
+
+
+# -- 13. French text, read by a French admin ----------------------------------------------------------
+
+
+def test_letters_and_emails_say_the_same_steps_in_good_french(client: Any, school: Any, smtp: SmtpServer, app: Flask) -> None:
+    from .test_pdf_support import pdftotext
+
+    app.config["PUBLIPOSTAGE_PDF_QR_CODE"] = True
+    letters = " ".join(pdftotext(post_pdf(client, "profile=Teacher").data).split())
+    assert "charte d'utilisation de l'ENT" in letters and "de ENT" not in letters
+    assert "Rendez-vous sur la page « Mot de passe oublié », https://ent.test.example/auth/forgot, ou scannez le QR code." in letters
+    assert "). (" not in letters
+    campaign_id_of(post_mail(client, "adml_a", "profile=Teacher"))
+    bodies = {m.rcpt_tos[0]: m.parsed() for m in smtp.messages}
+    jean = bodies["jean.prof@example.org"].get_body(("plain",)).get_content()
+    assert "5. Lisez et acceptez la charte d'utilisation de l'ENT." in jean  # the letter's five steps
+    anne = bodies["anne.prof@example.org"]
+    assert "mot de passe" in anne["Subject"] and "identifiant et mot de passe" not in anne["Subject"]
+
+
+def test_counts_use_plural_forms(client: Any, school: Any, smtp: SmtpServer, app: Flask) -> None:
+    from flask_publipostage.views import time_left_label
+
+    campaign = campaign_id_of(post_mail(client, "adml_a", ""))
+    pages = [client.get(url, "adml_a") for url in (f"{BASE}/", f"{BASE}/mail", f"{BASE}/mail/campaigns/{campaign}")]
+    for page in pages:
+        assert "(s)" not in text(page).replace("Classe(s)", ""), page.request.path
+    assert "4 envoyés, 0 en échec, 6 ignorés (sans courriel)." in text(pages[2])
+    assert "courriels à envoyer" in text(pages[0]) and "comptes sans adresse (ignorés)" in text(pages[0])
+    with app.test_request_context():
+        assert time_left_label(0) == "moins d'une minute"  # never "environ 0 s restantes"
+    result = app.test_cli_runner().invoke(args=["publipostage", "send", "--profile", "Teacher", "--dry-run"])
+    assert "2 comptes sélectionnés : 2 courriels à envoyer, 0 compte sans adresse (ignoré)." in result.output

@@ -138,7 +138,7 @@ def test_counters_cover_the_whole_selection(client: RoleClient, matrix: MatrixSc
     assert len(re.findall(r"data-login=", body)) == 4
     text = html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body)))
     assert "16 comptes sélectionnés" in text
-    assert "11 sans adresse courriel" in text
+    assert "11 sans adresse électronique" in text
     assert "12 non activés" in text
     assert "Page 2 sur 4" in text
     assert "Comptes sélectionnés 5 à 8 sur 16" in text
@@ -147,7 +147,7 @@ def test_counters_cover_the_whole_selection(client: RoleClient, matrix: MatrixSc
 def test_singular_counters(client: RoleClient, matrix: MatrixSchool) -> None:
     body = client.get(f"{PREVIEW}?local_admin=only&activation=inactive", "adml_a").data.decode()
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body))
-    assert "1 compte sélectionné" in text and "1 sans adresse courriel" in text and "1 non activé" in text
+    assert "1 compte sélectionné" in text and "1 sans adresse électronique" in text and "1 non activé" in text
 
 
 def test_columns(client: RoleClient, matrix: MatrixSchool) -> None:

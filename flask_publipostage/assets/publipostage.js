@@ -232,6 +232,12 @@
       }
     });
     var counters = results.querySelector(".pp-counters");
+    if (counters) {
+      var selected = Number(counters.getAttribute("data-selected"));
+      var withoutEmail = Number(counters.getAttribute("data-without-email"));
+      setCount("send", selected - withoutEmail);
+      setCount("skip", withoutEmail);
+    }
     document.dispatchEvent(new CustomEvent("publipostage:selection", {
       detail: {
         query: selection.toString(),
@@ -242,6 +248,14 @@
         } : null
       }
     }));
+  }
+
+  /* A count in words: its element holds the singular and plural forms (French: 0 and 1 are singular). */
+  function setCount(name, n) {
+    document.querySelectorAll("[data-pp-count=" + name + "]").forEach(function (el) {
+      var pattern = el.getAttribute(n > 1 ? "data-many" : "data-one") || "";
+      el.textContent = pattern.replace(/\d+/, String(n));
+    });
   }
 
   /* -- what the admin sees while filtering ---------------------------------------- */

@@ -14,6 +14,7 @@ from ..commands import follow, selection_from_options, selection_options
 from ..config import config_value
 from ..host import parse_key
 from ..i18n import gettext as _
+from ..i18n import ngettext
 from ..models import when
 from ..runs import backends, core
 from ..runs.models import ACTIVE_STATES, FAILED, Run
@@ -27,12 +28,21 @@ from .views import first_recipient
 
 def _counts_line(progress: core.Progress) -> str:
     status = campaigns.CampaignStatus(progress)
-    return _(
-        "%(sent)d sent, %(failed)d failed, %(skipped)d skipped, %(remaining)d remaining",
-        sent=status.sent,
-        failed=status.failed,
-        skipped=status.skipped,
-        remaining=status.remaining,
+    return ", ".join(
+        [
+            ngettext("%(num)d sent", "%(num)d sent", status.sent),
+            ngettext("%(num)d failed", "%(num)d failed", status.failed),
+            ngettext("%(num)d skipped", "%(num)d skipped", status.skipped),
+            ngettext("%(num)d remaining", "%(num)d remaining", status.remaining),
+        ]
+    )
+
+
+def _duplicates_line(count: int) -> str:
+    return ngettext(
+        "%(num)d message possibly duplicated (sent again after an interruption).",
+        "%(num)d messages possibly duplicated (sent again after an interruption).",
+        count,
     )
 
 
@@ -53,7 +63,7 @@ def _follow(campaign_id: int) -> None:
     status = campaigns.CampaignStatus(follow(campaign_id, _counts_line))
     click.echo(_("Campaign %(id)d: %(state)s.", id=campaign_id, state=campaigns.state_label(status.state)))
     if status.duplicates:
-        click.echo(_("%(n)d message(s) possibly duplicated (sent again after an interruption).", n=status.duplicates))
+        click.echo(_duplicates_line(status.duplicates))
     if status.last_error and status.state != "done":
         click.echo(_("Last error: %(error)s", error=status.last_error))
 
@@ -71,10 +81,14 @@ def send_command(dry_run: bool, yes: bool, **options: Any) -> None:
         to_send = counters.selected - counters.without_email
         click.echo(
             _(
-                "%(selected)d account(s) selected: %(send)d email(s) to send, %(skip)d without an address (skipped).",
-                selected=counters.selected,
-                send=to_send,
-                skip=counters.without_email,
+                "%(accounts)s: %(emails)s, %(skipped)s.",
+                accounts=ngettext("%(num)d account selected", "%(num)d accounts selected", counters.selected),
+                emails=ngettext("%(num)d email to send", "%(num)d emails to send", to_send),
+                skipped=ngettext(
+                    "%(num)d account without an address (skipped)",
+                    "%(num)d accounts without an address (skipped)",
+                    counters.without_email,
+                ),
             )
         )
         if scope.key != "*" and not selection.class_ids and not callable(state().extras.get("cli_scope")):
@@ -89,7 +103,7 @@ def send_command(dry_run: bool, yes: bool, **options: Any) -> None:
             return
         if to_send <= 0:
             raise click.ClickException(_("No selected account has an email address: there is nothing to send."))
-        if not yes and not click.confirm(_("Send %(n)d email(s)?", n=to_send), default=False):
+        if not yes and not click.confirm(ngettext("Send %(num)d email?", "Send %(num)d emails?", to_send), default=False):
             raise click.Abort()
         try:
             campaign, created = campaigns.start(selection)
@@ -186,7 +200,7 @@ def status_command(campaign_id: int | None, failures: bool) -> None:
                      date=when(campaign.created_at)))
         click.echo(_counts_line(status.progress))
         if status.duplicates:
-            click.echo(_("%(n)d message(s) possibly duplicated (sent again after an interruption).", n=status.duplicates))
+            click.echo(_duplicates_line(status.duplicates))
         if status.last_error:
             click.echo(_("Last error: %(error)s", error=status.last_error))
         if campaign.is_active and core.is_stale(campaign):

@@ -199,7 +199,7 @@ def subject_for(recipient: Recipient, settings: MailSettings) -> str:
     if recipient.activation_code:
         text = _("Your %(ent_name)s account: login and activation code", ent_name=settings.ent_name)
     else:
-        text = _("Your %(ent_name)s account: login and password", ent_name=settings.ent_name)
+        text = _("Your %(ent_name)s account: your login, and how to choose a new password", ent_name=settings.ent_name)
     return clean_header(text)
 
 
