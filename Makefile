@@ -15,8 +15,9 @@ $(STAMP): setup.cfg pyproject.toml
 
 venv: $(STAMP)
 
+# `make demo` starts again from fresh data (database and outbox); `make demo DEMO_KEEP=1` keeps them.
 demo: $(STAMP)
-	$(PY) -m examples.ent_console.seed --reset $(if $(wildcard ../shared/fixtures/entcore-samples/*.csv),--import-be1d ../shared/fixtures/entcore-samples)
+	$(PY) -m examples.ent_console.seed $(if $(filter-out 0 no false,$(DEMO_KEEP)),,--reset) $(if $(wildcard ../shared/fixtures/entcore-samples/*.csv),--import-be1d ../shared/fixtures/entcore-samples)
 	$(PY) -m examples.ent_console.serve
 
 test: $(STAMP)

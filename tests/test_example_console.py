@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
 import smtplib
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -16,10 +22,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_login import login_user
 
-from examples.ent_console import create_app, current_admin_can, current_admin_scope
+from examples.ent_console import create_app, current_admin_can, current_admin_scope, serve
+from examples.ent_console.access import school_of_recipients
 from examples.ent_console.models import Classe, Etablissement, Utilisateur, db
-from examples.ent_console.outbox import list_messages, start_outbox
+from examples.ent_console.outbox import list_messages, start_console_outbox, start_outbox
 from examples.ent_console.seed import seed_database
+from flask_publipostage import Publipostage
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MENU_LABEL = "Publipostage des comptes"
 
@@ -198,7 +208,8 @@ def test_teacher_does_not_see_the_entry(client: FlaskClient, app: Flask) -> None
     with app.test_request_context():
         url = app.url_for("publipostage.index")
     assert client.get(url).status_code == 403
-    assert client.get("/outbox").status_code == 403
+    refused = client.get("/outbox")
+    assert refused.status_code == 403 and "Accès refusé" in refused.get_data(as_text=True)
 
 
 def test_anonymous_is_sent_to_login_by_the_extension(client: FlaskClient, app: Flask) -> None:
@@ -351,7 +362,7 @@ def test_outbox_pages(app: Flask, client: FlaskClient) -> None:
         controller.stop()
 
     assert client.get("/outbox").status_code == 302  # login first
-    _login(client, "adml.college")
+    _login(client, "admin.ent")  # an address of no account: super admins only
     html = client.get("/outbox").get_data(as_text=True)
     assert "parent@example.fr" in html and "Rappel : choisir un nouveau mot de passe" in html
     link = re.search(r'href="(/outbox/[^"]+\.eml)"', html)
@@ -362,8 +373,259 @@ def test_outbox_pages(app: Flask, client: FlaskClient) -> None:
     assert 'sandbox srcdoc="' in page
 
     assert client.get("/outbox/..%2Finstance%2Fsecret_key").status_code == 404
-    assert client.get("/outbox/20260101T000000-000000-1.eml").status_code == 404
+    missing = client.get("/outbox/20260101T000000-000000-1.eml")
+    assert missing.status_code == 404 and "Page introuvable" in missing.get_data(as_text=True)
 
     response = client.post("/outbox/vider", follow_redirects=True)
     assert "1 message(s) supprimé(s)" in response.get_data(as_text=True)
     assert list_messages(app.config["ENT_CONSOLE_OUTBOX_DIR"]) == []
+
+
+# -- the outbox holds activation codes: each admin reads their school's messages -------------------
+
+
+@dataclass(frozen=True)
+class _Parent:
+    courriel: str
+    code: str
+
+
+def _parent(school_type: str) -> _Parent:
+    """A parent of the school with an email address and an activation code."""
+    row = db.session.execute(
+        sa.select(Utilisateur.courriel, Utilisateur.code_activation)
+        .join(Etablissement, Utilisateur.etablissement_id == Etablissement.id)
+        .where(
+            Etablissement.type == school_type,
+            Utilisateur.profil == "Relative",
+            Utilisateur.courriel.is_not(None),
+            Utilisateur.code_activation.is_not(None),
+        )
+        .order_by(Utilisateur.id)
+        .limit(1)
+    ).one()
+    return _Parent(*row)
+
+
+def _send(port: int, to_addrs: list[str], subject: str, body: str) -> None:
+    message = EmailMessage()
+    message["From"] = "ENT Lumière <ne-pas-repondre@ent.lumiere.example.fr>"
+    message["To"] = ", ".join(to_addrs)
+    message["Subject"] = subject
+    message.set_content(body)
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        smtp.send_message(message, to_addrs=to_addrs)
+
+
+def _subjects(html: str) -> set[str]:
+    return set(re.findall(r'<a href="/outbox/[^"]+\.eml">([^<]+)</a>', html))
+
+
+EVERY_SUBJECT = {
+    "Code école",
+    "Code école, adresse en capitales",
+    "Code collège",
+    "Deux établissements",
+    "Adresse inconnue",
+    "Exemple du super administrateur",
+}
+
+
+def test_outbox_shows_a_local_admin_only_the_messages_of_their_school(app: Flask, client: FlaskClient) -> None:
+    with app.app_context():
+        ecole, college = _parent("école"), _parent("collège")
+    port = _free_port()
+    controller = start_console_outbox(app, port=port)  # as `serve` starts it
+    try:
+        _send(port, [ecole.courriel], "Code école", f"code d'activation : {ecole.code}")
+        _send(port, [ecole.courriel.upper()], "Code école, adresse en capitales", "rappel")
+        _send(port, [college.courriel], "Code collège", f"code d'activation : {college.code}")
+        _send(port, [ecole.courriel, college.courriel], "Deux établissements", f"{ecole.code} {college.code}")
+        _send(port, ["inconnu@example.org"], "Adresse inconnue", "code d'activation : ZZZZ2345")
+        _send(port, ["admin.ent@ent.lumiere.example.fr"], "Exemple du super administrateur", college.code)
+    finally:
+        controller.stop()
+    outbox_dir = app.config["ENT_CONSOLE_OUTBOX_DIR"]
+    names = {message.subject: message.name for message in list_messages(outbox_dir)}
+    assert set(names) == EVERY_SUBJECT
+
+    _login(client, "adml.ecole")
+    html = client.get("/outbox").get_data(as_text=True)
+    assert _subjects(html) == {"Code école", "Code école, adresse en capitales"}
+    assert "2 message(s)" in html and college.code not in html and college.courriel not in html
+    assert "2 message(s) reçu(s)" in client.get("/").get_data(as_text=True)
+    page = client.get(f"/outbox/{names['Code école']}").get_data(as_text=True)
+    assert ecole.code in page and "École élémentaire Jules Ferry" in page
+    for subject in EVERY_SUBJECT - {"Code école", "Code école, adresse en capitales"}:
+        response = client.get(f"/outbox/{names[subject]}")  # its name does not open it
+        text = response.get_data(as_text=True)
+        assert response.status_code == 404 and "Page introuvable" in text and college.code not in text
+    client.post("/logout")
+
+    _login(client, "adml.college")
+    html = client.get("/outbox").get_data(as_text=True)
+    assert _subjects(html) == {"Code collège"} and "1 message(s)" in html and ecole.code not in html
+    client.post("/logout")
+
+    _login(client, "admin.ent")
+    html = client.get("/outbox").get_data(as_text=True)
+    assert _subjects(html) == EVERY_SUBJECT and "6 message(s)" in html
+    assert "<td>Collège Victor Hugo</td>" in html and "<td>aucun</td>" in html
+    client.post("/logout")
+
+    # Emptying the outbox, a local admin removes the messages of their school only.
+    _login(client, "adml.ecole")
+    response = client.post("/outbox/vider", follow_redirects=True)
+    assert "2 message(s) supprimé(s)" in response.get_data(as_text=True)
+    assert {m.subject for m in list_messages(outbox_dir)} == EVERY_SUBJECT - {
+        "Code école",
+        "Code école, adresse en capitales",
+    }
+
+
+def test_mail_from_the_publipostage_page_reaches_only_its_schools_outbox(tmp_path: Path) -> None:
+    port = _free_port()
+    app = create_app(
+        _config(
+            MAIL_PORT=port,
+            MAIL_SUPPRESS_SEND=False,
+            PUBLIPOSTAGE_JOB_BACKEND="eager",
+            ENT_CONSOLE_OUTBOX_DIR=str(tmp_path / "outbox"),
+        ),
+        instance_path=tmp_path / "instance",
+    )
+    with app.app_context():
+        seed_database(db.session, seed=5)
+        db.session.commit()
+        Publipostage.create_tables(app)
+        classe = db.session.scalar(sa.select(Classe.id).where(Classe.nom == "6eA"))
+    with app.test_request_context():
+        send_url = app.url_for("publipostage.mail_send", profile="Relative", email="with", **{"class": classe})
+        sample_url = app.url_for("publipostage.mail_sample", profile="Relative", email="with")
+    client = app.test_client()
+    controller = start_console_outbox(app)
+    try:
+        _login(client, "adml.college")  # a campaign to the parents of 6eA
+        assert client.post(send_url).status_code == 303
+        client.post("/logout")
+        _login(client, "adml.ecole")  # a sample to herself, with a parent's letter
+        assert client.post(sample_url).status_code == 303
+    finally:
+        controller.stop()
+    messages = list_messages(tmp_path / "outbox")
+    sent = sum(1 for m in messages if "helene.marchand" not in m.to)
+    assert sent > 20 and len(messages) == sent + 1
+
+    html = client.get("/outbox").get_data(as_text=True)
+    assert "1 message(s)" in html and "helene.marchand@ac-lumiere.example.fr" in html
+    client.post("/logout")
+    _login(client, "adml.college")
+    html = client.get("/outbox").get_data(as_text=True)
+    assert f"{sent} message(s)" in html and "helene.marchand" not in html
+
+
+def test_a_message_belongs_to_a_school_only_if_all_its_recipients_do(app: Flask) -> None:
+    school_of = school_of_recipients(app)
+    with app.app_context():
+        ecole, college = _parent("école"), _parent("collège")
+        uai = db.session.scalar(sa.select(Etablissement.uai).where(Etablissement.type == "école"))
+        helene = "helene.marchand@ac-lumiere.example.fr"  # adml.ecole: her own sample is hers
+        assert school_of([ecole.courriel]) == school_of([f" {ecole.courriel.upper()} "]) == uai
+        assert school_of([ecole.courriel, helene]) == uai
+        assert school_of([ecole.courriel, college.courriel]) is None
+        assert school_of([ecole.courriel, "inconnu@example.org"]) is None
+        assert school_of(["admin.ent@ent.lumiere.example.fr"]) is None
+        assert school_of([]) is None
+        # A super admin attached to the school stays hidden from its local admin.
+        admin = db.session.scalar(sa.select(Utilisateur).where(Utilisateur.login == "admin.ent"))
+        admin.etablissement_id = db.session.scalar(sa.select(Etablissement.id).where(Etablissement.uai == uai))
+        # One address on accounts of two schools: the message cannot say whose it is.
+        other = db.session.scalar(
+            sa.select(Utilisateur).where(Utilisateur.courriel == college.courriel)
+        )
+        other.courriel = ecole.courriel.upper()
+        db.session.commit()
+        assert school_of(["admin.ent@ent.lumiere.example.fr"]) is None
+        assert school_of([ecole.courriel]) is None
+
+
+def test_a_message_stored_while_the_directory_fails_is_for_super_admins_only(tmp_path: Path) -> None:
+    def broken(addresses: Any) -> str:
+        raise RuntimeError("base injoignable")
+
+    port = _free_port()
+    controller = start_outbox(tmp_path / "outbox", port=port, school_of=broken)
+    try:
+        _send(port, ["parent@example.fr"], "Code", "code d'activation : ABCD2345")
+    finally:
+        controller.stop()
+    [stored] = list_messages(tmp_path / "outbox")
+    assert stored.school is None and stored.subject == "Code"
+    assert list_messages(tmp_path / "outbox", schools={"0370001A"}) == []
+
+
+# -- the demo's ports ------------------------------------------------------------------------
+
+
+def test_demo_ports_come_from_the_environment(tmp_path: Path) -> None:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("ENT_CONSOLE_")}
+    environment["ENT_CONSOLE_INSTANCE_PATH"] = str(tmp_path)
+    seed = [sys.executable, "-m", "examples.ent_console.seed", "--reset", "--seed", "5"]
+    subprocess.run(seed, cwd=ROOT, env=environment, check=True, capture_output=True)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'ent_console.sqlite3'}")
+    with engine.connect() as connection:
+        address = connection.scalar(
+            sa.text(
+                "SELECT courriel FROM utilisateur WHERE login = 'adml.ecole'"
+            )
+        )
+    engine.dispose()
+
+    web, smtp = _free_port(), _free_port()
+    environment.update(ENT_CONSOLE_PORT=str(web), ENT_CONSOLE_SMTP_PORT=str(smtp))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "examples.ent_console.serve"],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.communicate()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{web}/login", timeout=5) as response:
+                    login_page = response.read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the console never answered"
+                time.sleep(0.2)
+        assert "Connexion" in login_page
+        _send(smtp, [address], "Exemple", "code d'activation : ABCD2345")
+    finally:
+        process.terminate()
+        out, _err = process.communicate(timeout=10)
+    assert f"Console : http://127.0.0.1:{web}/" in out and f"SMTP    : 127.0.0.1:{smtp}," in out
+    # Received by the demo's outbox, tied to the école of adml.ecole.
+    [stored] = (tmp_path / "outbox").glob("*.eml")
+    assert stored.name.endswith(".0370001A.eml")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("ENT_CONSOLE_PORT", "abc"), ("ENT_CONSOLE_SMTP_PORT", "99999"), ("ENT_CONSOLE_PORT", "0")],
+)
+def test_a_wrong_port_is_refused_in_french(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+) -> None:
+    monkeypatch.setenv("ENT_CONSOLE_INSTANCE_PATH", str(tmp_path))
+    monkeypatch.setenv(variable, value)
+    assert serve.main() == 2
+    error = capsys.readouterr().err
+    assert f"{variable} doit être un numéro de port entre 1 et 65535, pas « {value} »." in error

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -366,6 +372,39 @@ def test_import_be1d_next_to_the_generated_schools(seeded: Flask) -> None:
     db.session.commit()
 
 
+@needs_fixtures
+def test_activation_codes_unique_across_schools(app: Flask) -> None:
+    # The generated schools and the import use the same seed, as `make demo` does.
+    seed_database(db.session)
+    import_be1d(db.session, FIXTURES)
+    db.session.commit()
+    codes = list(
+        db.session.scalars(
+            sa.select(Utilisateur.code_activation).where(Utilisateur.code_activation.is_not(None))
+        )
+    )
+    assert len(codes) > 2000
+    assert [code for code, n in Counter(codes).items() if n > 1] == []
+
+
+def test_the_database_refuses_a_shared_activation_code(seeded: Flask) -> None:
+    code = db.session.scalar(sa.select(Utilisateur.code_activation).where(Utilisateur.login == "adml.ecole"))
+    other = db.session.scalar(
+        sa.select(Utilisateur).where(Utilisateur.code_activation.is_not(None)).limit(1)
+    )
+    assert other is not None
+    other.code_activation = "ABCD2345"
+    db.session.commit()
+    another = db.session.scalar(
+        sa.select(Utilisateur).where(Utilisateur.code_activation.is_not(None), Utilisateur.id != other.id).limit(1)
+    )
+    assert code is None and another is not None  # activated accounts all share NULL
+    another.code_activation = "ABCD2345"
+    with pytest.raises(sa.exc.IntegrityError):
+        db.session.commit()
+    db.session.rollback()
+
+
 def test_import_be1d_missing_files(app: Flask, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         import_be1d(db.session, tmp_path)
@@ -379,6 +418,7 @@ def test_command_line(
 ) -> None:
     monkeypatch.setenv("ENT_CONSOLE_INSTANCE_PATH", str(tmp_path))
     monkeypatch.delenv("ENT_CONSOLE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("ENT_CONSOLE_OUTBOX_DIR", raising=False)  # --reset empties the outbox
     arguments = ["--reset", "--seed", "3"]
     if (FIXTURES / "be1d_emile_zola_eleves.csv").is_file():
         arguments += ["--import-be1d", str(FIXTURES)]
@@ -395,3 +435,68 @@ def test_command_line(
         schools = connection.scalar(sa.text("SELECT COUNT(*) FROM etablissement"))
     engine.dispose()
     assert schools == 2
+
+
+# -- `make demo` ---------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _make_demo_seed(tmp_path: Path, *variables: str) -> None:
+    """Run the seed command of `make demo` (with this Python), on a database in tmp_path."""
+    if shutil.which("make") is None:
+        pytest.skip("make absent")
+    dry_run = subprocess.run(
+        ["make", "--no-print-directory", "-n", "demo", f"PY={sys.executable}", *variables],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    [command] = [line for line in dry_run.stdout.splitlines() if "examples.ent_console.seed" in line]
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith("ENT_CONSOLE_")
+    }
+    environment["ENT_CONSOLE_INSTANCE_PATH"] = str(tmp_path)
+    subprocess.run(shlex.split(command), cwd=ROOT, env=environment, check=True, capture_output=True)
+
+
+def _query(tmp_path: Path, sql: str) -> list[Any]:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'ent_console.sqlite3'}")
+    try:
+        with engine.begin() as connection:
+            result = connection.execute(sa.text(sql))
+            return list(result) if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+@needs_fixtures
+def test_make_demo_gives_unique_activation_codes(tmp_path: Path) -> None:
+    _make_demo_seed(tmp_path)
+    assert _query(tmp_path, "SELECT COUNT(*) FROM etablissement") == [(3,)]
+    assert (
+        _query(
+            tmp_path,
+            "SELECT code_activation FROM utilisateur WHERE code_activation IS NOT NULL "
+            "GROUP BY code_activation HAVING COUNT(*) > 1",
+        )
+        == []
+    )
+
+
+def test_make_demo_reseeds_unless_asked_to_keep_the_data(tmp_path: Path) -> None:
+    _make_demo_seed(tmp_path)
+    _query(tmp_path, "UPDATE utilisateur SET prenom = 'Témoin' WHERE login = 'adml.ecole'")
+    outbox = tmp_path / "outbox"
+    outbox.mkdir(exist_ok=True)
+    message = outbox / "20260903T122100-000000-1.eml"
+    message.write_bytes(b"Subject: test\r\n\r\nbody\r\n")
+
+    _make_demo_seed(tmp_path, "DEMO_KEEP=1")
+    assert _query(tmp_path, "SELECT prenom FROM utilisateur WHERE login = 'adml.ecole'") == [("Témoin",)]
+    assert message.is_file()
+
+    _make_demo_seed(tmp_path)  # reseeds: the database and the outbox start again
+    assert _query(tmp_path, "SELECT prenom FROM utilisateur WHERE login = 'adml.ecole'") == [("Hélène",)]
+    assert not message.exists()

@@ -23,7 +23,14 @@ from flask_publipostage import Publipostage
 from .access import current_admin_can, current_admin_scope
 from .models import Classe, Utilisateur, db
 
-__all__ = ["create_app", "current_admin_can", "current_admin_scope", "default_instance_path", "publipostage"]
+__all__ = [
+    "create_app",
+    "current_admin_can",
+    "current_admin_scope",
+    "default_instance_path",
+    "env_port",
+    "publipostage",
+]
 
 publipostage = Publipostage()
 babel = Babel()
@@ -53,6 +60,19 @@ def default_instance_path() -> str:
     if configured:
         return os.path.abspath(configured)
     return str(Path(__file__).resolve().parents[2] / "instance")
+
+
+def env_port(name: str, default: int) -> int:
+    """The TCP port in ``$name`` (``ENT_CONSOLE_PORT``, ``ENT_CONSOLE_SMTP_PORT``), else ``default``.
+
+    Raises ValueError, in French, for anything but a port number.
+    """
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if value.isascii() and value.isdigit() and 1 <= int(value) <= 65535:
+        return int(value)
+    raise ValueError(f"{name} doit être un numéro de port entre 1 et 65535, pas « {value} ».")
 
 
 def _secret_key(instance_path: str) -> str:
@@ -85,7 +105,7 @@ def create_app(
         PUBLIPOSTAGE_ENT_NAME="ENT Lumière",
         PUBLIPOSTAGE_ENT_URL="https://ent.lumiere.example.fr",
         MAIL_SERVER="127.0.0.1",
-        MAIL_PORT=int(os.environ.get("ENT_CONSOLE_SMTP_PORT", 8025)),
+        MAIL_PORT=env_port("ENT_CONSOLE_SMTP_PORT", 8025),
         MAIL_DEFAULT_SENDER="ENT Lumière <ne-pas-repondre@ent.lumiere.example.fr>",
         ENT_CONSOLE_OUTBOX_DIR=os.environ.get("ENT_CONSOLE_OUTBOX_DIR")
         or os.path.join(app.instance_path, "outbox"),

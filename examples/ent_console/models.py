@@ -80,6 +80,8 @@ class Utilisateur(UserMixin, db.Model):  # type: ignore[name-defined,misc]
         ),
         sa.Index("ix_utilisateur_etablissement_profil", "etablissement_id", "profil"),
         sa.Index("ix_utilisateur_nom_prenom", "nom", "prenom"),
+        # A code names one account across every school (NULLs, the activated accounts, repeat).
+        sa.Index("ix_utilisateur_code_activation", "code_activation", unique=True),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -1,6 +1,7 @@
 """Fill the console's database with two realistic schools, and import a BE1D extraction.
 
-``python -m examples.ent_console.seed [--reset] [--import-be1d DIR] [--seed N]``
+``python -m examples.ent_console.seed [--reset] [--import-be1d DIR] [--seed N]``; ``--reset``
+empties the database and the demo outbox first (``make demo`` does, unless ``DEMO_KEEP=1``).
 
 The generated data is deterministic for a given seed: the same accounts, logins and
 activation codes each time (only the password hashes of the demo accounts, salted,
@@ -29,6 +30,7 @@ from werkzeug.security import generate_password_hash
 
 from . import names
 from .models import Classe, Etablissement, Utilisateur, lien_parent_enfant, utilisateur_classe
+from .outbox import clear_messages
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +120,13 @@ class _Builder:
         self.emails: set[str] = set(
             session.scalars(sa.select(Utilisateur.courriel).where(Utilisateur.courriel.is_not(None)))
         )
-        self.codes: set[str] = set()
+        # Codes are unique across schools: an import next to the generated schools, with
+        # the same seed, draws codes that those schools already hold.
+        self.codes: set[str] = set(
+            session.scalars(
+                sa.select(Utilisateur.code_activation).where(Utilisateur.code_activation.is_not(None))
+            )
+        )
         self._hashes: dict[str, str] = {}
         self.etablissements: list[dict[str, Any]] = []
         self.classes: list[dict[str, Any]] = []
@@ -869,7 +877,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m examples.ent_console.seed",
         description="Remplit la base de la console ENT Lumière avec des données de démonstration.",
     )
-    parser.add_argument("--reset", action="store_true", help="vider la base avant de la remplir")
+    parser.add_argument(
+        "--reset",
+        action="store_true",
+        help="vider la base et la boîte d'envoi avant de remplir la base",
+    )
     parser.add_argument(
         "--import-be1d",
         metavar="DOSSIER",
@@ -891,6 +903,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         if args.reset:
             reset_database()
+            # The messages of the previous run name accounts and campaigns that are gone.
+            clear_messages(app.config["ENT_CONSOLE_OUTBOX_DIR"])
         if db.session.scalar(sa.select(sa.func.count()).select_from(Etablissement)):
             print(
                 "La base contient déjà des établissements : rien n'est généré "

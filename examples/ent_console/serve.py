@@ -1,6 +1,8 @@
 """Run the demo: the local SMTP outbox in a thread, then the console on 127.0.0.1:5000.
 
 ``python -m examples.ent_console.serve`` (after ``python -m examples.ent_console.seed``).
+The ports come from ``ENT_CONSOLE_PORT`` (the console, 5000) and
+``ENT_CONSOLE_SMTP_PORT`` (the SMTP outbox, 8025), the address from ``ENT_CONSOLE_HOST``.
 """
 
 from __future__ import annotations
@@ -8,19 +10,25 @@ from __future__ import annotations
 import os
 import sys
 
-from . import create_app
+from . import create_app, env_port
 from .auth import DEMO_ACCOUNTS
-from .outbox import start_outbox
+from .outbox import start_console_outbox
+
+DEFAULT_PORT = 5000
 
 
 def main() -> int:
-    app = create_app()
+    try:
+        port = env_port("ENT_CONSOLE_PORT", DEFAULT_PORT)
+        app = create_app()  # reads ENT_CONSOLE_SMTP_PORT
+    except ValueError as error:
+        print(f"Démonstration non démarrée : {error}", file=sys.stderr)
+        return 2
     host = os.environ.get("ENT_CONSOLE_HOST", "127.0.0.1")
-    port = int(os.environ.get("ENT_CONSOLE_PORT", 5000))
     smtp_port = int(app.config["MAIL_PORT"])
     outbox_dir = app.config["ENT_CONSOLE_OUTBOX_DIR"]
     try:
-        controller = start_outbox(outbox_dir, port=smtp_port)
+        controller = start_console_outbox(app)
     except (OSError, RuntimeError) as error:
         # Another outbox (python -m examples.ent_console.outbox) may already listen there.
         controller = None
@@ -33,6 +41,7 @@ def main() -> int:
     print("  Comptes de démonstration :")
     for login, password, role in DEMO_ACCOUNTS:
         print(f"    {login:<13} / {password:<5} {role}")
+    sys.stdout.flush()
     try:
         # No reloader: it would start a second SMTP server in the child process.
         app.run(host=host, port=port, debug=False, use_reloader=False, threaded=True)

@@ -10,9 +10,10 @@ import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import login_required
+from werkzeug.exceptions import HTTPException
 
 from . import outbox
-from .access import current_admin_scope, est_admin
+from .access import current_admin_scope, est_admin, outbox_schools
 from .models import Classe, Etablissement, Utilisateur, db
 
 bp = Blueprint("console", __name__)
@@ -72,19 +73,30 @@ def home() -> ResponseReturnValue:
         classes=classes,
         nb_classes=nb_classes,
         etablissements=etablissements,
-        nb_messages=outbox.count_messages(outbox_dir()) if est_admin() else 0,
+        nb_messages=outbox.count_messages(outbox_dir(), outbox_schools()) if est_admin() else 0,
     )
+
+
+# The outbox holds activation codes: a local admin reads, and empties, only the messages
+# stored for their school (see outbox.py); a message of another school is "not found".
+
+
+def _school_names() -> dict[str, str]:
+    return dict(db.session.execute(sa.select(Etablissement.uai, Etablissement.nom)).tuples().all())
 
 
 @bp.route("/outbox")
 @admin_required
 def outbox_index() -> ResponseReturnValue:
     limite = 200
+    schools = outbox_schools()
     return render_template(
         "outbox.html",
-        messages=outbox.list_messages(outbox_dir(), limit=limite),
-        total=outbox.count_messages(outbox_dir()),
+        messages=outbox.list_messages(outbox_dir(), limit=limite, schools=schools),
+        total=outbox.count_messages(outbox_dir(), schools),
         limite=limite,
+        tous=schools is None,
+        etablissements=_school_names() if schools is None else {},
         smtp=f"{current_app.config['MAIL_SERVER']}:{current_app.config['MAIL_PORT']}",
     )
 
@@ -92,18 +104,32 @@ def outbox_index() -> ResponseReturnValue:
 @bp.route("/outbox/<name>")
 @admin_required
 def outbox_message(name: str) -> ResponseReturnValue:
-    message = outbox.read_message(outbox_dir(), name)
+    message = outbox.read_message(outbox_dir(), name, outbox_schools())
     if message is None:
         abort(404)
-    return render_template("outbox_message.html", message=message)
+    return render_template("outbox_message.html", message=message, etablissements=_school_names())
 
 
 @bp.route("/outbox/vider", methods=["POST"])
 @admin_required
 def outbox_clear() -> ResponseReturnValue:
-    removed = outbox.clear_messages(outbox_dir())
+    removed = outbox.clear_messages(outbox_dir(), outbox_schools())
     flash(f"{removed} message(s) supprimé(s) de la boîte d'envoi.", "info")
     return redirect(url_for("console.outbox_index"))
+
+
+_ERRORS = {
+    403: ("Accès refusé", "Cette page est réservée aux administrateurs."),
+    404: ("Page introuvable", "Cette page n'existe pas, ou plus, ou ne vous est pas accessible."),
+}
+
+
+@bp.errorhandler(403)
+@bp.errorhandler(404)
+def console_error(error: HTTPException) -> ResponseReturnValue:
+    code = error.code or 500
+    titre, texte = _ERRORS[code]
+    return render_template("error.html", titre=titre, texte=texte), code
 
 
 @bp.app_context_processor
