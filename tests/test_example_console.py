@@ -629,3 +629,13 @@ def test_a_wrong_port_is_refused_in_french(
     assert serve.main() == 2
     error = capsys.readouterr().err
     assert f"{variable} doit être un numéro de port entre 1 et 65535, pas « {value} »." in error
+
+
+def test_admins_are_named_as_people_know_them(client: FlaskClient) -> None:
+    """Hélène is not "Administrateur local"; the journal names her, not "user:10"."""
+    html = _login(client, "adml.ecole").get_data(as_text=True)
+    assert "Administration locale · École élémentaire Jules Ferry" in html
+    assert "Administrateur local" not in html
+    assert client.get("/imports-exports/publipostage/export.csv").status_code == 200
+    journal = client.get("/imports-exports/publipostage/journal").get_data(as_text=True)
+    assert "Hélène Marchand (adml.ecole)" in journal and "user:" not in journal

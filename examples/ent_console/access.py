@@ -29,8 +29,10 @@ def current_admin_scope() -> Scope | None:
     user = _utilisateur_connecte()
     if user is None:
         return None
+    # The journal names the admin as people know them.
+    name = f"{user.nom_complet} ({user.login})"
     if user.is_super_admin:
-        return Scope(actor=f"user:{user.id}", key="*", actor_email=user.courriel)
+        return Scope(actor=f"user:{user.id}", key="*", actor_email=user.courriel, actor_name=name)
     etablissement = db.session.get(Etablissement, user.etablissement_id) if user.etablissement_id else None
     if not user.is_adml or etablissement is None:
         # Logged in without admin rights: an empty perimeter (the permission says no anyway).
@@ -40,6 +42,7 @@ def current_admin_scope() -> Scope | None:
             classes=sa.false(),
             key=f"user:{user.id}",
             actor_email=user.courriel,
+            actor_name=name,
         )
     return Scope(
         actor=f"user:{user.id}",
@@ -49,6 +52,7 @@ def current_admin_scope() -> Scope | None:
         key=f"etab:{etablissement.id}",
         school_name=etablissement.nom,
         actor_email=user.courriel,
+        actor_name=name,
     )
 
 

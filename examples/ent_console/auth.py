@@ -25,7 +25,7 @@ bp = Blueprint("auth", __name__)
 DEMO_ACCOUNTS: tuple[tuple[str, str, str], ...] = (
     ("admin.ent", "demo", "Super administrateur de l'ENT (tous les établissements)"),
     ("adml.ecole", "demo", "Administratrice locale de l'École élémentaire Jules Ferry"),
-    ("adml.college", "demo", "Administrateur local du Collège Victor Hugo"),
+    ("adml.college", "demo", "Administration locale du Collège Victor Hugo"),
     ("prof.ecole", "demo", "Enseignante de l'école, sans droit d'administration"),
 )
 
