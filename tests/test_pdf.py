@@ -120,7 +120,7 @@ def test_group_sheets_and_signoff(app_ctx: Any, client: Any, school: Any) -> Non
         if name:
             for _k in range(math.ceil(len(members) / 20)):
                 assert "Liste d'émargement" in texts[page] and name in texts[page]
-                for column in ("Nom", "Prénom", "Identifiant", "Date", "Signature"):
+                for column in ("Nom", "Prénom", "Profil", "Identifiant", "Signature"):
                     assert column in texts[page]
                 page += 1
             listed = "\n".join(texts[page - math.ceil(len(members) / 20) : page])

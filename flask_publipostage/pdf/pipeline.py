@@ -438,7 +438,7 @@ def _append_missing(job: Job, output: Any) -> None:
     rows = list(_missing_rows(job))
     if rows:
         path = files.parts_dir(job.run) / "missing.pdf"
-        worker.render_file(render.render_document(render.missing_sheets(rows), job.options, job.settings),
+        worker.render_file(render.render_document(render.missing_sheets(rows, job.settings), job.options, job.settings),
                            str(path), job.settings.roots)
         output.append(str(path))
 
