@@ -43,8 +43,15 @@ LETTER_CHILDREN = 5
 LETTER_CHILD_LINES = 2
 #: Sizes (pt) tried in turn for the name on a letter, to keep it on two lines;
 #: at the last one it takes the lines it needs, up to LETTER_NAME_MOST.
-LETTER_NAME_SIZES = (15.0, 13.0, 11.0)
+LETTER_NAME_SIZES = (15.0, 13.0, 11.0, 9.0)
 LETTER_NAME_MOST = 8
+#: Points a letter leaves to what varies with the account (name lines, the
+#: "Parent de" or class lines, login and code lines beyond the first), without and
+#: with the postal window. Measured: the postal letter of a parent with a two-line
+#: name and five children on a line each fills its page.
+LETTER_ROOM = {False: 300.0, True: 144.0}
+#: Line pitch of the renderer, in font sizes.
+LINE_PITCH = 1.5
 #: The address window of a DL envelope: text width (mm) and lines at 10.5 pt.
 WINDOW_WIDTH = 82.0
 WINDOW_LINES = 8
@@ -209,9 +216,10 @@ def _child_text(child: Any) -> str:
     return str(child.full_name)
 
 
-def letter_view(recipient: Recipient, settings: Settings) -> dict[str, Any]:
-    """What one letter prints, already fitted to the page. Names print whole:
-    a long one in a smaller size or on more lines, never cut."""
+def letter_view(recipient: Recipient, settings: Settings, postal: bool = False) -> dict[str, Any]:
+    """What one letter prints, already fitted to its one page. The name prints
+    whole (smaller, or on more lines, never cut); a parent's children wrap on two
+    lines each while the page has room (``LETTER_ROOM``), else take a line each."""
     t = settings.typesetter
     children = [_child_text(c) for c in recipient.children]
     shown = children
@@ -221,6 +229,12 @@ def letter_view(recipient: Recipient, settings: Settings) -> dict[str, Any]:
     name_size, name_lines = t.fit_block(
         recipient.full_name, LETTER_WIDTH, LETTER_NAME_SIZES, lines=2, most=LETTER_NAME_MOST, bold=True
     )
+    login_lines = t.fit_lines(recipient.login, LETTER_BOX, 15, lines=4, family="PPMono", bold=True)
+    code_lines = t.fit_lines(recipient.activation_code or "", LETTER_BOX, 15, lines=4, family="PPMono", bold=True)
+    used = _height(len(name_lines), name_size) + _height(max(0, len(login_lines) - 1) + max(0, len(code_lines) - 1), 15)
+    child_lines = [t.fit_lines(c, LETTER_WIDTH - 8, 11, lines=LETTER_CHILD_LINES) for c in shown]
+    if used + _height(1 + sum(map(len, child_lines)) + (1 if more else 0), 11) > LETTER_ROOM[postal]:
+        child_lines = [[t.fit(c, LETTER_WIDTH - 8, 11)] for c in shown]
     address = [t.fit(line, WINDOW_WIDTH, 10.5) for line in recipient.postal_address[:6]]
     window_size, address_name = t.fit_block(
         recipient.full_name, WINDOW_WIDTH, (10.5, 9), lines=WINDOW_LINES - len(address), most=4
@@ -233,16 +247,21 @@ def letter_view(recipient: Recipient, settings: Settings) -> dict[str, Any]:
         "name_size": name_size,
         "profile": recipient.profile_label,
         "class_lines": t.fit_lines(_class_text(recipient), LETTER_WIDTH, 11, lines=2),
-        "children": [t.fit_lines(c, LETTER_WIDTH - 8, 11, lines=LETTER_CHILD_LINES) for c in shown],
+        "children": child_lines,
         "more_children": more,
-        "login_lines": t.fit_lines(recipient.login, LETTER_BOX, 15, lines=4, family="PPMono", bold=True),
+        "login_lines": login_lines,
         "code": recipient.activation_code,
-        "code_lines": t.fit_lines(recipient.activation_code or "", LETTER_BOX, 15, lines=4, family="PPMono", bold=True),
+        "code_lines": code_lines,
         "address": address,
         "address_name": address_name,
         "window_size": window_size,
         "qr": qr_for(recipient, settings),
     }
+
+
+def _height(lines: int, size: float) -> float:
+    """Points taken by ``lines`` lines of text of ``size`` points (the renderer's line pitch)."""
+    return lines * size * LINE_PITCH
 
 
 def card_view(recipient: Recipient, settings: Settings) -> dict[str, Any]:
@@ -301,7 +320,8 @@ def account_sheets(
         return sheets
     for index, recipient in enumerate(recipients):
         number = group.first + index if group else 0
-        sheets.append(Sheet("letter", {"v": letter_view(recipient, settings), "group": group, "number": number}))
+        view = letter_view(recipient, settings, postal=options.postal)
+        sheets.append(Sheet("letter", {"v": view, "group": group, "number": number}))
     return sheets
 
 
