@@ -21,7 +21,7 @@ def _class_with_family() -> None:
     zoe = add_person("zoe.abel", "Zoé", "Abel", "ELEVE", divisions=[cm1])
     paul = add_person("paul.abel", "Paul", "Abel", "ELEVE", divisions=[other])
     add_person("marie.abel", "Marie", "Abel", "PARENT", enfants=[zoe, paul])
-    add_person(LONG_LOGIN, LONG_FIRST, LONG_LAST, "ELEVE", divisions=[cm1])
+    add_person(LONG_LOGIN, LONG_FIRST, LONG_LAST, "ELEVE", divisions=[cm1], token="LONGCODE")
     add_person("emile.petit", "Émile", "Petit", "ELEVE", divisions=[cm1])
     db.session.commit()
 
@@ -83,7 +83,7 @@ def test_wrapped_rows_never_overflow_the_page(app_ctx: Any, client: Any) -> None
     db.session.add(cls)
     logins = [f"{i:02d}-eleve.au-nom-tres-long-{i:02d}.de-la-classe" for i in range(20)]
     for i, login in enumerate(logins):
-        add_person(login, f"Anne-Sophie-{i:02d} Marie-Chantal", LONG_LAST, "ELEVE", divisions=[cls])
+        add_person(login, f"Anne-Sophie-{i:02d} Marie-Chantal", LONG_LAST, "ELEVE", divisions=[cls], token=f"CODE{i}")
     db.session.commit()
     response = post_pdf(client, "sort=class", signoff="y")
     assert response.status_code == 200

@@ -88,7 +88,7 @@ def start(selection: Selection, options: render.Options, *, inline: bool = False
         options.to_dict(),
         item_kind="card" if options.template == render.CARDS else "letter",
         columns=lambda rows: {"group_key": rows.c.group_key},
-        file_name=filename(selection, "pdf"),
+        file_name=filename(selection, "pdf", content=options.file_words()),
         audit_action="pdf",
         audit_template=options.template,
         inline=inline,

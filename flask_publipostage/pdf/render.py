@@ -85,6 +85,14 @@ class Options:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def file_words(self) -> str:
+        """What the file holds, for its name ("lettres", "cartes", "courrier postal",
+        "avec émargement")."""
+        words = [_("cards") if self.template == CARDS else _("postal letters") if self.postal else _("letters")]
+        if self.signoff:
+            words.append(_("with sign-off sheets"))
+        return " ".join(words)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Options:
         return cls(
