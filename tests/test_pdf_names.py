@@ -112,12 +112,32 @@ def test_fullwidth_folds_and_cjk_prints_in_the_fallback_font(app_ctx: Any, clien
     assert "DroidSansFallback" in embedded_fonts(data)
 
 
-def test_fallback_fonts_only_where_used(app_ctx: Any, client: Any) -> None:
-    """A document without such names does not declare (nor load) the fallback font."""
+@needs_fallback
+def test_fallback_fonts_declared_only_where_used(app_ctx: Any, client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A declared font is loaded by the renderer (0.3 s) even unused: a document
+    without such names does not declare the fallback font, nor may read it."""
+    from flask_publipostage.pdf import worker
+
+    rendered: list[tuple[str, tuple[str, ...]]] = []
+    original = worker.render_file
+
+    def spy(html_text: str, path: str, roots: Any) -> str:
+        rendered.append((html_text, tuple(roots)))
+        return original(html_text, path, roots)
+
+    monkeypatch.setattr(worker, "render_file", spy)
     add_person("plain.one", "Jean", "Dupont", "ELEVE")
     db.session.commit()
     data = _pdf(post_pdf(client, ""))
     assert "DroidSansFallback" not in embedded_fonts(data)
+    (plain, roots), = rendered
+    assert "PPFallback" not in plain and "@font-face" in plain
+    assert set(FALLBACKS) <= set(roots)  # the policy lets the renderer read them, nothing else
+    add_person("wang.xiaoming", "小明", "王", "ELEVE")
+    db.session.commit()
+    _pdf(post_pdf(client, ""))
+    used = rendered[-1][0]
+    assert 'font-family: "PPFallback0"' in used and f'src: url("{FALLBACKS[0]}")' in used
 
 
 class TestBackground:
