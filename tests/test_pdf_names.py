@@ -245,6 +245,29 @@ class TestWithoutFallback:
         assert font_of(data, "Full") <= {"DejaVuSans-Bold", "DejaVuSans"}
 
 
+class TestCsrf:
+    @pytest.fixture
+    def app_config(self) -> dict[str, Any]:
+        return {"PUBLIPOSTAGE_PDF_FALLBACK_FONTS": (), "WTF_CSRF_ENABLED": True}
+
+    def test_print_anyway_carries_a_valid_token(self, app_ctx: Any, client: Any) -> None:
+        add_person("wang.xiaoming", "小明", "王", "ELEVE")
+        db.session.commit()
+        page = client.get(f"{URL}/", "adml_a").get_data(as_text=True)
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page) or re.search(
+            r'name="csrf_token" value="([^"]+)"', page
+        )
+        assert token, "no CSRF token on the page"
+        check = client.post(f"{URL}/pdf?", "adml_a", data={"template": "letter", "csrf_token": token.group(1)})
+        assert check.mimetype == "text/html" and "wang.xiaoming" in check.get_data(as_text=True)
+        form = _form_of(check.get_data(as_text=True))
+        assert dict(form.fields).get("csrf_token")
+        assert _pdf(client.post(form.action, "adml_a", data=MultiDict(form.fields)))[:4] == b"%PDF"
+        # Without the token, the button does nothing.
+        fields = [(k, v) for k, v in form.fields if k != "csrf_token"]
+        assert client.post(form.action, "adml_a", data=MultiDict(fields)).status_code == 400
+
+
 @needs_fallback
 def test_with_the_fallback_only_undrawable_names_are_listed(app_ctx: Any, client: Any) -> None:
     _family()

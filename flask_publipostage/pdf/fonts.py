@@ -192,6 +192,9 @@ class Typesetter:
         self.fallbacks = tuple(fallbacks)
         self._faces = [Face(FALLBACK_FAMILY.format(i), False, path, fallback=True) for i, path in enumerate(self.fallbacks)]
         self._chains: dict[tuple[str, bool], tuple[Face, ...]] = {}
+        #: Per chain, each character seen -> the index of the first face drawing it (-1: none).
+        self._seen: dict[tuple[str, bool], dict[str, int]] = {}
+        self._own: dict[tuple[str, bool, str], frozenset[str]] = {}
 
     # -- which font draws what -----------------------------------------------------------
 
@@ -206,11 +209,32 @@ class Typesetter:
             self._chains[key] = (*faces, *self._faces)
         return self._chains[key]
 
+    def _face_index(self, char: str, family: str = "PPSans", bold: bool = False) -> int:
+        """Index in :meth:`chain` of the first font drawing ``char``, -1 for none."""
+        seen = self._seen.setdefault((family, bold), {})
+        found = seen.get(char)
+        if found is None:
+            found = next((i for i, face in enumerate(self.chain(family, bold)) if face.draws(char)), -1)
+            seen[char] = found
+        return found
+
+    @functools.cached_property
+    def _shipped_chars(self) -> frozenset[str]:
+        """What DejaVu Sans draws (regular or bold): most texts are made of nothing else."""
+        return frozenset(chr(c) for face in self.chain("PPSans", False)[:2] for c in face.cmap)
+
+    def _own_chars(self, family: str, bold: bool) -> frozenset[str]:
+        key = (family, bold, "own")
+        found = self._own.get(key)
+        if found is None:
+            found = self._own[key] = frozenset(chr(c) for c in self.chain(family, bold)[0].cmap)
+        return found
+
     def _shipped_draws(self, char: str) -> bool:
-        return any(face.draws(char) for face in self.chain("PPSans", False) if not face.fallback)
+        return 0 <= self._face_index(char) < 2  # DejaVu Sans, regular or bold
 
     def _any_draws(self, char: str) -> bool:
-        return self._shipped_draws(char) or any(face.draws(char) for face in self._faces)
+        return self._face_index(char) >= 0
 
     def printable(self, text: str) -> str:
         """``text`` as it will print: composed (NFC), each character DejaVu lacks
@@ -218,8 +242,11 @@ class Typesetter:
         controls no font has dropped. What stays undrawable is :meth:`missing`."""
         if text.isascii():
             return text
+        text = unicodedata.normalize("NFC", text)
+        if self._shipped_chars.issuperset(text):
+            return text
         result = []
-        for char in unicodedata.normalize("NFC", text):
+        for char in text:
             if self._shipped_draws(char):
                 result.append(char)
                 continue
@@ -245,13 +272,19 @@ class Typesetter:
         """``text`` cut into runs of one font each (undrawable characters stay in
         the family's own font); spaces and combining marks follow their run."""
         chain = self.chain(family, bold)
-        if text.isascii():
-            return [(chain[0], text)] if text else []
+        if not text:
+            return []
+        if text.isascii() or self._own_chars(family, bold).issuperset(text):
+            return [(chain[0], text)]  # the family draws it all: the common case
+        indexes = [max(0, self._face_index(char, family, bold)) for char in text]
+        if not any(indexes):
+            return [(chain[0], text)]
         runs: list[tuple[Face, str]] = []
-        for char in text:
-            face = runs[-1][0] if runs else chain[0]
-            if not face.draws(char) or not (char.isspace() or unicodedata.combining(char)):
-                face = next((f for f in chain if f.draws(char)), chain[0])
+        for char, index in zip(text, indexes):
+            face = chain[index]
+            if runs and face != runs[-1][0] and (char.isspace() or unicodedata.combining(char)):
+                if runs[-1][0].draws(char):
+                    face = runs[-1][0]  # a space or an accent follows its run
             if runs and runs[-1][0] == face:
                 runs[-1] = (face, runs[-1][1] + char)
             else:
