@@ -60,8 +60,18 @@ DEFAULTS: dict[str, Any] = {
     #: placeholders (``"?login={login}"``); ``None`` keeps the bare page address,
     #: so the printed code is never inside the QR code unless asked here.
     "PDF_QR_PARAMS": None,
-    #: Rows per page of the sign-off sheet ("liste d'émargement").
+    #: Rows per page of the sign-off sheet ("liste d'émargement"), at most (a row
+    #: whose names wrap takes more room).
     "PDF_SIGNOFF_ROWS": 20,
+    #: TrueType fonts (a path or a list of paths, tried in order) for the
+    #: characters the shipped DejaVu fonts lack (Chinese, Japanese, Korean...);
+    #: missing files are skipped, ``()`` uses none. The renderer may read these
+    #: files. Default: Debian's ``fonts-droid-fallback``. (Noto CJK's ``.ttc``
+    #: files have PostScript outlines, which the renderer cannot embed.)
+    "PDF_FALLBACK_FONTS": (
+        "/usr/share/fonts-droid-fallback/truetype/DroidSansFallback.ttf",
+        "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+    ),
     #: How worker processes are started: ``"spawn"`` (safe in threaded servers),
     #: ``"forkserver"`` or ``"fork"``.
     "PDF_START_METHOD": "spawn",

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
-from datetime import date, tzinfo
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 
+import sqlalchemy as sa
+
+from .access import Scope
+from .config import config_value
 from .i18n import gettext as _
-from .recipients import Recipient, iter_batches, local_date, parent_of_formatter, school_zone
+from .i18n import ngettext
+from .recipients import Recipient, iter_batches, local_date, local_time, parent_of_formatter, school_zone
 from .recipients import parent_of as parent_of_name
 from .selection import Selection
 from .sql import fold_for_sort
+from .state import state
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _FORMULA_CHARS = frozenset(FORMULA_STARTS)
@@ -94,10 +100,54 @@ def stream(selection: Selection) -> Iterator[str]:
         yield buffer.getvalue()
 
 
-def filename(selection: Selection, extension: str = "csv") -> str:
-    """``publipostage_<school>_<date>.<ext>``, ASCII only."""
-    school = selection.scope.school_name if selection.scope else ""
-    slug = "".join(c if c.isascii() and c.isalnum() else "_" for c in (fold_for_sort(school) or "")).strip("_")
-    slug = "_".join(part for part in slug.split("_") if part)[:60]
-    stem = "_".join(p for p in ("publipostage", slug, date.today().isoformat()) if p)
-    return f"{stem}.{extension}"
+#: Longest file name (the header and every file system take it).
+FILENAME_MAX = 150
+#: Classes named in a file name; more are counted ("12-classes").
+FILENAME_CLASSES = 3
+
+
+def filename(selection: Selection, extension: str = "csv", content: str | None = None, moment: datetime | None = None) -> str:
+    """What the file holds, in its name:
+    ``publipostage_<school>_<profiles>_<classes>_<content>_<date>_<time>.<ext>``, e.g.
+    ``publipostage_ecole-jules-ferry_parents_ce1_cp_lettres_2026-09-03_14h21.pdf``
+    (no profile or class chosen: "tous-profils", "toutes-classes"; more than
+    ``FILENAME_CLASSES`` classes: "5-classes"). ``content`` says what the file is
+    ("lettres", "cartes"; the CSV: "comptes")."""
+    profiles = [_slug(p.plural_label) for p in selection.profiles] or [_slug(_("all profiles"))]
+    classes = _class_names(selection)
+    if not selection.class_ids:
+        classes = [_("all classes")]
+    elif len(selection.class_ids) > FILENAME_CLASSES or not all(classes):
+        classes = [ngettext("%(num)d class", "%(num)d classes", len(selection.class_ids))]
+    return stamped_name(selection.scope, ["-".join(profiles), *classes, content or _("accounts")], extension, moment)
+
+
+def stamped_name(scope: Scope | None, words: Sequence[str], extension: str, moment: datetime | None = None) -> str:
+    """``publipostage_<school>_<words>_<date>_<time>.<ext>``: the school of the scope
+    (else ``SCHOOL_NAME``), the time the school's (``moment``, default now). Lower-case
+    ASCII letters, digits, ``-`` and ``_`` only (safe in a Content-Disposition
+    header), ``FILENAME_MAX`` characters at most."""
+    school = (scope.school_name if scope else "") or str(config_value("SCHOOL_NAME") or "")
+    local = local_time(moment or datetime.now(timezone.utc))
+    tail = f"_{local:%Y-%m-%d_%Hh%M}.{_slug(extension) or 'bin'}"
+    parts = ["publipostage", _slug(school)[:40].strip("-"), *(_slug(w) for w in words)]
+    head = "_".join(p for p in parts if p)[: FILENAME_MAX - len(tail)].rstrip("-_")
+    return head + tail
+
+
+def _class_names(selection: Selection) -> list[str]:
+    """The chosen classes' names as slugs, in French order (the scope's classes only)."""
+    if not selection.class_ids or len(selection.class_ids) > FILENAME_CLASSES:
+        return []
+    host = state().host
+    stmt = sa.select(host.class_name_column()).where(host.class_id.in_(selection.class_ids))
+    if selection.scope is not None and selection.scope.classes is not None:
+        stmt = stmt.where(selection.scope.classes)
+    names = sorted(state().session.execute(stmt).scalars(), key=lambda n: fold_for_sort(n) or "")
+    return [_slug(name)[:20].strip("-") for name in names]
+
+
+def _slug(text: str) -> str:
+    """Lower-case ASCII words joined by ``-`` ("CE1 de Mme Émery" -> "ce1-de-mme-emery")."""
+    folded = fold_for_sort(str(text)) or ""
+    return "-".join("".join(c if c.isascii() and c.isalnum() else " " for c in folded).split())

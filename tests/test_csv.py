@@ -39,7 +39,7 @@ def test_format(client: RoleClient, matrix: MatrixSchool) -> None:
     response = client.get(f"{CSV}?profile=Relative&profile=Teacher&sort=profile", "adml_a")
     assert response.status_code == 200
     assert response.mimetype == "text/csv"
-    assert response.headers["Content-Disposition"].startswith('attachment; filename="publipostage_ecole_a_')
+    assert response.headers["Content-Disposition"].startswith('attachment; filename="publipostage_ecole-a_')
     assert response.data.startswith(b"\xef\xbb\xbf")
     assert b"\r\n" in response.data
     rows = read(response.data)

@@ -120,7 +120,7 @@ def test_group_sheets_and_signoff(app_ctx: Any, client: Any, school: Any) -> Non
         if name:
             for _k in range(math.ceil(len(members) / 20)):
                 assert "Liste d'émargement" in texts[page] and name in texts[page]
-                for column in ("Nom", "Prénom", "Identifiant", "Date", "Signature"):
+                for column in ("Nom", "Prénom", "Profil", "Identifiant", "Signature"):
                     assert column in texts[page]
                 page += 1
             listed = "\n".join(texts[page - math.ceil(len(members) / 20) : page])
@@ -266,7 +266,7 @@ def test_audit_and_access(app_ctx: Any, client: Any, school: Any) -> None:
 
     response = post_pdf(client, "profile=Student&sort=class", template="cards")
     assert response.status_code == 200
-    assert response.headers["Content-Disposition"].startswith('attachment; filename="publipostage_ecole_a_')
+    assert response.headers["Content-Disposition"].startswith('attachment; filename="publipostage_ecole-a_')
     entry = db.session.query(AuditEntry).one()
     assert (entry.action, entry.template, entry.count, entry.actor) == ("pdf", "cards", 4, "adml_a")
     assert "CODE-" not in entry.selection and entry.selection_args["profile"] == ["Student"]

@@ -73,7 +73,7 @@ def test_small_run_downloads_and_large_run_shows_progress(page: Any) -> None:
     with page.expect_download() as info:
         page.get_by_role("button", name="Générer en PDF").click()
     download = info.value
-    assert download.suggested_filename.startswith("publipostage_ecole_a_")
+    assert download.suggested_filename.startswith("publipostage_ecole-a_")
     reader = _pdf(download)
     assert len(reader.pages) == 1
     text = reader.pages[0].extract_text()

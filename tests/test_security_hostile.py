@@ -182,7 +182,7 @@ def test_csv_neutralises_formulas(client: Any, hostile: Hostile) -> None:
     response = client.get(f"{BASE}/export.csv?sort=class", "adml_a")
     assert response.status_code == 200
     disposition = response.headers["Content-Disposition"]
-    assert re.fullmatch(r'attachment; filename="publipostage_[A-Za-z0-9_]+_\d{4}-\d{2}-\d{2}\.csv"', disposition), disposition
+    assert re.fullmatch(r'attachment; filename="publipostage_[a-z0-9_-]+_\d{4}-\d{2}-\d{2}_\d{2}h\d{2}\.csv"', disposition), disposition
     rows = list(csv.reader(io.StringIO(response.data.decode("utf-8-sig"), newline=""), delimiter=";"))
     by_login = {row[3]: row for row in rows[1:]}
     for login, (first, last) in ACCOUNTS.items():
@@ -260,8 +260,10 @@ def _check_pdf_text(data: bytes, *, cards: bool) -> None:
         for login, (first, last) in ACCOUNTS.items():
             assert login in text
             if login == "h.long":
-                # Fitted to its lines, with an ellipsis; never over the edge.
-                assert squeeze(LONG_FIRST[:40]) in flat and "…" in text
+                if cards:  # fitted to its lines, with an ellipsis; never over the edge
+                    assert squeeze(LONG_FIRST[:40]) in flat and "…" in text
+                else:  # a letter prints a name whole
+                    assert squeeze(f"{LONG_FIRST} {LONG_LAST}") in flat
                 continue
             if login == "h.rtl":
                 # Shaped and laid out right to left: the same letters, visual order.
@@ -294,7 +296,7 @@ def test_pdf_prints_text_and_reads_nothing_else(
     letters = post_pdf(client, "adml_a", "sort=class&email=with", signoff="y")
     assert letters.status_code == 200, letters.get_data(as_text=True)[:300]
     disposition = letters.headers["Content-Disposition"]
-    assert re.fullmatch(r'attachment; filename="publipostage_[A-Za-z0-9_]+_\d{4}-\d{2}-\d{2}\.pdf"', disposition)
+    assert re.fullmatch(r'attachment; filename="publipostage_[a-z0-9_-]+_\d{4}-\d{2}-\d{2}_\d{2}h\d{2}\.pdf"', disposition)
     _check_pdf_text(letters.data, cards=False)
     # One image per letter: the configured logo, nothing the data asked for.
     accounts = len(ACCOUNTS) + 2

@@ -13,7 +13,7 @@ from flask import Blueprint, Response, jsonify, redirect, render_template, reque
 
 from .. import audit
 from ..access import PRINT, SEND, current_scope, has_capability, require
-from ..csv_export import filename
+from ..csv_export import stamped_name
 from ..i18n import gettext as _
 from ..recipients import Recipient
 from ..recipients import page as recipients_page
@@ -226,7 +226,7 @@ def mail_campaign_status(campaign_id: str) -> Response:
 @require(SEND)
 def mail_campaign_csv(campaign_id: str) -> Response:
     campaign = _visible(campaign_id)
-    name = filename(Selection(scope=current_scope()), "csv").replace("publipostage_", f"publipostage_mail_{campaign.id}_", 1)
+    name = stamped_name(current_scope(), [f"mail {campaign.id}"], "csv")
     return Response(
         stream_with_context(campaigns.problems_csv(campaign)),
         mimetype="text/csv; charset=utf-8",

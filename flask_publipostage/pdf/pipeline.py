@@ -88,7 +88,7 @@ def start(selection: Selection, options: render.Options, *, inline: bool = False
         options.to_dict(),
         item_kind="card" if options.template == render.CARDS else "letter",
         columns=lambda rows: {"group_key": rows.c.group_key},
-        file_name=filename(selection, "pdf"),
+        file_name=filename(selection, "pdf", content=options.file_words()),
         audit_action="pdf",
         audit_template=options.template,
         inline=inline,
@@ -438,7 +438,7 @@ def _append_missing(job: Job, output: Any) -> None:
     rows = list(_missing_rows(job))
     if rows:
         path = files.parts_dir(job.run) / "missing.pdf"
-        worker.render_file(render.render_document(render.missing_sheets(rows), job.options, job.settings),
+        worker.render_file(render.render_document(render.missing_sheets(rows, job.settings), job.options, job.settings),
                            str(path), job.settings.roots)
         output.append(str(path))
 

@@ -12,7 +12,7 @@ import functools
 import io
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -21,7 +21,7 @@ from flask import current_app
 from ..config import EntLinks, config_value
 from ..i18n import gettext as _
 from ..i18n import ngettext
-from ..recipients import Recipient
+from ..recipients import Recipient, parent_of
 from . import fonts
 
 LETTER = "letter"
@@ -39,6 +39,33 @@ CARD_STEP_Y = 67
 CARD_TOP = 7
 #: Lines kept on a letter for a parent's children before "and N more".
 LETTER_CHILDREN = 5
+#: Lines of one child on a letter (name and classes), at most.
+LETTER_CHILD_LINES = 2
+#: Sizes (pt) tried in turn for the name on a letter, to keep it on two lines;
+#: at the last one it takes the lines it needs, up to LETTER_NAME_MOST.
+LETTER_NAME_SIZES = (15.0, 13.0, 11.0, 9.0)
+LETTER_NAME_MOST = 8
+#: Points a letter leaves to what varies with the account (name lines, the
+#: "Parent de" or class lines, login and code lines beyond the first), without and
+#: with the postal window. Measured: the postal letter of a parent with a two-line
+#: name and five children on a line each fills its page.
+LETTER_ROOM = {False: 300.0, True: 144.0}
+#: Line pitch of the renderer, in font sizes.
+LINE_PITCH = 1.5
+#: The address window of a DL envelope: text width (mm) and lines at 10.5 pt.
+WINDOW_WIDTH = 82.0
+WINDOW_LINES = 8
+#: Sign-off sheet columns (mm, 176 in all) and the text width inside each.
+SIGNOFF_COLUMNS = {"last_name": 33, "first_name": 29, "profile": 35, "login": 37, "signature": 42}
+SIGNOFF_TEXT = {key: width - 3 for key, width in SIGNOFF_COLUMNS.items()}
+#: Lists (sign-off sheet, accounts without an address): a row's least height,
+#: a text line, a cell's padding, and the height the rows of a page may take (mm),
+#: as the CSS of document.html sets them.
+SIGNOFF_ROW = 10.0
+MISSING_ROW = 6.0
+LIST_LINE = 4.5
+LIST_PADDING = 2.5
+LIST_HEIGHT = 235.0
 MISSING_ROWS = 30
 
 
@@ -57,6 +84,14 @@ class Options:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def file_words(self) -> str:
+        """What the file holds, for its name ("lettres", "cartes", "courrier postal",
+        "avec émargement")."""
+        words = [_("cards") if self.template == CARDS else _("postal letters") if self.postal else _("letters")]
+        if self.signoff:
+            words.append(_("with sign-off sheets"))
+        return " ".join(words)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Options:
@@ -79,6 +114,8 @@ class Settings:
     qr_params: str | None
     signoff_rows: int
     roots: tuple[str, ...] = field(default=())
+    #: The usable fallback font files (``PDF_FALLBACK_FONTS``).
+    fallbacks: tuple[str, ...] = field(default=())
 
     # The names the letter and card templates use.
     ent_name = property(lambda self: self.links.name)
@@ -87,6 +124,10 @@ class Settings:
     reset_url = property(lambda self: self.links.reset_url)
     password_rule = property(lambda self: self.links.password_rule)
 
+    @property
+    def typesetter(self) -> fonts.Typesetter:
+        return fonts.typesetter(self.fallbacks)
+
     @classmethod
     def from_config(cls, school_name: str = "") -> Settings:
         logo = config_value("LOGO_PATH")
@@ -94,6 +135,7 @@ class Settings:
         address = config_value("SCHOOL_ADDRESS") or ()
         if isinstance(address, str):
             address = tuple(line for line in address.splitlines() if line.strip())
+        fallbacks = fonts.fallback_fonts(config_value("PDF_FALLBACK_FONTS"))
         return cls(
             links=EntLinks.from_config(),
             logo_path=logo,
@@ -102,7 +144,8 @@ class Settings:
             qr_code=bool(config_value("PDF_QR_CODE")),
             qr_params=config_value("PDF_QR_PARAMS"),
             signoff_rows=max(5, int(config_value("PDF_SIGNOFF_ROWS"))),
-            roots=fonts.allowed_roots(logo),
+            roots=fonts.allowed_roots(logo, fallbacks),
+            fallbacks=fallbacks,
         )
 
 
@@ -181,47 +224,74 @@ def _child_text(child: Any) -> str:
     return str(child.full_name)
 
 
-def letter_view(recipient: Recipient, settings: Settings) -> dict[str, Any]:
-    """What one letter prints, already fitted to the page."""
+def letter_view(recipient: Recipient, settings: Settings, postal: bool = False) -> dict[str, Any]:
+    """What one letter prints, already fitted to its one page. The name prints
+    whole (smaller, or on more lines, never cut); a parent's children wrap on two
+    lines each while the page has room (``LETTER_ROOM``), else take a line each."""
+    t = settings.typesetter
     children = [_child_text(c) for c in recipient.children]
     shown = children
     more = 0
     if len(children) > LETTER_CHILDREN:
         shown, more = children[: LETTER_CHILDREN - 1], len(children) - (LETTER_CHILDREN - 1)
+    name_size, name_lines = t.fit_block(
+        recipient.full_name, LETTER_WIDTH, LETTER_NAME_SIZES, lines=2, most=LETTER_NAME_MOST, bold=True
+    )
+    login_lines = t.fit_lines(recipient.login, LETTER_BOX, 15, lines=4, family="PPMono", bold=True)
+    code_lines = t.fit_lines(recipient.activation_code or "", LETTER_BOX, 15, lines=4, family="PPMono", bold=True)
+    used = _height(len(name_lines), name_size) + _height(max(0, len(login_lines) - 1) + max(0, len(code_lines) - 1), 15)
+    child_lines = [t.fit_lines(c, LETTER_WIDTH - 8, 11, lines=LETTER_CHILD_LINES) for c in shown]
+    if used + _height(1 + sum(map(len, child_lines)) + (1 if more else 0), 11) > LETTER_ROOM[postal]:
+        child_lines = [[t.fit(c, LETTER_WIDTH - 8, 11)] for c in shown]
+    address = [t.fit(line, WINDOW_WIDTH, 10.5) for line in recipient.postal_address[:6]]
+    window_size, address_name = t.fit_block(
+        recipient.full_name, WINDOW_WIDTH, (10.5, 9), lines=WINDOW_LINES - len(address), most=4
+    )
+    if window_size != 10.5:
+        address = [t.fit(line, WINDOW_WIDTH, window_size) for line in recipient.postal_address[:6]]
     return {
         "r": recipient,
-        "name_lines": fonts.fit_lines(recipient.full_name, LETTER_WIDTH, 15, lines=2, bold=True),
+        "name_lines": name_lines,
+        "name_size": name_size,
         "profile": recipient.profile_label,
-        "class_lines": fonts.fit_lines(_class_text(recipient), LETTER_WIDTH, 11, lines=2),
-        "children": [fonts.fit(c, LETTER_WIDTH - 8, 11) for c in shown],
+        "class_lines": t.fit_lines(_class_text(recipient), LETTER_WIDTH, 11, lines=2),
+        "children": child_lines,
         "more_children": more,
-        "login_lines": fonts.fit_lines(recipient.login, LETTER_BOX, 15, lines=4, family="PPMono", bold=True),
+        "login_lines": login_lines,
         "code": recipient.activation_code,
-        "code_lines": fonts.fit_lines(recipient.activation_code or "", LETTER_BOX, 15, lines=4, family="PPMono", bold=True),
-        "address": [fonts.fit(line, 82, 10.5) for line in recipient.postal_address[:6]],
-        "address_name": fonts.fit(recipient.full_name, 82, 10.5),
+        "code_lines": code_lines,
+        "address": address,
+        "address_name": address_name,
+        "window_size": window_size,
         "qr": qr_for(recipient, settings),
     }
 
 
+def _height(lines: int, size: float) -> float:
+    """Points taken by ``lines`` lines of text of ``size`` points (the renderer's line pitch)."""
+    return lines * size * LINE_PITCH
+
+
 def card_view(recipient: Recipient, settings: Settings) -> dict[str, Any]:
-    """What one card prints: short, fitted to the card whatever the data."""
+    """What one card prints: short, fitted to the card whatever the data (the one
+    place a name may be cut, with an ellipsis)."""
+    t = settings.typesetter
     if recipient.children:
         who = _("Parent of: %(children)s", children=", ".join(_child_text(c) for c in recipient.children))
-        lines = fonts.fit_lines(who, CARD_WIDTH, 8.5, lines=2)
+        lines = t.fit_lines(who, CARD_WIDTH, 8.5, lines=2)
     else:
         detail = recipient.profile_label
         if recipient.classes:
             detail = _("%(profile)s, %(classes)s", profile=detail, classes=", ".join(recipient.classes)) if detail else ", ".join(recipient.classes)
-        lines = fonts.fit_lines(detail, CARD_WIDTH, 8.5, lines=2)
+        lines = t.fit_lines(detail, CARD_WIDTH, 8.5, lines=2)
     return {
         "r": recipient,
-        "name_lines": fonts.fit_lines(recipient.full_name, CARD_WIDTH, 11, lines=2, bold=True),
+        "name_lines": t.fit_lines(recipient.full_name, CARD_WIDTH, 11, lines=2, bold=True),
         "detail_lines": lines,
         "profile": recipient.profile_label if recipient.children else "",
-        "login_lines": fonts.fit_lines(recipient.login, CARD_WIDTH, 10.5, lines=3, family="PPMono", bold=True),
+        "login_lines": t.fit_lines(recipient.login, CARD_WIDTH, 10.5, lines=3, family="PPMono", bold=True),
         "code": recipient.activation_code,
-        "code_lines": fonts.fit_lines(recipient.activation_code or "", CARD_WIDTH, 10.5, lines=3, family="PPMono", bold=True),
+        "code_lines": t.fit_lines(recipient.activation_code or "", CARD_WIDTH, 10.5, lines=3, family="PPMono", bold=True),
     }
 
 
@@ -237,6 +307,7 @@ def account_sheets(
     """Letters (one sheet each) or cards (eight a sheet) for consecutive accounts of
     one group; ``group.first`` is the first account's rank in the group."""
     sheets: list[Sheet] = []
+    group = _printed(group, settings) if group else None
     if options.template == CARDS:
         total = math.ceil(group.count / CARDS_PER_PAGE) if group else 0
         for start in range(0, len(recipients), CARDS_PER_PAGE):
@@ -257,45 +328,97 @@ def account_sheets(
         return sheets
     for index, recipient in enumerate(recipients):
         number = group.first + index if group else 0
-        sheets.append(Sheet("letter", {"v": letter_view(recipient, settings), "group": group, "number": number}))
+        view = letter_view(recipient, settings, postal=options.postal)
+        sheets.append(Sheet("letter", {"v": view, "group": group, "number": number}))
     return sheets
 
 
+def _printed(group: Group, settings: Settings) -> Group:
+    """The group with its name as the fonts print it (a class name may need a fallback font)."""
+    t = settings.typesetter
+    return replace(group, name=t.html(t.printable(group.name)))
+
+
+def signoff_profile(recipient: Recipient, group: Group) -> str:
+    """The "Profile" cell: for a parent, whose parent ("Parent de Zoé Abel"), the
+    children of the sheet's class first."""
+    if not recipient.children:
+        return recipient.profile_label
+    here = [c for c in recipient.children if str(group.name) in c.classes] or list(recipient.children)
+    if len(here) == 1:
+        return parent_of(here[0].full_name)
+    return _("Parent of: %(children)s", children=", ".join(c.full_name for c in here))
+
+
 def signoff_sheets(recipients: Sequence[Recipient], group: Group, settings: Settings) -> list[Sheet]:
-    """The sign-off list of a class group, ``PDF_SIGNOFF_ROWS`` rows a page."""
+    """The sign-off list of a class group: names, profile and login wrapped (never
+    cut), a wide column to sign; ``PDF_SIGNOFF_ROWS`` rows a page at most, fewer
+    when wrapped rows fill it."""
+    t = settings.typesetter
     rows = [
-        {
-            "last_name": fonts.fit(r.last_name, 44, 10),
-            "first_name": fonts.fit(r.first_name, 36, 10),
-            "login": fonts.fit(r.login, 42, 9.5, family="PPMono"),
-        }
+        _row(
+            SIGNOFF_ROW,
+            last_name=t.fit_lines(r.last_name, SIGNOFF_TEXT["last_name"], 10, lines=None),
+            first_name=t.fit_lines(r.first_name, SIGNOFF_TEXT["first_name"], 10, lines=None),
+            profile=t.fit_lines(signoff_profile(r, group), SIGNOFF_TEXT["profile"], 9, lines=None),
+            login=t.fit_lines(r.login, SIGNOFF_TEXT["login"], 9.5, lines=None, family="PPMono"),
+        )
         for r in recipients
     ]
-    per_page = settings.signoff_rows
-    pages = max(1, math.ceil(len(rows) / per_page))
+    pages = _pages(rows, settings.signoff_rows)
+    group = _printed(group, settings)
     return [
         Sheet(
             "signoff",
-            {"group": group, "rows": rows[i * per_page : (i + 1) * per_page], "page": i + 1, "pages": pages},
+            {"group": group, "rows": page, "page": i + 1, "pages": len(pages), "widths": SIGNOFF_COLUMNS},
         )
-        for i in range(pages)
+        for i, page in enumerate(pages)
     ]
 
 
 def signoff_pages(count: int, settings: Settings) -> int:
+    """Pages of a sign-off list as planned (wrapped rows may add one)."""
     return max(1, math.ceil(count / settings.signoff_rows))
 
 
-def missing_sheets(rows: Sequence[Sequence[str]]) -> list[Sheet]:
-    """The closing list of accounts without a postal address."""
+def _row(least: float, **cells: list[str]) -> dict[str, Any]:
+    """A row of a list: its cells (lines each), its CSS ``height`` in mm (``least``,
+    or None when its text needs more: a fixed height would make the renderer
+    shrink the text) and the ``room`` it takes on the page."""
+    lines = max((len(v) for v in cells.values()), default=1)
+    room = lines * LIST_LINE + LIST_PADDING
+    return {**cells, "height": least if room <= least else None, "room": max(least, room)}
+
+
+def _pages(rows: list[dict[str, Any]], per_page: int) -> list[list[dict[str, Any]]]:
+    """Rows cut into pages: ``per_page`` at most, and no more than a page holds."""
+    pages: list[list[dict[str, Any]]] = [[]]
+    used = 0.0
+    for row in rows:
+        if pages[-1] and (len(pages[-1]) >= per_page or used + row["room"] > LIST_HEIGHT):
+            pages.append([])
+            used = 0.0
+        pages[-1].append(row)
+        used += row["room"]
+    return pages
+
+
+def missing_sheets(rows: Sequence[Sequence[str]], settings: Settings) -> list[Sheet]:
+    """The closing list of accounts without a postal address (names and logins whole)."""
+    t = settings.typesetter
     items = [
-        {"name": fonts.fit(r[0], 70, 10), "login": fonts.fit(r[1], 50, 9.5, family="PPMono"), "group": fonts.fit(r[2], 45, 10)}
+        _row(
+            MISSING_ROW,
+            name=t.fit_lines(r[0], 70, 10, lines=None),
+            login=t.fit_lines(r[1], 50, 9.5, lines=None, family="PPMono"),
+            group=t.fit_lines(r[2], 45, 10, lines=2),
+        )
         for r in rows
     ]
-    pages = max(1, math.ceil(len(items) / MISSING_ROWS))
+    pages = _pages(items, MISSING_ROWS)
     return [
-        Sheet("missing", {"rows": items[i * MISSING_ROWS : (i + 1) * MISSING_ROWS], "page": i + 1, "pages": pages, "total": len(items)})
-        for i in range(pages)
+        Sheet("missing", {"rows": page, "page": i + 1, "pages": len(pages), "total": len(items)})
+        for i, page in enumerate(pages)
     ]
 
 
@@ -309,15 +432,21 @@ def missing_row(recipient: Recipient, group_by: str | None) -> list[str]:
 def render_document(sheets: Iterable[Sheet], options: Options, settings: Settings) -> str:
     """The whole HTML of a chunk (or of a small run): one page per sheet."""
     template = current_app.jinja_env.get_template("publipostage/pdf/document.html")
-    return template.render(
+    html = template.render(
         sheets=list(sheets),
         options=options,
         settings=settings,
-        font_faces=fonts.font_face_css(),
+        font_faces=FONT_FACES,
         # The same few labels repeat on every page: translate each once.
         _pp=_memo(_),
         _pp_n=_memo(ngettext),
     )
+    # The fallback fonts are declared only where text is set in them.
+    return html.replace(FONT_FACES, fonts.font_face_css(fonts.fallbacks_used(html, settings.fallbacks)), 1)
+
+
+#: Where the ``@font-face`` rules go, once the document says which fonts it uses.
+FONT_FACES = "/* publipostage: font faces */"
 
 
 def _memo(function: Any) -> Any:

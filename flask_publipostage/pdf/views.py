@@ -17,10 +17,10 @@ from ..i18n import lazy_gettext as _l
 from ..i18n import ngettext
 from ..runs import core, files
 from ..runs.models import DONE, Run
-from ..selection import SelectionError, check_size, count
+from ..selection import Selection, SelectionError, check_size, count
 from ..state import state
 from ..views import PostForm, current_selection, form_error, stalled_label, time_left_label
-from . import pipeline, render
+from . import check, pipeline, render
 from .pipeline import KIND
 
 
@@ -36,6 +36,8 @@ class PdfForm(FlaskForm):
     )
     postal = BooleanField(_l("Postal mail: the address shows in the window of a DL envelope (1 per page)"))
     signoff = BooleanField(_l("Add a sign-off sheet at the head of each class (sorted by class)"))
+    #: Sent by the button of the check page: print although some names show boxes.
+    print_anyway = BooleanField()
 
     def options(self, group_by: str | None) -> render.Options:
         """The options chosen; one that cannot apply is refused, never ignored."""
@@ -117,6 +119,10 @@ def generate_pdf() -> Any:
     check_size(counters)
     if counters.selected == 0:
         raise SelectionError(_("No account matches these filters: there is nothing to print."))
+    if not form.print_anyway.data:
+        problems, total = check.unprintable(selection, render.Settings.from_config().typesetter)
+        if total:
+            return _check_page(form, selection, problems, total)
     inline = pipeline.is_small(counters.selected)
     run, _created = pipeline.start(selection, options, inline=inline)
     if not inline:
@@ -128,6 +134,20 @@ def generate_pdf() -> Any:
         raise SelectionError(_("The PDF could not be generated. Try again; if it fails again, contact your administrator."),
                              status=500 if run.state == "failed" else 409)
     return _download(run)
+
+
+def _check_page(form: PdfForm, selection: Selection, problems: list[check.Unprintable], total: int) -> str:
+    """Some names would print with boxes: say which, before printing, with the
+    same form to post again (every option as sent, and ``print_anyway``)."""
+    fields = [(k, v) for k, v in request.form.items(multi=True) if k not in ("csrf_token", "print_anyway")]
+    return render_template(
+        "publipostage/pdf_check.html",
+        form=form,
+        fields=fields,
+        problems=problems,
+        total=total,
+        args=selection.to_args().to_dict(flat=False),
+    )
 
 
 def _owned(job_id: str) -> Run:
