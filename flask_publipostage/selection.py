@@ -16,17 +16,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from types import MappingProxyType
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 from werkzeug.datastructures import MultiDict
 
 from .access import Scope
-from .config import config_value
+from .config import config_value, time_zone
 from .host import HostModels, parse_key
 from .i18n import gettext as _
 from .i18n import lazy_gettext as _l
@@ -246,11 +245,13 @@ def _local_admin_condition(selection: "Selection", host: HostModels, value: str)
 
 
 def _day_start(day: date, column: Any) -> datetime:
-    """Midnight of ``day`` in the school's time zone, as the column stores it."""
-    local = datetime.combine(day, time.min, tzinfo=ZoneInfo(config_value("TIMEZONE")))
+    """Midnight of ``day`` in the school's time zone, as the column stores it: an
+    aware value for a ``DateTime(timezone=True)`` column, else the naive wall-clock
+    time of ``HOST_TIMEZONE``, the zone the host writes its naive datetimes in."""
+    local = datetime.combine(day, time.min, tzinfo=time_zone("TIMEZONE"))
     if getattr(column.type, "timezone", False):
         return local
-    return local.astimezone(timezone.utc).replace(tzinfo=None)
+    return local.astimezone(time_zone("HOST_TIMEZONE")).replace(tzinfo=None)
 
 
 def _since_condition(selection: "Selection", host: HostModels, day: date) -> Any:
