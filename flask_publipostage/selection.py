@@ -203,15 +203,18 @@ def _profile_condition(selection: "Selection", host: HostModels, profiles: tuple
 
 
 def _class_condition(selection: "Selection", host: HostModels, class_ids: tuple[Any, ...]) -> Any:
-    """In one of the classes, or (a parent) a child is."""
+    """In one of the classes, or (a parent) a child of the admin's perimeter is: a
+    child the admin may not see (a super admin's account, another school's pupil)
+    selects nobody, else the parent's row would betray the family link."""
     direct = host.relationship("classes").any(host.class_id.in_(class_ids))
     if not host.has_children:
         return direct
     child = aliased(host.user_model)
-    via_child = host.relationship("children").of_type(child).any(
-        host.relationship("classes", child).any(host.class_id.in_(class_ids))
-    )
-    return sa.or_(direct, via_child)
+    child_in_class = host.relationship("classes", child).any(host.class_id.in_(class_ids))
+    users = selection.scope.users if selection.scope is not None else None
+    if users is not None:
+        child_in_class = sa.and_(sa.inspect(child)._adapt_element(users), child_in_class)
+    return sa.or_(direct, host.relationship("children").of_type(child).any(child_in_class))
 
 
 def _check_classes(selection: "Selection", class_ids: tuple[Any, ...]) -> None:
