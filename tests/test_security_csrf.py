@@ -224,6 +224,39 @@ def test_a_head_request_writes_no_audit_row(app: Flask, client: Any, smtp: SmtpS
     assert _audit_rows(app) == before["publipostage_audit"] + 1
 
 
+def test_in_chromium_the_page_link_exports_and_another_site_cannot(app: Flask, smtp: SmtpServer, tmp_path: Path) -> None:
+    """What a real browser sends: the page's link exports (one audit row); the
+    same link on another site gets the French 403 and records nothing."""
+    from .browser import launched_browser, live_server, require_chromium
+
+    sync_api = require_chromium()
+    with app.app_context():
+        build_security_school()
+        db.session.remove()
+    with live_server(app) as url, launched_browser(sync_api) as browser:
+        context = browser.new_context(accept_downloads=True, locale="fr-FR")
+        context.set_extra_http_headers({"X-Test-User": "adml_a"})
+        page = context.new_page()
+        export = f"{url}{BASE}/export.csv?profile=Teacher"
+        page.route("http://evil.example/", lambda route: route.fulfill(
+            status=200, content_type="text/html", body=f'<a id="go" href="{export}">Cliquez ici</a>'))
+        before = _state(app, smtp, tmp_path)
+        page.goto("http://evil.example/")
+        with page.expect_navigation() as navigation:
+            page.click("#go")
+        assert navigation.value.status == 403
+        assert CROSS_SITE in re.sub("[\u00a0\u202f]", " ", page.inner_text("body"))
+        assert _state(app, smtp, tmp_path) == before
+
+        page.goto(f"{url}{BASE}/?profile=Teacher")
+        with page.expect_download() as download:
+            page.click("a.pp-csv")
+        content = Path(download.value.path()).read_text(encoding="utf-8-sig")
+        assert "CODE-jean.prof" in content
+        assert _audit_rows(app) == before["publipostage_audit"] + 1
+        context.close()
+
+
 def test_job_ids_cannot_be_guessed(app: Flask, client: Any) -> None:
     tokens = {new_token() for _ in range(2000)}
     assert len(tokens) == 2000
