@@ -8,7 +8,9 @@ typo fails loudly instead of silently using a default.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import current_app
 
@@ -35,8 +37,14 @@ DEFAULTS: dict[str, Any] = {
     "LOGO_PATH": None,
     #: School name when the admin's scope does not name one (letters, file names).
     "SCHOOL_NAME": "",
-    #: Time zone of the school: creation-date filters are calendar days there.
+    #: Time zone of the school: creation-date filters are calendar days there, and
+    #: creation dates are shown there.
     "TIMEZONE": "Europe/Paris",
+    #: Time zone in which the host's naive datetimes (``created_at`` without a
+    #: ``tzinfo``) are written: ``"UTC"`` for ``datetime.utcnow()`` or a
+    #: ``DateTime`` column filled by the database in UTC, ``"Europe/Paris"`` for a
+    #: host storing Paris wall-clock time. Aware values carry their own zone.
+    "HOST_TIMEZONE": "UTC",
     #: Rows per page of the preview table.
     "PAGE_SIZE": 50,
     #: Accounts read from the database at a time when building outputs.
@@ -147,6 +155,30 @@ def config_value(key: str, app: Any = None) -> Any:
         raise KeyError(f"unknown publipostage setting {key!r}")
     app = app or current_app
     return app.config.get(f"PUBLIPOSTAGE_{key}", DEFAULTS[key])
+
+
+#: The settings naming a time zone.
+TIME_ZONES = ("TIMEZONE", "HOST_TIMEZONE")
+
+
+def time_zone(key: str, app: Any = None) -> tzinfo:
+    """The zone named by the setting ``key`` (one of :data:`TIME_ZONES`)."""
+    if key not in TIME_ZONES:
+        raise KeyError(f"{key!r} is not a time-zone setting")
+    return ZoneInfo(config_value(key, app))
+
+
+def check_time_zones(app: Any) -> None:
+    """A misspelt zone fails at ``init_app``, not at the first date shown."""
+    for key in TIME_ZONES:
+        name = config_value(key, app)
+        try:
+            time_zone(key, app)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            raise RuntimeError(
+                f"PUBLIPOSTAGE_{key} = {name!r} is not a time zone of the IANA database "
+                "(such as \"Europe/Paris\" or \"UTC\")"
+            ) from None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone, tzinfo
 from typing import Any
@@ -20,14 +21,27 @@ from .selection import Selection
 from .sql import fold_for_sort
 from .state import state
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_FORMULA_CHARS = frozenset(FORMULA_STARTS)
+#: What makes a spreadsheet read a cell as a formula (Excel, LibreOffice) or run a
+#: command (``|`` in DDE payloads): compared after NFKC, so the fullwidth and small
+#: forms (＝＋－＠｜, ﹦﹢﹣﹫) count too.
+FORMULA_CHARS = frozenset("=+-@|")
 
 
 def safe_cell(value: str) -> str:
-    """Neutralise spreadsheet formulas: a cell starting with = + - @ is shown as text."""
-    if value and value[0] in _FORMULA_CHARS:
+    """Neutralise spreadsheet formulas: a cell whose first visible character is one
+    of :data:`FORMULA_CHARS` (after any white space and control or format
+    characters, which spreadsheets skip: ``" =1+1"``, ``"\n=1+1"``), or that starts
+    with a tab or CR, is prefixed with ``'`` and so shown as text."""
+    if not value or value[0].isalnum():
+        return value  # the common case, at once: a name starts with a letter
+    if value[0] in "\t\r":
         return "'" + value
+    for char in value:
+        if unicodedata.category(char)[0] in "CZ":
+            continue  # control, format (zero-width), separator (spaces)
+        if unicodedata.normalize("NFKC", char)[:1] in FORMULA_CHARS:
+            return "'" + value
+        break
     return value
 
 

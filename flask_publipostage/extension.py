@@ -3,17 +3,21 @@ blueprint and command group it mounts."""
 
 from __future__ import annotations
 
+import logging
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, Flask, url_for
+from flask import Blueprint, Flask, current_app, url_for
+from flask.sessions import SecureCookieSessionInterface
+from jinja2 import TemplateNotFound
 
 from . import errors, views
 from .access import VIEW, Scope, has_capability
 from .commands import make_group
-from .config import DEFAULTS, check_renamed, config_value
+from .config import DEFAULTS, check_renamed, check_time_zones, config_value
 from .host import HostModels
 from .i18n import gettext, make_domain, ngettext, resource_dir
 from .i18n import lazy_gettext as _l
@@ -24,6 +28,11 @@ from .pdf import views as pdf_views
 from .runs import backends, core
 from .sql import fold_for_sort
 from .state import KEY, PublipostageState, state
+
+logger = logging.getLogger(__name__)
+
+#: The layout of the pages when the host's ``BASE_TEMPLATE`` does not exist.
+FALLBACK_LAYOUT = "publipostage/standalone.html"
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,8 @@ class Publipostage:
         check_renamed(app.config)
         for key, value in DEFAULTS.items():
             app.config.setdefault(f"PUBLIPOSTAGE_{key}", value)
+        check_time_zones(app)
+        check_secret_key(app)
 
         found = PublipostageState(
             extension=self,
@@ -129,6 +140,7 @@ class Publipostage:
             _pp=gettext,
             _pp_n=ngettext,
             publipostage_menu=menu_entries,
+            publipostage_base_template=base_template,
         )
         app.jinja_env.filters["pp_when"] = when
         with app.app_context():
@@ -144,6 +156,48 @@ class Publipostage:
         """Create the extension's tables on the host database (idempotent)."""
         with app.app_context():
             metadata.create_all(state(app).db.engine)
+
+
+def check_secret_key(app: Flask) -> None:
+    """Every button of the page is a form with a CSRF token (Flask-WTF), signed with
+    the app's key and kept in its session: without ``SECRET_KEY`` the page would
+    answer 500 to every admin. Said here, while the host is starting, rather than at
+    the first request. A host that turned CSRF off (``WTF_CSRF_ENABLED = False``,
+    tests) needs no key."""
+    if not app.config.get("WTF_CSRF_ENABLED", True):
+        return
+    signing_key = app.config.get("WTF_CSRF_SECRET_KEY") or app.secret_key
+    # A server-side session (Flask-Session...) keeps the token without the key.
+    cookie_session = isinstance(app.session_interface, SecureCookieSessionInterface)
+    if not signing_key or (cookie_session and not app.secret_key):
+        raise RuntimeError(
+            "flask-publipostage needs app.config['SECRET_KEY'] (its forms carry a CSRF token "
+            "kept in the session): set it before calling init_app"
+        )
+
+
+def base_template() -> str:
+    """The host layout named by ``BASE_TEMPLATE``; when the host has no such
+    template, the extension's minimal layout (and a warning, once per app): a
+    misnamed layout shows the page without the console around it, not a 500."""
+    name = str(config_value("BASE_TEMPLATE"))
+    try:
+        current_app.jinja_env.get_template(name)
+        return name
+    except TemplateNotFound:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        if app not in _warned_layout:
+            _warned_layout.add(app)
+            logger.warning(
+                "PUBLIPOSTAGE_BASE_TEMPLATE %r does not exist: the pages use the minimal layout %s",
+                name,
+                FALLBACK_LAYOUT,
+            )
+        return FALLBACK_LAYOUT
+
+
+#: Apps already warned that their ``BASE_TEMPLATE`` is missing.
+_warned_layout: weakref.WeakSet[Flask] = weakref.WeakSet()
 
 
 def menu_entries(category: Any = None) -> list[MenuEntry]:

@@ -16,13 +16,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import has_app_context
 from sqlalchemy.orm import aliased
 
-from .config import config_value
+from .config import config_value, time_zone
 from .host import HostModels
 from .i18n import gettext as _
 from .profiles import Profile
@@ -108,24 +107,34 @@ class Recipient:
 
 
 def school_zone() -> tzinfo:
-    """``PUBLIPOSTAGE_TIMEZONE`` (UTC outside an app)."""
-    return ZoneInfo(config_value("TIMEZONE")) if has_app_context() else timezone.utc
+    """``PUBLIPOSTAGE_TIMEZONE``, where dates and times are shown (UTC outside an app)."""
+    return time_zone("TIMEZONE") if has_app_context() else timezone.utc
 
 
-def local_time(moment: datetime, zone: tzinfo | None = None) -> datetime:
-    """``moment`` in the school's time zone; naive means UTC."""
+def host_zone() -> tzinfo:
+    """``PUBLIPOSTAGE_HOST_TIMEZONE``, the zone of the host's naive datetimes (UTC
+    outside an app)."""
+    return time_zone("HOST_TIMEZONE") if has_app_context() else timezone.utc
+
+
+def local_time(moment: datetime, zone: tzinfo | None = None, *, naive_in: tzinfo = timezone.utc) -> datetime:
+    """``moment`` in the school's time zone (or ``zone``). A naive ``moment`` is
+    read in ``naive_in``: UTC for the extension's own timestamps, :func:`host_zone`
+    for the host's."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=naive_in)
     return moment.astimezone(zone or school_zone())
 
 
 def local_date(moment: datetime | None, zone: tzinfo | None = None) -> date | None:
-    """The calendar day of ``moment`` in the school's time zone; naive means UTC."""
+    """The calendar day, in the school's time zone (or ``zone``), of a datetime of
+    the host (an account's ``created_at``): naive means ``HOST_TIMEZONE``, as the
+    creation-date filters read it. A ``date`` is already a day."""
     if moment is None:
         return None
     if not isinstance(moment, datetime):
         return moment
-    return local_time(moment, zone).date()
+    return local_time(moment, zone, naive_in=host_zone()).date()
 
 
 def page(selection: Selection, number: int, size: int | None = None) -> list[Recipient]:

@@ -16,17 +16,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from types import MappingProxyType
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 from werkzeug.datastructures import MultiDict
 
 from .access import Scope
-from .config import config_value
+from .config import config_value, time_zone
 from .host import HostModels, parse_key
 from .i18n import gettext as _
 from .i18n import lazy_gettext as _l
@@ -210,15 +209,18 @@ def _profile_condition(selection: "Selection", host: HostModels, profiles: tuple
 
 
 def _class_condition(selection: "Selection", host: HostModels, class_ids: tuple[Any, ...]) -> Any:
-    """In one of the classes, or (a parent) a child is."""
+    """In one of the classes, or (a parent) a child of the admin's perimeter is: a
+    child the admin may not see (a super admin's account, another school's pupil)
+    selects nobody, else the parent's row would betray the family link."""
     direct = host.relationship("classes").any(host.class_id.in_(class_ids))
     if not host.has_children:
         return direct
     child = aliased(host.user_model)
-    via_child = host.relationship("children").of_type(child).any(
-        host.relationship("classes", child).any(host.class_id.in_(class_ids))
-    )
-    return sa.or_(direct, via_child)
+    child_in_class = host.relationship("classes", child).any(host.class_id.in_(class_ids))
+    users = selection.scope.users if selection.scope is not None else None
+    if users is not None:
+        child_in_class = sa.and_(sa.inspect(child)._adapt_element(users), child_in_class)
+    return sa.or_(direct, host.relationship("children").of_type(child).any(child_in_class))
 
 
 def _check_classes(selection: "Selection", class_ids: tuple[Any, ...]) -> None:
@@ -252,11 +254,13 @@ def _local_admin_condition(selection: "Selection", host: HostModels, value: str)
 
 
 def _day_start(day: date, column: Any) -> datetime:
-    """Midnight of ``day`` in the school's time zone, as the column stores it."""
-    local = datetime.combine(day, time.min, tzinfo=ZoneInfo(config_value("TIMEZONE")))
+    """Midnight of ``day`` in the school's time zone, as the column stores it: an
+    aware value for a ``DateTime(timezone=True)`` column, else the naive wall-clock
+    time of ``HOST_TIMEZONE``, the zone the host writes its naive datetimes in."""
+    local = datetime.combine(day, time.min, tzinfo=time_zone("TIMEZONE"))
     if getattr(column.type, "timezone", False):
         return local
-    return local.astimezone(timezone.utc).replace(tzinfo=None)
+    return local.astimezone(time_zone("HOST_TIMEZONE")).replace(tzinfo=None)
 
 
 def _since_condition(selection: "Selection", host: HostModels, day: date) -> Any:

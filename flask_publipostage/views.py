@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import (
@@ -294,22 +295,48 @@ def _account_json(r: Any, can_print: bool) -> dict[str, Any]:
     }
 
 
+def _check_same_site() -> None:
+    """403 for a request another site made the admin's browser send.
+
+    ``Sec-Fetch-Site`` is set by the browser itself (every current one): only
+    ``same-origin`` (the page's link) and ``none`` (typed, a bookmark) pass; a
+    sibling subdomain (``same-site``) is another site too. Without it (an older
+    browser), an ``Origin`` must be this host's. A request carrying neither (a
+    script with the admin's credentials) passes.
+    """
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:
+        allowed = fetch_site in ("same-origin", "none")
+    else:
+        origin = request.headers.get("Origin")
+        allowed = origin is None or urlsplit(origin).netloc == request.host
+    if not allowed:
+        raise SelectionError(
+            _(
+                "The export can only be started from the page “Account mail merge”: "
+                "open the page and use its link."
+            ),
+            status=403,
+        )
+
+
 @require(PRINT)
 def export_csv() -> Response:
+    """The selection as CSV. Its audit row says a file went out: not written for a
+    HEAD (the headers alone), and the export cannot be started from another site
+    (:func:`_check_same_site`)."""
+    _check_same_site()
     selection = current_selection(extra_params=())
     counters = count(selection)
     check_size(counters)
+    filename = csv_export.filename(selection)
+    headers = {"Content-Disposition": f"attachment; filename=\"{filename}\"", "Cache-Control": "no-store"}
+    mimetype = "text/csv; charset=utf-8"
+    if request.method == "HEAD":
+        return Response(mimetype=mimetype, headers=headers)
     audit.record("csv", selection, counters.selected, template="csv")
     state().session.commit()
-    filename = csv_export.filename(selection)
-    return Response(
-        stream_with_context(csv_export.stream(selection)),
-        mimetype="text/csv; charset=utf-8",
-        headers={
-            "Content-Disposition": f"attachment; filename=\"{filename}\"",
-            "Cache-Control": "no-store",
-        },
-    )
+    return Response(stream_with_context(csv_export.stream(selection)), mimetype=mimetype, headers=headers)
 
 
 JOURNAL_PAGE = 50

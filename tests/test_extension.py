@@ -49,6 +49,7 @@ def test_menu_entry_points_to_the_page(client: Any, school: Any) -> None:
 def _bare_app(tmp_path: Any) -> Flask:
     app = Flask(__name__, instance_path=str(tmp_path))
     app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'x.sqlite3'}"
+    app.config["SECRET_KEY"] = "test"
     db.init_app(app)
     return app
 

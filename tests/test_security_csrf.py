@@ -145,8 +145,9 @@ def test_host_wide_csrf_protection_answers_in_french(app: Flask, client: Any) ->
 
 
 def test_get_routes_change_nothing_but_the_audit_trail(app: Flask, client: Any, smtp: SmtpServer, tmp_path: Path) -> None:
-    """A cross-site link can only make the admin's browser read: pages, the CSV
-    (which writes its audit row), a job's status. No GET starts, cancels or sends."""
+    """A GET only reads: pages, the CSV (which writes its audit row), a job's
+    status. No GET starts, cancels or sends; and a cross-site link, like a HEAD,
+    changes nothing at all."""
     with app.app_context():
         build_security_school()
         db.session.remove()
@@ -156,10 +157,104 @@ def test_get_routes_change_nothing_but_the_audit_trail(app: Flask, client: Any, 
     before = _state(app, smtp, tmp_path)
     for url in gets:
         for role in ("adml_a", "super"):
+            client.client.get(url, headers={"X-Test-User": role, "Sec-Fetch-Site": "cross-site"}).get_data()
+            client.client.head(url, headers={"X-Test-User": role}).get_data()
+    assert _state(app, smtp, tmp_path) == before
+    for url in gets:
+        for role in ("adml_a", "super"):
             client.get(url, role).get_data()
     after = _state(app, smtp, tmp_path)
     changed = {k for k in after if after[k] != before[k]}
     assert changed <= {"publipostage_audit"}, changed
+
+
+def _audit_rows(app: Flask) -> int:
+    return table_state(app)["publipostage_audit"]
+
+
+CROSS_SITE = "L'export ne peut être lancé que depuis la page « Publipostage des comptes »"
+
+
+def test_an_export_from_another_site_is_refused(app: Flask, client: Any, smtp: SmtpServer, tmp_path: Path) -> None:
+    """Sec-Fetch-Site (every current browser), else Origin: a link or a form on
+    another site cannot make the admin's browser export the list (and write the
+    audit row saying the admin did)."""
+    with app.app_context():
+        build_security_school()
+        db.session.remove()
+    url = f"{BASE}/export.csv?profile=Teacher"
+    before = _state(app, smtp, tmp_path)
+    for headers in (
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},  # a sibling subdomain is another site too
+        {"Sec-Fetch-Site": "cross-site", "Origin": "http://localhost"},
+        {"Origin": "https://evil.example"},
+        {"Origin": "http://localhost.evil.example"},
+        {"Origin": "null"},
+    ):
+        response = client.client.get(url, headers={"X-Test-User": "adml_a", **headers})
+        assert response.status_code == 403, headers
+        body = re.sub("[\u00a0\u202f]", " ", response.get_data(as_text=True).replace("&#39;", "'"))
+        assert CROSS_SITE in body and "CODE-" not in body, headers
+    assert _state(app, smtp, tmp_path) == before
+    rows = _audit_rows(app)
+    for headers in ({"Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"},  # the page's link; a bookmark
+                    {"Origin": "http://localhost"}, {}):  # a browser without Sec-Fetch-Site; a script
+        response = client.client.get(url, headers={"X-Test-User": "adml_a", **headers})
+        assert response.status_code == 200 and "CODE-jean.prof" in response.data.decode("utf-8-sig"), headers
+        rows += 1
+        assert _audit_rows(app) == rows, headers
+
+
+def test_a_head_request_writes_no_audit_row(app: Flask, client: Any, smtp: SmtpServer, tmp_path: Path) -> None:
+    """A HEAD sends no file: it answers like the GET would (status, headers) and
+    records nothing."""
+    with app.app_context():
+        build_security_school()
+        db.session.remove()
+    before = _state(app, smtp, tmp_path)
+    response = client.client.head(f"{BASE}/export.csv?profile=Teacher", headers={"X-Test-User": "adml_a"})
+    assert response.status_code == 200 and response.data == b""
+    assert response.headers["Content-Disposition"].startswith("attachment; filename=")
+    assert response.mimetype == "text/csv"
+    assert client.client.head(f"{BASE}/export.csv?class=999999", headers={"X-Test-User": "adml_a"}).status_code == 403
+    assert _state(app, smtp, tmp_path) == before
+    # The GET does write it.
+    assert client.get(f"{BASE}/export.csv?profile=Teacher", "adml_a").status_code == 200
+    assert _audit_rows(app) == before["publipostage_audit"] + 1
+
+
+def test_in_chromium_the_page_link_exports_and_another_site_cannot(app: Flask, smtp: SmtpServer, tmp_path: Path) -> None:
+    """What a real browser sends: the page's link exports (one audit row); the
+    same link on another site gets the French 403 and records nothing."""
+    from .browser import launched_browser, live_server, require_chromium
+
+    sync_api = require_chromium()
+    with app.app_context():
+        build_security_school()
+        db.session.remove()
+    with live_server(app) as url, launched_browser(sync_api) as browser:
+        context = browser.new_context(accept_downloads=True, locale="fr-FR")
+        context.set_extra_http_headers({"X-Test-User": "adml_a"})
+        page = context.new_page()
+        export = f"{url}{BASE}/export.csv?profile=Teacher"
+        page.route("http://evil.example/", lambda route: route.fulfill(
+            status=200, content_type="text/html", body=f'<a id="go" href="{export}">Cliquez ici</a>'))
+        before = _state(app, smtp, tmp_path)
+        page.goto("http://evil.example/")
+        with page.expect_navigation() as navigation:
+            page.click("#go")
+        assert navigation.value.status == 403
+        assert CROSS_SITE in re.sub("[\u00a0\u202f]", " ", page.inner_text("body"))
+        assert _state(app, smtp, tmp_path) == before
+
+        page.goto(f"{url}{BASE}/?profile=Teacher")
+        with page.expect_download() as download:
+            page.click("a.pp-csv")
+        content = Path(download.value.path()).read_text(encoding="utf-8-sig")
+        assert "CODE-jean.prof" in content
+        assert _audit_rows(app) == before["publipostage_audit"] + 1
+        context.close()
 
 
 def test_job_ids_cannot_be_guessed(app: Flask, client: Any) -> None:

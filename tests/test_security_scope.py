@@ -268,3 +268,43 @@ def test_campaign_emails_stay_within_the_perimeter(app: Flask, client: Any, scho
     assert "Aaron" in sent
     for trace in HIDDEN:
         assert trace not in sent, trace
+
+
+def _families_through_hidden_children(school: Any) -> None:
+    """Two parents of school A whose only child in the CP is outside the local
+    admin's perimeter: a super-admin account, and a pupil of school B."""
+    from .hosts import Personne, add_person
+
+    cp = db.session.get(Division, school.cp.ref)
+    hidden = add_person("hidden.pupil", "Caché", "Secret", "ELEVE", super_admin=True, divisions=[cp])
+    elsewhere = add_person("b.pupil", "Ailleurs", "Bernard", "ELEVE", school="B", divisions=[cp])
+    add_person("hidden.parent", "Parent", "Cachette", "PARENT", enfants=[hidden])
+    add_person("b.family", "Parent", "Lointain", "PARENT", enfants=[elsewhere])
+    # A parent with a visible child in the CE2 and a hidden one in the CP.
+    lucas = db.session.get(Personne, school.logins["lucas.etienne"].uid)
+    add_person("half.parent", "Parent", "Moitié", "PARENT", enfants=[lucas, hidden])
+    db.session.commit()
+
+
+def test_a_parent_is_selected_through_children_of_the_perimeter_only(app: Flask, client: Any, school: Any) -> None:
+    _families_through_hidden_children(school)
+    cp, ce2 = school.cp.ref, school.ce2.ref
+    db.session.remove()
+
+    def logins(url: str, role: str) -> list[str]:
+        response = client.get(url, role)
+        assert response.status_code == 200, url
+        return re.findall(r'data-login="([^"]+)"', response.get_data(as_text=True))
+
+    # The control: the super admin sees every child, so selects every parent.
+    assert set(logins(f"{BASE}/preview?profile=Relative&class={cp}", "super")) == {
+        "marie.abel", "hidden.parent", "b.family", "half.parent",
+    }
+    # The local admin: only the parent of a child they may see.
+    assert logins(f"{BASE}/preview?profile=Relative&class={cp}", "adml_a") == ["marie.abel"]
+    page = client.get(f"{BASE}/?profile=Relative&class={cp}", "adml_a").get_data(as_text=True)
+    assert 'data-selected="1"' in page  # the counters too
+    exported = _csv_logins(client.get(f"{BASE}/export.csv?profile=Relative&class={cp}", "adml_a").data)
+    assert exported == ["marie.abel"]
+    # Through a child of the perimeter, the parent is selected (and only that child shows).
+    assert "half.parent" in logins(f"{BASE}/preview?profile=Relative&class={ce2}", "adml_a")
