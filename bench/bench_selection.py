@@ -42,7 +42,7 @@ from flask_publipostage.access import current_scope
 from flask_publipostage.recipients import last_page, page_next_to
 from flask_publipostage.recipients import page as recipients_page
 from flask_publipostage.selection import Selection, count
-from flask_publipostage.sql import fold_for_sort
+from flask_publipostage.sql import fold_for_sort, name_sort_key
 from tests import hosts
 from tests.hosts import Division, Personne, db, filiation, inscription
 
@@ -365,7 +365,7 @@ def naive(app: Flask, role: str, query: str, reps: int) -> dict[str, Any]:
                 parts: list[Any] = []
                 for key in keys:
                     parts.append(class_key(u) if key == "class" else rank.get(u.categorie, 9))
-                return (*parts, fold_for_sort(u.nom_famille), fold_for_sort(u.prenom_usuel), u.uid)
+                return (*parts, *name_sort_key(u.nom_famille, u.prenom_usuel, u.identifiant), u.uid)
 
             kept.sort(key=sort_key)
             page = [u.identifiant for u in kept[:PAGE_SIZE]]

@@ -26,7 +26,7 @@ from .host import HostModels
 from .i18n import gettext as _
 from .profiles import Profile
 from .selection import Selection
-from .sql import fold_for_sort, name_key
+from .sql import fold_for_sort, name_key, name_sort_key
 from .state import state
 
 
@@ -290,7 +290,7 @@ ClassRow = tuple[Any, str, str]
 
 def _names(rows: dict[Any, list[ClassRow]]) -> dict[Any, tuple[str, ...]]:
     return {
-        k: (v[0][1],) if len(v) == 1 else tuple(sorted((n for _c, n, _k in v), key=_fold))
+        k: (v[0][1],) if len(v) == 1 else tuple(sorted((n for _c, n, _k in v), key=lambda n: (_fold(n), n)))
         for k, v in rows.items()
     }
 
@@ -370,7 +370,7 @@ class Related:
             found[pid].append(Child(first or "", last or "", child_names.get(cid, ())))
             their_classes[pid].extend(child_rows.get(cid, ()))
         children = {
-            k: tuple(v) if len(v) == 1 else tuple(sorted(v, key=lambda c: (_fold(c.last_name), _fold(c.first_name))))
+            k: tuple(v) if len(v) == 1 else tuple(sorted(v, key=lambda c: name_sort_key(c.last_name, c.first_name)))
             for k, v in found.items()
         }
         return children, their_classes

@@ -30,7 +30,7 @@ from .host import HostModels, parse_key
 from .i18n import gettext as _
 from .i18n import lazy_gettext as _l
 from .profiles import PROFILE_ORDER, Profile
-from .sql import name_key
+from .sql import name_key, name_order
 from .state import state
 
 MAX_CLASSES = 500
@@ -497,7 +497,10 @@ class Selection:
                 keys.append(sa.func.coalesce(sa.literal("0", sa.String).concat(class_key), sa.literal("1", sa.String)))
             else:
                 keys.append(self.profile_rank(host))
-        keys += [_sort_text(host.user_column("last_name")), _sort_text(host.user_column("first_name")), host.user_id]
+        # Then French name order, the account id last: ties in print order never
+        # depend on the database.
+        names = (host.user_column(name) for name in ("last_name", "first_name", "login"))
+        keys += [*name_order(*names), host.user_id]
         return source, class_key, keys
 
     def statement(self, host: HostModels) -> sa.Select[Any]:
@@ -544,11 +547,6 @@ class Selection:
             sa.func.coalesce(sa.func.sum(sa.case((sa.not_(has_email(host)), 1), else_=0)), 0),
             sa.func.coalesce(sa.func.sum(sa.case((sa.not_(host.user_column("activated")), 1), else_=0)), 0),
         ).where(*self.conditions(host))
-
-
-def _sort_text(value: Any) -> Any:
-    """A name's sort key, never NULL (keyset comparisons need that)."""
-    return sa.func.coalesce(name_key(value), sa.literal("", sa.String))
 
 
 @dataclass(frozen=True)

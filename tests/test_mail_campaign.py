@@ -7,6 +7,7 @@ import html
 import io
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -172,7 +173,7 @@ def test_campaign_report_and_pdf_for_the_unreached(client: RoleClient, school: A
     report = client.get(f"{BASE}/mail/campaigns/{campaign.id}/report.csv", "adml_a")
     assert report.status_code == 200
     rows = list(csv.reader(io.StringIO(report.data.decode("utf-8-sig")), delimiter=";"))
-    assert rows[0][:4] == ["Nom", "Courriel", "Résultat", "Motif"]
+    assert rows[0][:4] == ["Nom", "Identifiant", "Courriel", "Résultat"]
     assert {r[0] for r in rows[1:]} == {"Zoé Abel", "Élodie Zidane", "Lucas Étienne", "Nina Sansclasse", "Paul Étienne", "Inès Martin"}
 
     # One click: the PDF step opens with exactly the accounts not reached.
@@ -272,6 +273,63 @@ def test_permanent_refusal_fails_that_delivery_only(client: RoleClient, school: 
     assert "jean.prof@example.org" in report and "550" in report
     # Jean is among the accounts to print.
     assert str(school.logins["jean.prof"].uid) in set(db.session.execute(unreached_user_ids(campaign.id)).scalars())
+
+
+#: The report's rows (name, login) for school A with three more pupils and two
+#: refusals: failures first, then in French name order (last name, first name;
+#: "Étienne" among the E, "Le Gall" before "Leblanc"). "Inès Martin", deleted after
+#: the campaign, keeps her row, without a login, sorted by the name she had.
+REPORT_ORDER = [
+    ("Jean Dupont", "jean.prof"), ("Sam Durand", "sam.pers"),
+    ("Zoé Abel", "zoe.abel"), ("Lucas Étienne", "lucas.etienne"), ("Paul Étienne", "paul.etienne"),
+    ("Inès Martin", ""), ("Yann Le Gall", "yann.legall"), ("Ana Le Roy", "ana.leroy"),
+    ("Béa Leblanc", "bea.leblanc"), ("Nina Sansclasse", "nina.sansclasse"), ("Élodie Zidane", "elodie.zidane"),
+]
+
+
+def _report_rows(page: str) -> list[tuple[str, str]]:
+    body = page[page.index("<tbody>"):page.index("</tbody>")]
+    return re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td>", body)
+
+
+@pytest.mark.parametrize("smtp_options", [{"refuse": lambda a: a.startswith(("sam.", "jean."))}], indirect=True)
+def test_report_gives_logins_in_french_name_order(
+    client: RoleClient, app: Flask, school: Any, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for login, first, last in (("bea.leblanc", "Béa", "Leblanc"), ("ana.leroy", "Ana", "Le Roy"), ("yann.legall", "Yann", "Le Gall")):
+        add_person(login, first, last, "ELEVE")
+    db.session.commit()
+    client.post(f"{BASE}/mail/send", "adml_a")
+    (campaign,) = campaign_rows()
+    assert (campaign.failed, campaign.skipped) == (2, 9)
+    db.session.delete(db.session.get(Personne, school.logins["ines.invite"].uid))
+    db.session.commit()
+
+    page = text(client.get(f"{BASE}/mail/campaigns/{campaign.id}", "adml_a"))
+    assert "<th scope=\"col\">Identifiant</th>" in page
+    assert _report_rows(page) == REPORT_ORDER
+    assert "Seuls les" not in page
+
+    report = client.get(f"{BASE}/mail/campaigns/{campaign.id}/report.csv", "adml_a").data.decode("utf-8-sig")
+    rows = list(csv.reader(io.StringIO(report), delimiter=";"))
+    assert rows[0] == ["Nom", "Identifiant", "Courriel", "Résultat", "Motif", "Tentatives"]
+    assert [(r[0], r[1]) for r in rows[1:]] == REPORT_ORDER
+    assert rows[1][2:4] == ["jean.prof@example.org", "Échec"] and rows[3][3] == "Sans adresse"
+    # No internal account id anywhere (the last column counts attempts).
+    ids = {str(p.uid) for p in school.logins.values()}
+    assert not ids & {cell for row in rows for cell in row[:5]}
+
+    # The page lists at most REPORT_ROWS rows; the CSV holds them all.
+    from flask_publipostage.mail import views as mail_views
+
+    monkeypatch.setattr(mail_views, "REPORT_ROWS", 4)
+    page = text(client.get(f"{BASE}/mail/campaigns/{campaign.id}", "adml_a"))
+    assert _report_rows(page) == REPORT_ORDER[:4]
+    assert "Seuls les 4 premiers sont listés : le CSV les contient tous." in page
+
+    result = app.test_cli_runner().invoke(args=["publipostage", "status", str(campaign.id), "--failures"])
+    assert result.exit_code == 0, result.output
+    assert "Échec\tJean Dupont\tjean.prof\tjean.prof@example.org\t" in result.output
 
 
 @pytest.mark.parametrize("smtp_options", [{"tempfail": {"sam.pers@example.org": 2}}], indirect=True)

@@ -17,13 +17,26 @@ NAMES = [
     "Martin", "martin", "MARTIN", "Élodie", "ÉLODIE", "elodie", "Zoé", "Œillet", "œuvre", "Ærø",
     "Æsa", "Łukasz", "Dvořák", "Şahin", "İpek", "Nguyễn", "Ñúñez", "Ångström", "Çelik", "Øster",
     "Ávila", "Le Gall", "D'Artagnan", "Jean-Édouard", "Ĳsbrand", "Ǆ", "Ελένη", "Дми́трий", "", "a" * 200,
+    "Weiß", "Straße", "ß", "STRAẞE", "ΟΔΟΣ", "Łódź", "Işık", "Đorđe",
 ]
+
+#: Folds a French reader expects (letters decomposition leaves whole included).
+FOLDS = {
+    "Weiß": "weiss", "Straße": "strasse", "ß": "ss", "STRAẞE": "strasse", "Œillet": "oeillet",
+    "ÆSA": "aesa", "Élodie": "elodie", "ΟΔΟΣ": "οδοσ",
+}
 
 
 @pytest.mark.parametrize("value", NAMES)
 def test_name_key_is_the_python_fold(app_ctx: Flask, value: str) -> None:
     got = db.session.execute(sa.select(name_key(sa.literal(value, sa.String)))).scalar_one()
     assert got == fold_for_sort(value)
+
+
+@pytest.mark.parametrize("value", FOLDS)
+def test_fold_spells_out_whole_letters(app_ctx: Flask, value: str) -> None:
+    got = db.session.execute(sa.select(name_key(sa.literal(value, sa.String)))).scalar_one()
+    assert fold_for_sort(value) == got == FOLDS[value]
 
 
 def test_name_key_of_null(app_ctx: Flask) -> None:

@@ -32,6 +32,7 @@ from ..runs.models import (
     RunItem,
 )
 from ..selection import Filter, Selection, SelectionError, check_size, count, register
+from ..sql import name_order
 from ..state import state
 from ..views import stalled_label, time_left_label
 from .message import MailSettings
@@ -201,34 +202,53 @@ def status(run: Run) -> CampaignStatus:
 
 
 def problems(run: Run, limit: int | None = None) -> sa.Select[Any]:
-    """Failed and skipped recipients, failures first, then by name."""
+    """Failed and skipped recipients, failures first, then in French name order
+    (last name, first name: :func:`~flask_publipostage.sql.name_order`).
+
+    Rows of the item's ``name``, ``email``, ``state``, ``reason``, ``attempts``,
+    and the account's ``login``, read from the host (the item keeps the id only),
+    joined on the id as text as :func:`~flask_publipostage.runs.core.unreached_user_ids`
+    does. An account deleted since stays listed, without a login, sorted by the
+    name it had.
+    """
+    host = state().host
+    last, first, login = (host.user_column(name) for name in ("last_name", "first_name", "login"))
     stmt = (
-        sa.select(RunItem)
+        sa.select(
+            RunItem.name, RunItem.email, RunItem.state, RunItem.reason, RunItem.attempts, login.label("login")
+        )
+        .select_from(RunItem)
+        .outerjoin(host.user_model, sa.cast(host.user_id, sa.String) == RunItem.user_id)
         .where(RunItem.run_id == run.id, RunItem.state.in_((ITEM_FAILED, SKIPPED)))
-        .order_by(sa.case((RunItem.state == ITEM_FAILED, 0), else_=1), RunItem.name, RunItem.id)
+        .order_by(
+            sa.case((RunItem.state == ITEM_FAILED, 0), else_=1),
+            *name_order(sa.func.coalesce(last, RunItem.name), first, login),
+            RunItem.id,
+        )
     )
     return stmt.limit(limit) if limit is not None else stmt
 
 
 def problems_csv(run: Run) -> Iterator[str]:
-    """The report's failures and skips as CSV (UTF-8 BOM, ``;``), formulas neutralised."""
+    """The report's failures and skips as CSV (UTF-8 BOM, ``;``), formulas
+    neutralised, in :func:`problems`' order."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
-    writer.writerow([_("Name"), _("Email"), _("Result"), _("Reason"), _("Attempts"), _("Account id")])
+    writer.writerow([_("Name"), _("Login"), _("Email"), _("Result"), _("Reason"), _("Attempts")])
     yield "\ufeff" + buffer.getvalue()
     result = state().session.execute(problems(run).execution_options(yield_per=500))
-    for partition in result.scalars().partitions(500):
+    for partition in result.partitions(500):
         buffer.seek(0)
         buffer.truncate()
         for item in partition:
             writer.writerow(
                 [
                     safe_cell(item.name or ""),
+                    safe_cell(item.login or ""),
                     safe_cell(item.email or ""),
                     safe_cell(item_state_label(item.state)),
                     safe_cell(item.reason or ""),
                     str(item.attempts),
-                    safe_cell(item.user_id),
                 ]
             )
         yield buffer.getvalue()

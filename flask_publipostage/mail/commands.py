@@ -206,8 +206,11 @@ def status_command(campaign_id: int | None, failures: bool) -> None:
         if campaign.is_active and core.is_stale(campaign):
             click.echo(_("No sign of life for a while: run “flask publipostage resume %(id)d”.", id=campaign.id))
         if failures:
-            for item in session.execute(campaigns.problems(campaign)).scalars():
-                click.echo(f"{campaigns.item_state_label(item.state)}\t{item.name}\t{item.email or ''}\t{item.reason or ''}")
+            for item in session.execute(campaigns.problems(campaign)).all():
+                click.echo(
+                    f"{campaigns.item_state_label(item.state)}\t{item.name}\t{item.login or ''}"
+                    f"\t{item.email or ''}\t{item.reason or ''}"
+                )
 
 
 @click.command("cancel")

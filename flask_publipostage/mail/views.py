@@ -203,7 +203,7 @@ def _visible(campaign_id: str) -> Run:
 def mail_campaign(campaign_id: str) -> str:
     campaign = _visible(campaign_id)
     status = campaigns.status(campaign)
-    problems = [] if not status.finished else list(state().session.execute(campaigns.problems(campaign, REPORT_ROWS)).scalars())
+    problems = [] if not status.finished else state().session.execute(campaigns.problems(campaign, REPORT_ROWS)).all()
     return render_template(
         "publipostage/mail_campaign.html",
         campaign=campaign,
