@@ -52,6 +52,20 @@ def launched_browser(sync_api: Any) -> Iterator[Any]:
 
 
 @contextmanager
+def admin_page(browser: Any, base_url: str, role: str = "adml_a") -> Iterator[Any]:
+    """A page of a new browser context logged in as ``role`` of the test host;
+    a JavaScript error on it fails the test."""
+    context = browser.new_context(base_url=base_url, locale="fr-FR", accept_downloads=True)
+    context.set_extra_http_headers({"X-Test-User": role})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, errors
+
+
+@contextmanager
 def live_server(app: Flask) -> Iterator[str]:
     """Serve ``app`` on a free loopback port in a thread; yield its base URL."""
     from werkzeug.serving import make_server

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from .browser import launched_browser, live_server, require_chromium
+from .browser import admin_page, launched_browser, live_server, require_chromium
 from .hosts import Division, db
 from .school_matrix import MatrixSchool, build_matrix_school
 
@@ -57,14 +57,8 @@ def server(app: Flask, matrix: MatrixSchool) -> Iterator[str]:
 
 @pytest.fixture
 def page(browser: Any, server: str) -> Iterator[Any]:
-    context = browser.new_context(base_url=server, locale="fr-FR")
-    context.set_extra_http_headers({"X-Test-User": "adml_a"})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    context.close()
-    assert not errors, errors
+    with admin_page(browser, server) as page:
+        yield page
 
 
 def logins(page: Any) -> list[str]:

@@ -17,7 +17,7 @@ from flask import Flask
 from flask_publipostage.runs.models import Run
 from flask_publipostage.views import school_year_start
 
-from .browser import launched_browser, live_server, require_chromium
+from .browser import admin_page, launched_browser, live_server, require_chromium
 from .hosts import Division, add_person, db
 from .smtp import SmtpServer
 from .test_pdf_support import pages_text, post_pdf
@@ -46,15 +46,8 @@ def school(app_ctx: Flask) -> Any:
 
 @pytest.fixture
 def page(browser: Any, app: Flask, school: Any) -> Iterator[Any]:
-    with live_server(app) as url:
-        context = browser.new_context(base_url=url, locale="fr-FR", accept_downloads=True)
-        context.set_extra_http_headers({"X-Test-User": "adml_a"})
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
+    with live_server(app) as url, admin_page(browser, url) as page:
         yield page
-        context.close()
-        assert not errors, errors
 
 
 def text_of(body: str) -> str:

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from pypdf import PdfReader
 
-from .browser import launched_browser, live_server, require_chromium
+from .browser import admin_page, launched_browser, live_server, require_chromium
 from .hosts import db
 from .test_pdf_support import add_class_of
 
@@ -40,15 +40,8 @@ def server(app: Flask, database_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def page(server: str) -> Iterator[Any]:
-    with launched_browser(sync_api) as browser:
-        context = browser.new_context(base_url=server, locale="fr-FR", accept_downloads=True)
-        context.set_extra_http_headers({"X-Test-User": "adml_a"})
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
+    with launched_browser(sync_api) as browser, admin_page(browser, server) as page:
         yield page
-        context.close()
-        assert not errors, errors
 
 
 def _pdf(download: Any) -> PdfReader:
