@@ -18,6 +18,7 @@ from sqlalchemy.orm.attributes import QueryableAttribute
 from sqlalchemy.sql.elements import BinaryExpression
 
 from .profiles import Profile
+from .sql import name_key
 
 #: The scalar fields every output reads, in the order of the selection's columns.
 SCALAR_FIELDS = (
@@ -162,6 +163,13 @@ class HostModels:
         if isinstance(value, str):
             return getattr(model, value)
         return value
+
+    def class_sort_key(self, model: Any = None) -> Any:
+        """The sort key of a class (``model``: an alias of the class model), one
+        text compared byte-wise: the one rule ordering classes, in the filter
+        form, on a person's list of classes, in the class sort and the PDF's
+        bundles."""
+        return name_key(self.class_name_column(model))
 
     def relationship(self, name: str, model: Any = None) -> QueryableAttribute[Any] | None:
         if name not in self.fields:

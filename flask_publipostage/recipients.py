@@ -26,7 +26,7 @@ from .host import HostModels
 from .i18n import gettext as _
 from .profiles import Profile
 from .selection import Selection
-from .sql import fold_for_sort, name_key, name_sort_key
+from .sql import fold_for_sort, name_sort_key
 from .state import state
 
 
@@ -304,7 +304,7 @@ class Related:
         scope = selection.scope
         cls = aliased(host.class_model)
         classes = host.pairs("classes", cls)
-        stmt = classes.select(host.class_id_of(cls), host.class_name_column(cls), name_key(host.class_name_column(cls)))
+        stmt = classes.select(host.class_id_of(cls), host.class_name_column(cls), host.class_sort_key(cls))
         if scope is not None and scope.classes is not None:
             stmt = stmt.where(sa.inspect(cls)._adapt_element(scope.classes))
         self._classes = self._by_ids(stmt, classes.owner_id)

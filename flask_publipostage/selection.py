@@ -30,7 +30,7 @@ from .host import HostModels, parse_key
 from .i18n import gettext as _
 from .i18n import lazy_gettext as _l
 from .profiles import PROFILE_ORDER, Profile
-from .sql import name_key, name_order
+from .sql import name_order
 from .state import state
 
 MAX_CLASSES = 500
@@ -443,7 +443,7 @@ class Selection:
         return conds
 
     def class_key(self, host: HostModels) -> tuple[Any, list[tuple[Any, Any]]]:
-        """An account's class, as a sort key: the smallest :func:`name_key` of its
+        """An account's class, as a sort key: the smallest :meth:`~.HostModels.class_sort_key` of its
         classes (for a parent: of their children's classes), among the chosen
         classes and those of the scope; NULL without a class.
 
@@ -456,14 +456,14 @@ class Selection:
         users = self.scope.users if self.scope is not None else None
         cls = aliased(host.class_model)
         own = host.pairs("classes", cls, users)
-        own_sub = self._restrict_classes(own.select(sa.func.min(name_key(host.class_name_column(cls))).label("k")), host, cls)
+        own_sub = self._restrict_classes(own.select(sa.func.min(host.class_sort_key(cls)).label("k")), host, cls)
         own_sub = own_sub.group_by(own.owner_id).subquery("pp_own_class")
         joins = [(own_sub, own_sub.c.owner == host.user_id)]
         key = own_sub.c.k
         if host.has_children:
             via_cls = aliased(host.class_model)
             via = host.children_classes(aliased(host.user_model), via_cls, users)
-            stmt = via.select(sa.func.min(name_key(host.class_name_column(via_cls))).label("k"))
+            stmt = via.select(sa.func.min(host.class_sort_key(via_cls)).label("k"))
             via_sub = self._restrict_classes(stmt, host, via_cls).group_by(via.owner_id).subquery("pp_children_class")
             joins.append((via_sub, via_sub.c.owner == host.user_id))
             key = sa.func.coalesce(key, via_sub.c.k)

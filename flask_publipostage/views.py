@@ -36,7 +36,6 @@ from .profiles import PROFILE_ORDER, Profile
 from .recipients import last_page, page_next_to
 from .recipients import page as recipients_page
 from .selection import FILTERS, Selection, SelectionError, check_size, count, describe, read_date
-from .sql import fold_for_sort
 from .state import state
 
 MAX_PAGE = 100_000
@@ -113,10 +112,10 @@ def filter_options() -> dict[str, Any]:
     if scope.users is not None:
         profile_stmt = profile_stmt.where(scope.users)
     present = {host.canonical_profile(v) for v in session.execute(profile_stmt).scalars()}
-    class_stmt = sa.select(host.class_id, host.class_name_column())
+    class_stmt = sa.select(host.class_id, host.class_name_column()).order_by(host.class_sort_key(), host.class_id)
     if scope.classes is not None:
         class_stmt = class_stmt.where(scope.classes)
-    classes = sorted(session.execute(class_stmt).all(), key=lambda r: fold_for_sort(r[1]) or "")
+    classes = session.execute(class_stmt).all()
     return {
         "profiles": [p for p in PROFILE_ORDER if p in present],
         "classes": [(str(cid), name) for cid, name in classes],
