@@ -26,7 +26,7 @@ test: $(STAMP)
 # Refresh the catalog after changing texts: extract, merge, compile.
 translations: $(STAMP)
 	$(VENV)/bin/pybabel extract -F babel.cfg $(BABEL_KEYWORDS) --no-location --sort-output -o translations/flask_publipostage.pot .
-	$(VENV)/bin/pybabel update -D flask_publipostage -i translations/flask_publipostage.pot -d translations --width 0 --ignore-obsolete
+	$(VENV)/bin/pybabel update -D flask_publipostage -i translations/flask_publipostage.pot -d translations --width 0 --ignore-obsolete --no-fuzzy-matching
 	$(VENV)/bin/pybabel compile -D flask_publipostage -d translations
 
 bench-selection: $(STAMP)

@@ -17,7 +17,7 @@ from .i18n import gettext as _
 from .i18n import ngettext
 from .recipients import Recipient, iter_batches, local_date, local_time, parent_of_formatter, school_zone
 from .recipients import parent_of as parent_of_name
-from .selection import Selection
+from .selection import Selection, perimeter_schools
 from .sql import fold_for_sort
 from .state import state
 
@@ -71,7 +71,8 @@ def classes_cell(recipient: Recipient, texts: _Texts | None = None) -> str:
     return ", ".join(recipient.classes)
 
 
-def header() -> list[str]:
+def header(schools: bool = False) -> list[str]:
+    """The columns; ``schools``: the school's too (a perimeter of several schools)."""
     return [
         _("Last name"),
         _("First name"),
@@ -81,10 +82,13 @@ def header() -> list[str]:
         _("Email"),
         _("Class(es)"),
         _("Created on"),
+        *([_("School")] if schools else []),
     ]
 
 
-def row(recipient: Recipient, texts: _Texts | None = None, zone: tzinfo | None = None) -> list[str]:
+def row(
+    recipient: Recipient, texts: _Texts | None = None, zone: tzinfo | None = None, schools: bool = False
+) -> list[str]:
     texts = texts or _Texts()
     created = local_date(recipient.created_at, zone)
     return [
@@ -96,6 +100,7 @@ def row(recipient: Recipient, texts: _Texts | None = None, zone: tzinfo | None =
         recipient.email or "",
         classes_cell(recipient, texts),
         f"{created.day:02d}/{created.month:02d}/{created.year:04d}" if created else "",
+        *([recipient.school] if schools else []),
     ]
 
 
@@ -103,14 +108,15 @@ def stream(selection: Selection) -> Iterator[str]:
     """UTF-8 with BOM, ``;``-separated, one batch of rows in memory at a time."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
-    writer.writerow(header())
+    schools = len(perimeter_schools(selection.scope)) > 1
+    writer.writerow(header(schools))
     yield "\ufeff" + buffer.getvalue()
     texts = _Texts()
     zone = school_zone()
     for batch in iter_batches(selection):
         buffer.seek(0)
         buffer.truncate()
-        writer.writerows([safe_cell(v) for v in row(recipient, texts, zone)] for recipient in batch)
+        writer.writerows([safe_cell(v) for v in row(recipient, texts, zone, schools)] for recipient in batch)
         yield buffer.getvalue()
 
 

@@ -100,6 +100,7 @@ class Publipostage:
         scope: Callable[[], Scope | None],
         permission: Callable[[str], bool],
         profiles: Mapping[Any, str] | None = None,
+        school_model: Any = None,
     ) -> None:
         """Mount the page on ``app``.
 
@@ -111,6 +112,8 @@ class Publipostage:
         :param scope: ``() -> Scope | None``, the current admin's perimeter.
         :param permission: ``(capability) -> bool`` for ``view``, ``print``, ``send``.
         :param profiles: host profile value -> canonical profile, if they differ.
+        :param school_model: the host's school model, with the fields ``school``,
+            ``school_name`` and ``class_school``: the optional school dimension.
 
         Reads every ``PUBLIPOSTAGE_*`` key of :data:`flask_publipostage.config.DEFAULTS`.
         """
@@ -127,7 +130,7 @@ class Publipostage:
         found = PublipostageState(
             extension=self,
             db=db,
-            host=HostModels(user_model, class_model, fields, profiles),
+            host=HostModels(user_model, class_model, fields, profiles, school_model),
             scope_callback=scope,
             permission_callback=permission,
             domain=make_domain(tuple(config_value("TRANSLATION_DIRECTORIES", app))),

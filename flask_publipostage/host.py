@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import RelationshipProperty, aliased
 from sqlalchemy.orm.attributes import QueryableAttribute
 from sqlalchemy.sql.elements import BinaryExpression
 
 from .profiles import Profile
-from .sql import name_key
+from .sql import bytewise, name_key
 
 #: The scalar fields every output reads, in the order of the selection's columns.
 SCALAR_FIELDS = (
@@ -34,12 +34,17 @@ SCALAR_FIELDS = (
 )
 #: Logical fields of the user model: the scalar ones, then relationships and the
 #: address lines.
-USER_FIELDS = (*SCALAR_FIELDS, "classes", "children", "postal_address")
+USER_FIELDS = (*SCALAR_FIELDS, "classes", "children", "postal_address", "school")
+#: Logical fields of the class model.
+CLASS_FIELDS = ("class_name", "class_school")
+#: Logical field of the school model (``school_model`` of ``init_app``).
+SCHOOL_FIELDS = ("school_name",)
+#: The school dimension: all three or none of them (``class_school`` may be left
+#: out: class names are then never qualified by their school).
+SCHOOL_MAPPING = ("school", "school_name")
 #: Fields a host may leave out (``activated`` defaults to ``activation_code IS NULL``).
-OPTIONAL_FIELDS = ("activated", "children", "postal_address")
+OPTIONAL_FIELDS = ("activated", "children", "postal_address", "school", "class_school", "school_name")
 REQUIRED_USER_FIELDS = tuple(f for f in USER_FIELDS if f not in OPTIONAL_FIELDS)
-#: Logical field of the class model.
-CLASS_FIELDS = ("class_name",)
 
 
 def parse_key(column: Any, raw: str) -> Any | None:
@@ -84,20 +89,26 @@ class HostModels:
         may be a list of attribute names, printed one per line.
     :param profiles: host profile value -> canonical profile name, when the host
         stores other values ("ELEVE" -> "Student").
+    :param school_model: the host's school ("établissement") model, for the
+        optional school dimension: ``school`` (the account's school: a many-to-one
+        relationship or a column holding the school's key), ``school_name`` (on
+        the school model) and ``class_school`` (the class's school, same forms).
     """
 
     user_model: Any
     class_model: Any
     fields: Mapping[str, Any]
     profiles: Mapping[Any, str] | None = None
+    school_model: Any = None
     _user_pk: Any = field(init=False, repr=False)
     _class_pk: Any = field(init=False, repr=False)
+    _school_pk: Any = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
-        unknown = set(self.fields) - set(USER_FIELDS) - set(CLASS_FIELDS)
+        unknown = set(self.fields) - set(USER_FIELDS) - set(CLASS_FIELDS) - set(SCHOOL_FIELDS)
         if unknown:
             raise MappingError(f"unknown logical fields: {sorted(unknown)}")
-        missing = [f for f in (*REQUIRED_USER_FIELDS, *CLASS_FIELDS) if f not in self.fields]
+        missing = [f for f in (*REQUIRED_USER_FIELDS, "class_name") if f not in self.fields]
         if missing:
             raise MappingError(f"the field mapping lacks: {missing}")
         self._user_pk = self._single_pk(self.user_model)
@@ -106,13 +117,29 @@ class HostModels:
             if name in self.fields and not isinstance(self.fields[name], str):
                 raise MappingError(f"{name!r} must name a relationship of the user model")
         for name in self.fields:
-            if name not in ("classes", "children", "postal_address", "class_name"):
+            if name in SCALAR_FIELDS:
                 self.user_column(name)  # fail now, not at the first request
         self.class_name_column()
+        self._check_schools()
         if self.profiles is not None:
             bad = {v for v in self.profiles.values() if v not in {p.value for p in Profile}}
             if bad:
                 raise MappingError(f"profile mapping to unknown profiles: {sorted(bad)}")
+
+    def _check_schools(self) -> None:
+        given = [f for f in (*SCHOOL_MAPPING, "class_school") if f in self.fields]
+        if not given and self.school_model is None:
+            return
+        if self.school_model is None:
+            raise MappingError(f"the fields {given} need the school model (school_model=...)")
+        missing = [f for f in SCHOOL_MAPPING if f not in self.fields]
+        if missing:
+            raise MappingError(f"the school dimension lacks: {missing}")
+        self._school_pk = self._single_pk(self.school_model)
+        self.school_of_user()
+        self.school_name_column()
+        if "class_school" in self.fields:
+            self.school_of_class()
 
     @staticmethod
     def _single_pk(model: Any) -> Any:
@@ -141,28 +168,14 @@ class HostModels:
 
     def user_column(self, name: str, model: Any = None) -> Any:
         """The SQL expression of a scalar logical field, on ``model`` (an alias) or the model."""
-        model = model if model is not None else self.user_model
         if name == "activated" and "activated" not in self.fields:
             return self.user_column("activation_code", model).is_(None)
         if name not in self.fields:
             raise MappingError(f"the field mapping lacks {name!r}")
-        value = self.fields[name]
-        if isinstance(value, str):
-            try:
-                return getattr(model, value)
-            except AttributeError:
-                raise MappingError(f"{self.user_model.__name__} has no attribute {value!r}") from None
-        if model is not self.user_model:
-            # An expression was built on the model itself: adapt it to the alias.
-            return sa.inspect(model)._adapt_element(value)
-        return value
+        return self._on(self.user_model, self.fields[name], model, name)
 
     def class_name_column(self, model: Any = None) -> Any:
-        model = model if model is not None else self.class_model
-        value = self.fields["class_name"]
-        if isinstance(value, str):
-            return getattr(model, value)
-        return value
+        return self._on(self.class_model, self.fields["class_name"], model, "class_name")
 
     def class_sort_key(self, model: Any = None) -> Any:
         """The sort key of a class (``model``: an alias of the class model), one
@@ -170,6 +183,75 @@ class HostModels:
         form, on a person's list of classes, in the class sort and the PDF's
         bundles."""
         return name_key(self.class_name_column(model))
+
+    # -- the school dimension (optional) --------------------------------------------
+
+    @property
+    def has_schools(self) -> bool:
+        """The host mapped the account's school and the school's name."""
+        return self._school_pk is not None
+
+    @property
+    def qualifies_classes(self) -> bool:
+        """Class names can be qualified by their school (``class_school`` mapped)."""
+        return self.has_schools and "class_school" in self.fields
+
+    @property
+    def school_id(self) -> Any:
+        """The school model's primary key."""
+        return self._school_pk
+
+    def school_id_of(self, alias: Any) -> Any:
+        """The primary key of an alias of the school model."""
+        return getattr(alias, self._school_pk.key)
+
+    def school_of_user(self, model: Any = None) -> Any:
+        """The key of the account's school (``model``: an alias of the user model)."""
+        return self._key_of("school", self.user_model, model)
+
+    def school_of_class(self, model: Any = None) -> Any:
+        """The key of the class's school (``model``: an alias of the class model)."""
+        return self._key_of("class_school", self.class_model, model)
+
+    def school_sort_key(self, model: Any = None) -> Any:
+        """The sort key of a school (``model``: an alias of the school model): its
+        name in French order, then its key, so two schools of the same name stay
+        apart; one text compared byte-wise."""
+        key = sa.cast(self.school_id_of(model) if model is not None else self._school_pk, sa.String)
+        name = sa.func.coalesce(name_key(self.school_name_column(model)), bytewise(sa.literal("", sa.String)))
+        return name.concat(bytewise(sa.literal("\x01", sa.String))).concat(bytewise(key))
+
+    def school_name_column(self, model: Any = None) -> Any:
+        """The school's display name (``model``: an alias of the school model)."""
+        return self._on(self.school_model, self.fields["school_name"], model, "school_name")
+
+    def _key_of(self, name: str, owner: Any, model: Any) -> Any:
+        """A school key held by ``owner``: a column, an expression, or the foreign
+        key of a many-to-one relationship to the school model."""
+        value = self.fields[name]
+        if isinstance(value, str):
+            prop = sa.inspect(owner).attrs.get(value)
+            if isinstance(prop, RelationshipProperty):
+                if prop.uselist or prop.mapper.class_ is not self.school_model or len(prop.local_columns) != 1:
+                    raise MappingError(f"{name!r} must be a many-to-one relationship to the school model")
+                (column,) = prop.local_columns
+                value = sa.inspect(owner).get_property_by_column(column).key
+        return self._on(owner, value, model, name)
+
+    @staticmethod
+    def _on(owner: Any, value: Any, model: Any, name: str) -> Any:
+        """``value`` (an attribute name or an expression on ``owner``) on ``model``,
+        an alias of ``owner`` (``owner`` itself by default)."""
+        model = model if model is not None else owner
+        if isinstance(value, str):
+            try:
+                return getattr(model, value)
+            except AttributeError:
+                raise MappingError(f"{owner.__name__} has no attribute {value!r} ({name})") from None
+        if model is not owner:
+            # An expression was built on the model itself: adapt it to the alias.
+            return sa.inspect(model)._adapt_element(value)
+        return value
 
     def relationship(self, name: str, model: Any = None) -> QueryableAttribute[Any] | None:
         if name not in self.fields:
@@ -213,10 +295,13 @@ class HostModels:
 
     def scalar_columns(self, model: Any = None) -> list[Any]:
         """The id and every scalar field, labelled by their logical names, then
-        ``address_<n>`` for each postal address line."""
+        ``school_id`` (the account's school, when mapped) and ``address_<n>`` for
+        each postal address line."""
         model = model if model is not None else self.user_model
         columns = [self.user_column_pk(model).label("id")]
         columns += [self.user_column(name, model).label(name) for name in SCALAR_FIELDS]
+        if self.has_schools:
+            columns.append(self.school_of_user(model).label("school_id"))
         if model is self.user_model:
             columns += [c.label(f"address_{i}") for i, c in enumerate(self.postal_address_columns())]
         return columns

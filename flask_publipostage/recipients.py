@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone, tzinfo
 from typing import Any
@@ -26,7 +26,7 @@ from .host import HostModels
 from .i18n import gettext as _
 from .profiles import Profile
 from .selection import Selection
-from .sql import fold_for_sort, name_sort_key
+from .sql import fold_for_sort, name_key, name_sort_key
 from .state import state
 
 
@@ -84,9 +84,12 @@ class Recipient:
     local_admin: bool
     classes: tuple[str, ...]
     children: tuple[Child, ...]
-    #: Class name when sorted by class, profile label when sorted by profile, else "".
+    #: Class name when sorted by class, profile label when sorted by profile,
+    #: school name when sorted by school, else "".
     group: str
     postal_address: tuple[str, ...] = ()
+    #: The account's own school (the school dimension), "" when not mapped.
+    school: str = ""
 
     @property
     def full_name(self) -> str:
@@ -229,6 +232,8 @@ def build(
         at = fields.index("class_key")
         class_keys = {row[i_id]: row[at] for row in rows}
     address_at = [i for i, name in enumerate(fields) if name.startswith("address_")]
+    i_school = fields.index("school_id") if "school_id" in fields else None
+    schools = related.school_names(session, [row[i_school] for row in rows]) if i_school is not None else {}
     ids = [row[i_id] for row in rows]
     own_classes = related.class_rows(session, ids)
     classes = _names(own_classes)
@@ -256,6 +261,9 @@ def build(
             )
         elif group_by == "profile":
             group = profile.plural_label if profile else ""
+        school = schools.get(values[i_school], "") if i_school is not None else ""
+        if group_by == "school":
+            group = school
         activated = bool(values[i_activated])
         recipients.append(
             Recipient(
@@ -273,6 +281,7 @@ def build(
                 children=children.get(user_id, ()),
                 group=group,
                 postal_address=tuple(str(values[i]) for i in address_at if values[i]) if address_at else (),
+                school=school,
             )
         )
     return recipients
@@ -284,7 +293,8 @@ def _fold(value: str) -> str:
     return fold_for_sort(value) or ""
 
 
-#: (class id, class name, its sort key) of one account.
+#: (class id, class label, its sort key) of one account; the label is the class's
+#: name, qualified by its school where several schools have a class of that name.
 ClassRow = tuple[Any, str, str]
 
 
@@ -296,15 +306,19 @@ def _names(rows: dict[Any, list[ClassRow]]) -> dict[Any, tuple[str, ...]]:
 
 
 class Related:
-    """The queries completing a batch (classes; children and their classes), built
-    once per selection and run with the batch's ids."""
+    """The queries completing a batch (classes; children and their classes; school
+    names), built once per selection and run with the batch's ids."""
 
     def __init__(self, host: HostModels, selection: Selection) -> None:
         self._dialect = state().db.engine.dialect.name
+        self._host = host
         scope = selection.scope
         cls = aliased(host.class_model)
         classes = host.pairs("classes", cls)
-        stmt = classes.select(host.class_id_of(cls), host.class_name_column(cls), host.class_sort_key(cls))
+        columns = [host.class_id_of(cls), host.class_name_column(cls), host.class_sort_key(cls)]
+        if host.qualifies_classes:
+            columns.append(host.school_of_class(cls))
+        stmt = classes.select(*columns)
         if scope is not None and scope.classes is not None:
             stmt = stmt.where(sa.inspect(cls)._adapt_element(scope.classes))
         self._classes = self._by_ids(stmt, classes.owner_id)
@@ -317,6 +331,40 @@ class Related:
                 host.user_column_pk(child), host.user_column("first_name", child), host.user_column("last_name", child)
             )
             self._children = self._by_ids(stmt, family.owner_id)
+        self._school_names: dict[Any, str] = {}
+        self._shared_names = self._names_in_several_schools(host, selection) if host.qualifies_classes else frozenset()
+
+    @staticmethod
+    def _names_in_several_schools(host: HostModels, selection: Selection) -> frozenset[str]:
+        """The class names (folded) that several schools of the selection use: those
+        classes are named with their school ("CE1 (École Jules Ferry)")."""
+        cls = aliased(host.class_model)
+        key = name_key(host.class_name_column(cls))
+        school = host.school_of_class(cls)
+        stmt = sa.select(key).group_by(key).having(sa.func.count(sa.distinct(school)) > 1)
+        scope = selection.scope
+        if scope is not None and scope.classes is not None:
+            stmt = stmt.where(sa.inspect(cls)._adapt_element(scope.classes))
+        if selection.school_ids:
+            stmt = stmt.where(school.in_(selection.school_ids))
+        return frozenset(state().session.execute(stmt).scalars())
+
+    def label(self, name: str, school: Any) -> str:
+        """A class's name as every output shows it: with its school's name where
+        another school of the selection has a class of the same name (call
+        :meth:`school_names` with ``school`` first)."""
+        if school is None or not self._shared_names or _fold(name) not in self._shared_names:
+            return name
+        return f"{name} ({self._school_names.get(school) or school})"
+
+    def school_names(self, session: Any, keys: Iterable[Any]) -> dict[Any, str]:
+        """School key -> name, read once per school for the whole selection."""
+        missing = {k for k in keys if k is not None and k not in self._school_names}
+        if missing:
+            host = self._host
+            stmt = sa.select(host.school_id, host.school_name_column()).where(host.school_id.in_(missing))
+            self._school_names.update({k: n or "" for k, n in session.execute(stmt).all()})
+        return self._school_names
 
     def _by_ids(self, stmt: Any, key: Any) -> dict[str, Any]:
         """The statement restricted to a batch of ids: ``IN (:ids...)`` everywhere,
@@ -346,10 +394,17 @@ class Related:
         return connection.execute(variants["expanding"], {"ids": list(ids)}).all()
 
     def class_rows(self, session: Any, ids: list[Any]) -> dict[Any, list[ClassRow]]:
-        """user id -> [(class id, class name, key)], classes of the scope only."""
+        """user id -> [(class id, class label, key)], classes of the scope only."""
         found: dict[Any, list[ClassRow]] = defaultdict(list)
-        if ids:
-            for user_id, class_id, name, key in self._run(session, self._classes, ids):
+        if not ids:
+            return found
+        rows = self._run(session, self._classes, ids)
+        if self._shared_names:
+            self.school_names(session, {row[4] for row in rows})
+            for user_id, class_id, name, key, school in rows:
+                found[user_id].append((class_id, self.label(name, school), key))
+        else:
+            for user_id, class_id, name, key, *_school in rows:
                 found[user_id].append((class_id, name, key))
         return found
 

@@ -130,9 +130,9 @@ def field_label(param: str) -> str:
     return str(found.label) if found else param
 
 
-def describe(args: Mapping[str, list[str]], class_names: Mapping[str, str] | None = None) -> str:
+def describe(args: Mapping[str, list[str]], names: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """A stored selection in words, as the journal shows it ("Parents · CP, CE1 ·
-    Avec un courriel"); ``class_names``: class id (text) -> name."""
+    Avec un courriel"); ``names``: ``"class"`` and ``"school"`` -> id (text) -> name."""
     words = []
     for param, found in FILTERS.items():
         raw = args.get(param)
@@ -140,8 +140,9 @@ def describe(args: Mapping[str, list[str]], class_names: Mapping[str, str] | Non
             continue
         if param == "profile":
             words.append(", ".join(p.plural_label for p in _read_profiles(raw)))
-        elif param == "class":
-            words.append(", ".join((class_names or {}).get(v, v) for v in raw))
+        elif param in ("class", "school"):
+            known = (names or {}).get(param, {})
+            words.append(", ".join(known.get(v, v) for v in raw))
         elif param in ("sort", "then"):
             keys = [found.choice_label(raw[0]), *(FILTERS["then"].choice_label(v) for v in args.get("then", []))]
             words.append(_("Sorted by %(keys)s", keys=", ".join(keys).lower()))
@@ -166,17 +167,34 @@ def _read_profiles(values: list[str]) -> tuple[Profile, ...]:
     return tuple(p for p in PROFILE_ORDER if p in chosen)
 
 
-def _read_classes(values: list[str]) -> tuple[Any, ...]:
+def _read_keys(values: list[str], column: Any, param: str, invalid: str, too_many: str) -> tuple[Any, ...]:
+    """Primary keys of ``column``'s model, each checked, duplicates dropped."""
     if len(values) > MAX_CLASSES:
-        raise SelectionError(_("Too many classes: choose at most %(max)d.", max=MAX_CLASSES), field="class")
-    column = state().host.class_id
+        raise SelectionError(too_many % {"max": MAX_CLASSES}, field=param)
     parsed = []
     for value in values:
         key = parse_key(column, value)
         if key is None or key == "":
-            raise SelectionError(_("Invalid class “%(value)s”.", value=value[:40]), field="class")
+            raise SelectionError(invalid % {"value": value[:40]}, field=param)
         parsed.append(key)
     return tuple(dict.fromkeys(parsed))
+
+
+def _read_classes(values: list[str]) -> tuple[Any, ...]:
+    return _read_keys(
+        values, state().host.class_id, "class",
+        _("Invalid class “%(value)s”."), _("Too many classes: choose at most %(max)d."),
+    )
+
+
+def _read_schools(values: list[str]) -> tuple[Any, ...]:
+    host = state().host
+    if not host.has_schools:
+        raise SelectionError(_("Unknown parameter “%(name)s”.", name="school"), field="school")
+    return _read_keys(
+        values, host.school_id, "school",
+        _("Invalid school “%(value)s”."), _("Too many schools: choose at most %(max)d."),
+    )
 
 
 def read_date(value: str, label: Any, field: str) -> date:
@@ -234,6 +252,33 @@ def _check_classes(selection: "Selection", class_ids: tuple[Any, ...]) -> None:
         raise SelectionError(_("One of the chosen classes is outside your scope."), status=403, field="class")
 
 
+def perimeter_schools(scope: Scope | None) -> list[tuple[Any, str]]:
+    """(key, name) of the schools of the admin's perimeter, in name order: the
+    schools of the accounts they may see (every school for a super admin); ``[]``
+    without the school dimension."""
+    host = state().host
+    if not host.has_schools:
+        return []
+    name = host.school_name_column()
+    stmt = sa.select(host.school_id, name).order_by(host.school_sort_key(), host.school_id)
+    if scope is not None and scope.users is not None:
+        theirs = sa.select(host.school_of_user()).where(scope.users).distinct().scalar_subquery()
+        stmt = stmt.where(host.school_id.in_(theirs))
+    return [(key, value or "") for key, value in state().session.execute(stmt).all()]
+
+
+def _school_condition(selection: "Selection", host: HostModels, school_ids: tuple[Any, ...]) -> Any:
+    return host.school_of_user().in_(school_ids)
+
+
+def _check_schools(selection: "Selection", school_ids: tuple[Any, ...]) -> None:
+    """403 for a school outside the admin's perimeter or that does not exist, as
+    for a class."""
+    known = {key for key, _name in perimeter_schools(selection.scope)}
+    if any(key not in known for key in school_ids):
+        raise SelectionError(_("One of the chosen schools is outside your scope."), status=403, field="school")
+
+
 def _activation_condition(selection: "Selection", host: HostModels, value: str) -> Any:
     activated = host.user_column("activated")
     return activated if value == "active" else sa.not_(activated)
@@ -274,7 +319,7 @@ def _before_condition(selection: "Selection", host: HostModels, day: date) -> An
 
 
 _ALL = ("all", _l("All"))
-_SORT_CHOICES = (("none", _l("None")), ("profile", _l("Profile")), ("class", _l("Class")))
+_SORT_CHOICES = (("none", _l("None")), ("profile", _l("Profile")), ("class", _l("Class")), ("school", _l("School")))
 
 for _filter in (
     Filter(
@@ -286,6 +331,11 @@ for _filter in (
         "class", _l("Classes"), multiple=True, read=_read_classes, default=(),
         write=lambda ids: [str(i) for i in ids], condition=_class_condition, check=_check_classes,
         help="Class id (repeatable).",
+    ),
+    Filter(
+        "school", _l("School"), multiple=True, read=_read_schools, default=(),
+        write=lambda ids: [str(i) for i in ids], condition=_school_condition, check=_check_schools,
+        help="School id (repeatable), when the host maps schools.",
     ),
     Filter(
         "activation", _l("Activation"),
@@ -344,6 +394,10 @@ class Selection:
         return self.get("class")  # type: ignore[no-any-return]
 
     @property
+    def school_ids(self) -> tuple[Any, ...]:
+        return self.get("school")  # type: ignore[no-any-return]
+
+    @property
     def email(self) -> str:
         return self.get("email")  # type: ignore[no-any-return]
 
@@ -354,7 +408,8 @@ class Selection:
 
     @property
     def group_by(self) -> str | None:
-        """The key starting a new sheet in the PDF: ``"class"``, ``"profile"`` or None."""
+        """The key starting a new sheet in the PDF: ``"class"``, ``"profile"``,
+        ``"school"`` or None."""
         return self.sort[0] if self.sort else None
 
     def with_values(self, **values: Any) -> "Selection":
@@ -396,6 +451,12 @@ class Selection:
             values["sort"], values["then"] = then, "none"
         elif then != "none" and then == first:
             raise SelectionError(_("“Then by” must differ from “Sort by”."), field="then")
+        if "school" in (first, then) and not state().host.has_schools:
+            param = "sort" if first == "school" else "then"
+            raise SelectionError(
+                _("Invalid value “%(value)s” for the field “%(name)s”.", value="school", name=FILTERS[param].label),
+                field=param,
+            )
         since, before = values.get("created_since"), values.get("created_before")
         if since and before and since > before:
             raise SelectionError(
@@ -481,27 +542,36 @@ class Selection:
         whens = [(profile.in_(host.host_profile_values(p)), index) for index, p in enumerate(PROFILE_ORDER)]
         return sa.case(*whens, else_=len(PROFILE_ORDER))
 
-    def _query(self, host: HostModels) -> tuple[Any, Any, list[Any]]:
-        """(FROM clause, class key, ORDER BY keys); every key ascending, never NULL."""
+    def school_key(self, host: HostModels) -> tuple[Any, tuple[Any, Any]]:
+        """An account's school, as a sort key (:meth:`HostModels.school_sort_key`;
+        NULL without a school), and the ``(school alias, on)`` outer join it needs."""
+        school = aliased(host.school_model, name="pp_school")
+        return host.school_sort_key(school), (school, host.school_id_of(school) == host.school_of_user())
+
+    def _query(self, host: HostModels) -> tuple[Any, dict[str, Any], list[Any]]:
+        """(FROM clause, the text key of each sort level, ORDER BY keys); every key
+        ascending, never NULL."""
         source: Any = host.user_model
-        class_key: Any = sa.null()
+        texts: dict[str, Any] = {}
         if "class" in self.sort:
-            class_key, joins = self.class_key(host)
-            source = sa.orm.join(host.user_model, *joins[0], isouter=True)
-            for subquery, on in joins[1:]:
-                source = source.outerjoin(subquery, on)
+            texts["class"], joins = self.class_key(host)
+            for subquery, on in joins:
+                source = sa.orm.outerjoin(source, subquery, on)
+        if "school" in self.sort:
+            texts["school"], (school, on) = self.school_key(host)
+            source = sa.orm.outerjoin(source, school, on)
         keys: list[Any] = []
         for key in self.sort:
-            if key == "class":
-                # Accounts without a class last.
-                keys.append(sa.func.coalesce(sa.literal("0", sa.String).concat(class_key), sa.literal("1", sa.String)))
+            if key in texts:
+                # Accounts without a class (a school) last.
+                keys.append(sa.func.coalesce(sa.literal("0", sa.String).concat(texts[key]), sa.literal("1", sa.String)))
             else:
                 keys.append(self.profile_rank(host))
         # Then French name order, the account id last: ties in print order never
         # depend on the database.
         names = (host.user_column(name) for name in ("last_name", "first_name", "login"))
         keys += [*name_order(*names), host.user_id]
-        return source, class_key, keys
+        return source, texts, keys
 
     def statement(self, host: HostModels) -> sa.Select[Any]:
         """The selected accounts, one row each, in print order.
@@ -513,21 +583,20 @@ class Selection:
 
     def ordered_statement(self, host: HostModels) -> tuple[sa.Select[Any], list[Any]]:
         """:meth:`statement` and its ORDER BY expressions (keyset pages compare them)."""
-        source, class_key, keys = self._query(host)
-        stmt = sa.select(*host.scalar_columns(), class_key.label("class_key")).select_from(source)
+        source, texts, keys = self._query(host)
+        stmt = sa.select(*host.scalar_columns(), texts.get("class", sa.null()).label("class_key")).select_from(source)
         return stmt.where(*self.conditions(host)).order_by(*keys), keys
 
     def numbered(self, host: HostModels) -> sa.Select[Any]:
         """The selected accounts as the rows a run freezes: ``position`` (1-based,
         print order), ``user_id`` (as text), ``name``, ``email`` (NULL without one)
         and ``group_key`` (the class key or the profile rank when grouped)."""
-        source, class_key, keys = self._query(host)
+        source, texts, keys = self._query(host)
         first = sa.func.coalesce(host.user_column("first_name"), "")
         last = sa.func.coalesce(host.user_column("last_name"), "")
         email = host.user_column("email")
-        group_key = {"class": class_key, "profile": sa.cast(self.profile_rank(host), sa.String)}.get(
-            self.group_by or "", sa.null()
-        )
+        texts["profile"] = sa.cast(self.profile_rank(host), sa.String)
+        group_key = texts.get(self.group_by or "", sa.null())
         return (
             sa.select(
                 sa.func.row_number().over(order_by=keys).label("position"),

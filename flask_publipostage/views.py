@@ -33,9 +33,9 @@ from .host import parse_key
 from .i18n import gettext as _
 from .models import local, school_midnight, utcnow, when
 from .profiles import PROFILE_ORDER, Profile
-from .recipients import last_page, page_next_to
+from .recipients import Related, last_page, page_next_to
 from .recipients import page as recipients_page
-from .selection import FILTERS, Selection, SelectionError, check_size, count, describe, read_date
+from .selection import FILTERS, Selection, SelectionError, check_size, count, describe, perimeter_schools, read_date
 from .state import state
 
 MAX_PAGE = 100_000
@@ -104,7 +104,7 @@ def _wants_fragment() -> bool:
 
 
 def filter_options() -> dict[str, Any]:
-    """Profiles and classes present in the admin's scope, for the filter form."""
+    """Profiles, schools and classes present in the admin's scope, for the filter form."""
     host = state().host
     scope = current_scope()
     session = state().session
@@ -112,13 +112,23 @@ def filter_options() -> dict[str, Any]:
     if scope.users is not None:
         profile_stmt = profile_stmt.where(scope.users)
     present = {host.canonical_profile(v) for v in session.execute(profile_stmt).scalars()}
-    class_stmt = sa.select(host.class_id, host.class_name_column()).order_by(host.class_sort_key(), host.class_id)
+    columns = [host.class_id, host.class_name_column()]
+    if host.qualifies_classes:
+        columns.append(host.school_of_class())
+    class_stmt = sa.select(*columns).order_by(host.class_sort_key(), host.class_id)
     if scope.classes is not None:
         class_stmt = class_stmt.where(scope.classes)
-    classes = session.execute(class_stmt).all()
+    rows = session.execute(class_stmt).all()
+    related = Related(host, Selection(scope=scope))
+    if host.qualifies_classes:
+        related.school_names(session, {row[2] for row in rows})
+    schools = perimeter_schools(scope)
+    sort_choices = [c for c in FILTERS["sort"].choices if c[0] != "school" or len(schools) > 1]
     return {
         "profiles": [p for p in PROFILE_ORDER if p in present],
-        "classes": [(str(cid), name) for cid, name in classes],
+        "classes": [(str(row[0]), related.label(row[1], row[2] if len(row) > 2 else None)) for row in rows],
+        "schools": [(str(key), name) for key, name in schools] if len(schools) > 1 else [],
+        "sort_choices": sort_choices,
         "filters": FILTERS,
         "defaults": {param: f.default for param, f in FILTERS.items() if f.choices},
         "school_year_start": school_year_start(),
@@ -203,6 +213,7 @@ def preview_context(selection: Selection, endpoint: str = "publipostage.index") 
         "page_size": page_size,
         "first_row": (number - 1) * page_size + 1,
         "can_print": has_capability(PRINT),
+        "several_schools": len(perimeter_schools(selection.scope)) > 1,
         "template": template,
         "page_url": page_url,
         "page_links": links,
@@ -291,6 +302,7 @@ def _account_json(r: Any, can_print: bool) -> dict[str, Any]:
         "children": [{"first_name": c.first_name, "last_name": c.last_name, "classes": list(c.classes)} for c in r.children],
         "created_on": r.created_on.isoformat() if r.created_on else None,
         "group": r.group,
+        "school": r.school or None,
     }
 
 
@@ -378,15 +390,20 @@ class JournalQuery:
         return {k: v for k, v in found.items() if v and not (k == "page" and v == 1)}
 
 
-def class_names_of(entries: Any) -> dict[str, str]:
-    """Names of the classes the journal's rows name (one query)."""
+def names_of(entries: Any) -> dict[str, dict[str, str]]:
+    """Names of the classes and schools the journal's rows name (a query each)."""
     host = state().host
-    ids = {v for e in entries for v in e.selection_args.get("class", [])}
-    keys = [k for k in (parse_key(host.class_id, v) for v in ids) if k is not None]
-    if not keys:
-        return {}
-    rows = state().session.execute(sa.select(host.class_id, host.class_name_column()).where(host.class_id.in_(keys)))
-    return {str(class_id): name for class_id, name in rows}
+    found: dict[str, dict[str, str]] = {}
+    models = [("class", host.class_id, host.class_name_column())]
+    if host.has_schools:
+        models.append(("school", host.school_id, host.school_name_column()))
+    for param, key_column, name in models:
+        ids = {v for e in entries for v in e.selection_args.get(param, [])}
+        keys = [k for k in (parse_key(key_column, v) for v in ids) if k is not None]
+        if keys:
+            rows = state().session.execute(sa.select(key_column, name).where(key_column.in_(keys)))
+            found[param] = {str(key): value for key, value in rows}
+    return found
 
 
 @require(VIEW)
@@ -403,7 +420,7 @@ def audit_log() -> str:
         query=query,
         total=total,
         pages=pages,
-        class_names=class_names_of(entries),
+        names=names_of(entries),
         describe=describe,
         outputs=audit.OUTPUTS,
     )
@@ -421,7 +438,7 @@ def audit_csv() -> Response:
         yield "\ufeff" + buffer.getvalue()
         result = state().session.execute(query.statement().execution_options(yield_per=500))
         for batch in result.scalars().partitions(500):
-            names = class_names_of(batch)
+            names = names_of(batch)
             buffer.seek(0)
             buffer.truncate()
             writer.writerows(

@@ -30,6 +30,14 @@ filiation = db.Table(
 )
 
 
+class Ecole(db.Model):  # type: ignore[name-defined]
+    """The schools, mapped only by the tests of the school dimension (``schools=True``)."""
+
+    __tablename__ = "ecole"
+    code = sa.Column(sa.String(20), primary_key=True)
+    appellation = sa.Column(sa.String(200), nullable=False)
+
+
 class Division(db.Model):  # type: ignore[name-defined]
     __tablename__ = "division"
     ref = sa.Column(sa.Integer, primary_key=True)
@@ -86,6 +94,8 @@ FIELDS = {
     "class_name": "libelle",
     "postal_address": ["rue", "ville"],
 }
+#: The school dimension, as plain key columns (no relationship): see ``make_app(schools=True)``.
+SCHOOL_FIELDS = {"school": "ecole", "school_name": "appellation", "class_school": "ecole"}
 
 LAYOUT = """<!doctype html><html lang="fr"><head><meta charset="utf-8">
 <title>{% block title %}{% endblock %}</title></head>
@@ -131,8 +141,9 @@ def permission(capability: str) -> bool:
     return actor is not None and capability in actor["caps"]
 
 
-def make_app(database_url: str, instance_path: str, *, reset: bool = True, **config: Any) -> Flask:
-    """The test host on ``database_url``: tables emptied (``reset``) or kept (benchmarks)."""
+def make_app(database_url: str, instance_path: str, *, reset: bool = True, schools: bool = False, **config: Any) -> Flask:
+    """The test host on ``database_url``: tables emptied (``reset``) or kept
+    (benchmarks); ``schools``: with the school dimension mapped."""
     app = Flask(__name__, instance_path=instance_path)
     app.config.update(
         TESTING=True,
@@ -162,10 +173,11 @@ def make_app(database_url: str, instance_path: str, *, reset: bool = True, **con
         db=db,
         user_model=Personne,
         class_model=Division,
-        fields=FIELDS,
+        fields={**FIELDS, **SCHOOL_FIELDS} if schools else FIELDS,
         scope=scope,
         permission=permission,
         profiles=PROFILE_CODES,
+        school_model=Ecole if schools else None,
     )
 
     @app.route("/")

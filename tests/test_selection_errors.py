@@ -44,6 +44,10 @@ BAD: list[tuple[str, int, list[str]]] = [
     ("created_since=2025-09-02&created_before=2025-09-01", 400, ["Créés depuis le", "postérieure"]),
     ("created_since=2025-09-01&created_since=2025-09-02", 400, ["Créés depuis le", "plusieurs fois"]),
     ("sort=name", 400, ["Valeur invalide", "name", "Par"]),
+    # Without the school dimension, neither the filter nor the sort key exists.
+    ("school=1", 400, ["Paramètre inconnu", "school"]),
+    ("sort=school", 400, ["Valeur invalide", "school", "Par"]),
+    ("sort=class&then=school", 400, ["Valeur invalide", "school", "Puis par"]),
     ("sort=class&then=class", 400, ["Puis par", "Par"]),
     ("then=nom", 400, ["Valeur invalide", "Puis par"]),
     ("sort=class&sort=profile", 400, ["Par", "plusieurs fois"]),

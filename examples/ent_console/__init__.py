@@ -21,7 +21,7 @@ from flask_wtf import CSRFProtect
 from flask_publipostage import Publipostage
 
 from .access import current_admin_can, current_admin_scope
-from .models import Classe, Utilisateur, db
+from .models import Classe, Etablissement, Utilisateur, db
 
 __all__ = [
     "create_app",
@@ -51,6 +51,10 @@ PUBLIPOSTAGE_FIELDS: dict[str, Any] = {
     "children": "enfants",
     "class_name": "nom",
     "postal_address": ["adresse_ligne1", "adresse_cp_ville"],
+    # The school dimension: a territory's super admin tells the schools apart.
+    "school": "etablissement",
+    "class_school": "etablissement",
+    "school_name": "nom",
 }
 
 
@@ -135,6 +139,7 @@ def create_app(
         user_model=Utilisateur,
         class_model=Classe,
         fields=PUBLIPOSTAGE_FIELDS,
+        school_model=Etablissement,
         scope=current_admin_scope,
         permission=current_admin_can,
     )

@@ -345,7 +345,7 @@
     });
   }
 
-  /* -- class search box ------------------------------------------------------- */
+  /* -- search boxes of the school and class lists ---------------------------- */
 
   function fold(text) {
     var value = String(text || "").replace(/œ/g, "oe").replace(/Œ/g, "oe")
@@ -356,40 +356,41 @@
     return value.toLowerCase().trim();
   }
 
-  var search = document.getElementById("pp-class-search");
-  var classCount = document.getElementById("pp-class-count");
-
-  function filterClasses() {
+  /* Each search box ([data-pp-search]: the schools, the classes) hides the
+     entries of its list that do not match, and counts those shown. */
+  function filterList(search) {
+    var list = document.getElementById(search.getAttribute("data-pp-search"));
+    var counter = document.getElementById(search.getAttribute("aria-describedby"));
     var needle = fold(search.value);
     var shown = 0;
-    document.querySelectorAll("#pp-class-list [data-name]").forEach(function (label) {
+    list.querySelectorAll("[data-name]").forEach(function (label) {
       var match = !needle || fold(label.getAttribute("data-name")).indexOf(needle) !== -1;
       label.hidden = !match;
       if (match) {
         shown += 1;
       }
     });
-    if (classCount) {
-      var pattern = classCount.getAttribute(shown > 1 ? "data-many" : "data-one") || "";
-      classCount.textContent = pattern.replace(/\d+/, String(shown));
+    if (counter) {
+      var pattern = counter.getAttribute(shown > 1 ? "data-many" : "data-one") || "";
+      counter.textContent = pattern.replace(/\d+/, String(shown));
     }
   }
 
-  if (search) {
-    search.addEventListener("input", filterClasses);
+  document.querySelectorAll("[data-pp-search]").forEach(function (search) {
+    search.addEventListener("input", function () { filterList(search); });
     search.addEventListener("keydown", function (event) {
       // Enter in the search box must not submit the filters.
       if (event.key === "Enter") {
         event.preventDefault();
       }
     });
-  }
+  });
 
   /* -- wiring ------------------------------------------------------------------ */
 
   function onChange(event) {
     var target = event.target;
-    if (!target || !target.name || target === search) {
+    if (!target || !target.name) {
       return;
     }
     if (target.name === "sort") {

@@ -232,7 +232,8 @@ def render(recipient: Recipient, settings: MailSettings, translate: CachedGettex
         "activation_url": settings.activation_url,
         "reset_url": settings.reset_url,
         "password_rule": settings.password_rule,
-        "school_name": settings.school_name,
+        # The account's own school (a territory's campaign spans many).
+        "school_name": clean_header(recipient.school) or settings.school_name,
         "can_reply": settings.reply_to is not None,
     }
     subject = context["subject"] = subject_for(recipient, settings)

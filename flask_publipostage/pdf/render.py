@@ -284,8 +284,12 @@ def card_view(recipient: Recipient, settings: Settings) -> dict[str, Any]:
         if recipient.classes:
             detail = _("%(profile)s, %(classes)s", profile=detail, classes=", ".join(recipient.classes)) if detail else ", ".join(recipient.classes)
         lines = t.fit_lines(detail, CARD_WIDTH, 8.5, lines=2)
+    # The ENT, what the card is, then the account's own school: cut first if too long.
+    title = _("My first login") if recipient.activation_code else _("My account")
+    head = " · ".join(p for p in (settings.ent_name, title, recipient.school or settings.school_name) if p)
     return {
         "r": recipient,
+        "ent_line": t.fit(head, CARD_WIDTH, 8, bold=True),
         "name_lines": t.fit_lines(recipient.full_name, CARD_WIDTH, 11, lines=2, bold=True),
         "detail_lines": lines,
         "profile": recipient.profile_label if recipient.children else "",
