@@ -8,6 +8,12 @@ The host gives two callables to ``init_app``:
   (PDF, CSV) and ``send`` (mail).
 
 Without them ``init_app`` refuses to start: the page fails closed.
+
+The scope also says whom the page speaks to (:attr:`Scope.audience`): an ENT
+admin, or a class teacher to whom the host gave the pupils of their classes and
+those pupils' parents. Only the words change (the advice, the ready-made
+selections): what may be seen stays with ``users`` and ``classes``, what may be
+done with the permission callable.
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ PRINT = "print"
 SEND = "send"
 CAPABILITIES = (VIEW, PRINT, SEND)
 
+#: Whom the page speaks to: an ENT admin (the ENT guide's advice for every
+#: profile), or a teacher handing their classes' credentials out in person.
+ADMIN = "admin"
+TEACHER = "teacher"
+AUDIENCES = (ADMIN, TEACHER)
+
 
 @dataclass(frozen=True)
 class Scope:
@@ -42,6 +54,11 @@ class Scope:
     :param actor_email: where "m'envoyer un exemple" sends a sample.
     :param actor_name: how the journal and the lists of runs name the admin
         ("Mme Dupont (adml.ecole)"); ``actor`` when empty.
+    :param audience: whom the page speaks to: ``"admin"`` (default) or
+        ``"teacher"``, a class teacher printing for their own classes (advice and
+        ready-made selections in a teacher's words). It grants nothing: give such
+        a user a scope of their classes and the capabilities ``view`` and
+        ``print``.
     """
 
     actor: str
@@ -51,6 +68,11 @@ class Scope:
     school_name: str = ""
     actor_email: str | None = None
     actor_name: str = ""
+    audience: str = ADMIN
+
+    def __post_init__(self) -> None:
+        if self.audience not in AUDIENCES:
+            raise ValueError(f"unknown audience {self.audience!r}: one of {', '.join(AUDIENCES)}")
 
     @property
     def is_global(self) -> bool:

@@ -62,7 +62,8 @@ DEFAULTS: dict[str, Any] = {
     "SCHOOL_ADDRESS": (),
     #: Language of the letters and cards (the catalog used to render them).
     "PDF_LOCALE": "fr",
-    #: Print a QR code leading to the activation (or password reset) page.
+    #: Print a QR code on every letter and card, leading to the activation (or
+    #: password reset) page.
     "PDF_QR_CODE": True,
     #: Query appended to the QR code's link, with ``{login}`` and ``{code}``
     #: placeholders (``"?login={login}"``); ``None`` keeps the bare page address,

@@ -27,7 +27,7 @@ from flask import (
 from flask_wtf import FlaskForm
 
 from . import audit, csv_export
-from .access import PRINT, VIEW, current_scope, has_capability, require
+from .access import PRINT, TEACHER, VIEW, current_scope, has_capability, require
 from .config import config_value
 from .host import parse_key
 from .i18n import gettext as _
@@ -252,6 +252,8 @@ def index() -> Response:
     return _private(
         render_template(
             "publipostage/page.html",
+            # The advice and the ready-made selections speak to this user.
+            for_teacher=current_scope().audience == TEACHER,
             options=filter_options(),
             restrictions=restrictions(selection),
             profiles_enum=Profile,

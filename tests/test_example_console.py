@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import smtplib
@@ -21,6 +22,8 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_login import login_user
+from pypdf import PdfReader
+from werkzeug.security import generate_password_hash
 
 from examples.ent_console import create_app, current_admin_can, current_admin_scope, serve
 from examples.ent_console.access import school_of_recipients
@@ -28,6 +31,8 @@ from examples.ent_console.models import Classe, Etablissement, Utilisateur, db
 from examples.ent_console.outbox import list_messages, start_console_outbox, start_outbox
 from examples.ent_console.seed import seed_database
 from flask_publipostage import Publipostage
+
+from .browser import launched_browser, live_server, require_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -200,16 +205,35 @@ def test_admins_see_the_mail_merge_entry(client: FlaskClient, login: str) -> Non
     assert MENU_LABEL in page.get_data(as_text=True)
 
 
-def test_teacher_does_not_see_the_entry(client: FlaskClient, app: Flask) -> None:
+def test_the_class_teacher_sees_the_entry(client: FlaskClient) -> None:
     html = _login(client, "prof.ecole").get_data(as_text=True)
-    assert "Camille Rousseau" in html
-    assert MENU_LABEL not in html
-    assert "pas de droit d'administration" in html
+    assert "Camille Rousseau" in html and "pas de droit d'administration" not in html
+    assert "Vous enseignez en CE2 de Mme Rousseau" in html
+    section = _imports_exports_section(html)
+    url = re.search(r'<a href="([^"]+)">' + MENU_LABEL, section)
+    assert url and client.get(url.group(1)).status_code == 200
+    # The console's own admin tools stay closed.
+    refused = client.get("/outbox")
+    assert refused.status_code == 403 and "Accès refusé" in refused.get_data(as_text=True)
+
+
+def test_staff_without_admin_rights_nor_class_do_not_see_the_entry(client: FlaskClient, app: Flask) -> None:
+    with app.app_context():
+        atsem = db.session.scalar(
+            sa.select(Utilisateur)
+            .where(Utilisateur.profil == "Personnel", Utilisateur.is_adml.is_(False))
+            .where(Utilisateur.etablissement_id.is_not(None))
+            .order_by(Utilisateur.id)
+            .limit(1)
+        )
+        atsem.mot_de_passe_hash = generate_password_hash("demo")
+        login = atsem.login
+        db.session.commit()
+    html = _login(client, login).get_data(as_text=True)
+    assert MENU_LABEL not in html and "pas de droit d'administration" in html
     with app.test_request_context():
         url = app.url_for("publipostage.index")
     assert client.get(url).status_code == 403
-    refused = client.get("/outbox")
-    assert refused.status_code == 403 and "Accès refusé" in refused.get_data(as_text=True)
 
 
 def test_anonymous_is_sent_to_login_by_the_extension(client: FlaskClient, app: Flask) -> None:
@@ -299,14 +323,7 @@ def test_scope_of_the_super_admin(app: Flask) -> None:
         context.pop()
 
 
-def test_scope_of_a_teacher_and_of_nobody(app: Flask) -> None:
-    context = _as(app, "prof.ecole")
-    try:
-        scope = current_admin_scope()
-        assert scope is not None and _visible(scope) == set()
-        assert not any(current_admin_can(c) for c in ("view", "print", "send"))
-    finally:
-        context.pop()
+def test_scope_of_nobody(app: Flask) -> None:
     context = _as(app, None)
     try:
         assert current_admin_scope() is None
@@ -315,6 +332,195 @@ def test_scope_of_a_teacher_and_of_nobody(app: Flask) -> None:
         context.pop()
     with app.app_context():  # no request at all: a background job, the CLI
         assert current_admin_scope() is None
+
+
+# -- a class teacher prints for their class ------------------------------------------------------
+
+PAGE = "/imports-exports/publipostage"
+CLASS_OF_PROF = "CE2 de Mme Rousseau"
+
+
+@dataclass(frozen=True)
+class _Classroom:
+    class_id: int
+    pupils: frozenset[str]
+    parents: frozenset[str]
+
+
+def _classroom(name: str = CLASS_OF_PROF) -> _Classroom:
+    """The pupils of a class and their parents, read from the console's own models."""
+    classe = db.session.scalar(sa.select(Classe).where(Classe.nom == name))
+    assert classe is not None
+    pupils = [u for u in classe.membres if u.profil == "Student"]
+    return _Classroom(
+        classe.id,
+        frozenset(u.login for u in pupils),
+        frozenset(p.login for u in pupils for p in u.parents),
+    )
+
+
+def _card_logins(data: bytes) -> list[str]:
+    """The login printed on every card of a PDF (a long one wraps: lines joined)."""
+    found = []
+    for page in PdfReader(io.BytesIO(data)).pages:
+        text = page.extract_text() or ""
+        for login in re.findall(r"Identifiant :\n(.*?)\n(?:Code d'activation :|Compte déjà activé)", text, re.S):
+            found.append(re.sub(r"\s+", "", login))
+    return found
+
+
+def _preview_logins(client: FlaskClient, query: str = "") -> list[str]:
+    logins: list[str] = []
+    url: str | None = f"{PAGE}/preview.json?{query}"
+    while url:
+        answer = client.get(url)
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        body = answer.get_json()
+        logins += [account["login"] for account in body["accounts"]]
+        url = body["links"].get("next")
+    return logins
+
+
+def test_scope_of_a_class_teacher(app: Flask) -> None:
+    context = _as(app, "prof.ecole")
+    try:
+        classroom = _classroom()
+        assert len(classroom.pupils) == 30 and len(classroom.parents) > 30
+        scope = current_admin_scope()
+        assert scope is not None and scope.audience == "teacher"
+        assert scope.school_name == "École élémentaire Jules Ferry"
+        # Their own journal, not the school's.
+        assert scope.key.startswith("enseignant:") and scope.actor_name == "Camille Rousseau (prof.ecole)"
+        # The pupils of the class and their parents: not the class's other teachers,
+        # nor herself, nor the other classes.
+        assert _visible(scope) == classroom.pupils | classroom.parents
+        assert list(db.session.scalars(sa.select(Classe.nom).where(scope.classes))) == [CLASS_OF_PROF]
+        assert current_admin_can("view") and current_admin_can("print")
+        assert not current_admin_can("send")
+    finally:
+        context.pop()
+
+
+def test_a_class_teacher_sees_only_their_class(client: FlaskClient, app: Flask) -> None:
+    with app.app_context():
+        classroom = _classroom()
+    _login(client, "prof.ecole")
+    html = client.get(PAGE + "/").get_data(as_text=True)
+    offered = re.findall(r'<label class="pp-check" data-name="([^"]+)"><input type="checkbox" name="class"', html)
+    assert offered == [CLASS_OF_PROF]
+    assert re.findall(r'name="profile" value="(\w+)"', html) == ["Student", "Relative"]
+    # The page speaks to a teacher: advice, ready-made selections, no admin filter.
+    assert "Imprimez les fiches de votre classe et remettez-les en main propre" in html
+    assert "Les remettre à votre classe" in html and "Conseils de distribution" not in html
+    assert "Mes élèves : cartes par classe, 8 par page" in html
+    assert "Parents non activés : lettres pour la réunion de rentrée" in html
+    assert "Référents ENT" not in html and "Enseignants : envoi par courriel" not in html
+    assert 'name="local_admin"' not in html
+    assert "aux élèves de vos classes et à leurs parents" in html
+
+    everyone = _preview_logins(client)
+    assert len(everyone) == len(set(everyone)) == len(classroom.pupils | classroom.parents)
+    assert set(everyone) == classroom.pupils | classroom.parents
+    assert set(_preview_logins(client, f"class={classroom.class_id}&profile=Student")) == classroom.pupils
+
+
+def test_an_admin_page_is_unchanged(client: FlaskClient) -> None:
+    _login(client, "adml.ecole")
+    html = client.get(PAGE + "/").get_data(as_text=True)
+    assert "Conseils de distribution" in html and "Référents ENT" in html and 'name="local_admin"' in html
+    assert "Les remettre à votre classe" not in html and "Mes élèves" not in html
+
+
+def test_a_class_teacher_cannot_send(client: FlaskClient, app: Flask) -> None:
+    with app.app_context():
+        classroom = _classroom()
+    _login(client, "prof.ecole")
+    html = client.get(PAGE + "/").get_data(as_text=True)
+    assert "Générer en PDF" in html
+    assert "Envoyer par courriel" not in html and f'action="{PAGE}/mail"' not in html
+    query = f"class={classroom.class_id}&profile=Relative"
+    for url in (f"{PAGE}/mail?{query}", f"{PAGE}/mail/campaigns", f"{PAGE}/mail/campaigns/1",
+                f"{PAGE}/mail/campaigns/1/status", f"{PAGE}/mail/campaigns/1/report.csv"):
+        assert client.get(url).status_code == 403, url
+    for url in (f"{PAGE}/mail/send?{query}", f"{PAGE}/mail/sample?{query}",
+                f"{PAGE}/mail/campaigns/1/cancel", f"{PAGE}/mail/campaigns/1/resume"):
+        assert client.post(url).status_code == 403, url
+
+
+def test_a_class_teacher_prints_their_class_cards(client: FlaskClient, app: Flask) -> None:
+    with app.app_context():
+        classroom = _classroom()
+    _login(client, "prof.ecole")
+    response = client.post(f"{PAGE}/pdf?profile=Student&sort=class", data={"template": "cards"})
+    assert response.status_code == 200 and response.mimetype == "application/pdf"
+    printed = _card_logins(response.data)
+    assert len(printed) == len(classroom.pupils) and set(printed) == classroom.pupils
+    assert CLASS_OF_PROF in PdfReader(io.BytesIO(response.data)).pages[0].extract_text()
+
+    # Without a filter: the whole class, pupils and parents, and nobody else.
+    response = client.post(f"{PAGE}/pdf", data={"template": "cards"})
+    assert response.status_code == 200 and response.mimetype == "application/pdf"
+    assert sorted(_card_logins(response.data)) == sorted(classroom.pupils | classroom.parents)
+
+
+def test_a_class_of_another_teacher_is_refused(client: FlaskClient, app: Flask) -> None:
+    with app.app_context():
+        other = _classroom("CM2 de Mme Marchand")
+        college = db.session.scalar(sa.select(Classe.id).where(Classe.nom == "6eA"))
+    _login(client, "prof.ecole")
+    for class_id in (other.class_id, college):
+        query = f"class={class_id}"
+        for url in (f"{PAGE}/?{query}", f"{PAGE}/preview?{query}", f"{PAGE}/preview.json?{query}",
+                    f"{PAGE}/export.csv?{query}"):
+            assert client.get(url).status_code == 403, url
+        refused = client.post(f"{PAGE}/pdf?{query}", data={"template": "cards"})
+        assert refused.status_code == 403
+        assert "Une des classes choisies est hors de votre périmètre." in refused.get_data(as_text=True)
+    # Nor does a pupil of that class come in through a preview of everything.
+    assert not set(_preview_logins(client)) & other.pupils
+
+
+def test_the_class_teachers_page_in_chromium(app: Flask) -> None:
+    sync_api = require_chromium()
+    with app.app_context():
+        classroom = _classroom()
+    rows = "#pp-advice-title ~ div tr[data-profile]"
+    shown = "rows => rows.filter(r => !r.hidden).map(r => r.dataset.profile)"
+    with live_server(app) as base, launched_browser(sync_api) as browser:
+        context = browser.new_context(base_url=base, locale="fr-FR")
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto("/login")
+        page.get_by_label("Identifiant").fill("prof.ecole")
+        page.get_by_label("Mot de passe").fill("demo")
+        page.get_by_role("button", name="Se connecter").click()
+        page.get_by_role("link", name=MENU_LABEL).click()
+        page.wait_for_selector("#pp-results .pp-counters")
+
+        advice = page.inner_text(".pp-advice")
+        assert "Les remettre à votre classe" in advice
+        assert "Imprimez les fiches de votre classe et remettez-les en main propre" in advice
+        assert "Conseils de distribution" not in advice
+        classes = page.eval_on_selector_all("#pp-class-list label", "ls => ls.map(l => l.textContent.trim())")
+        assert classes == [CLASS_OF_PROF]
+        assert page.locator("form.pp-mail").count() == 0
+        assert page.get_by_role("button", name="Générer en PDF").is_visible()
+        assert page.eval_on_selector_all(rows, shown) == ["Student", "Relative", "Relative"]
+
+        page.get_by_label("Élève", exact=True).check()
+        page.wait_for_function(
+            "n => document.querySelector('#pp-results .pp-counters').dataset.selected === String(n)",
+            arg=len(classroom.pupils),
+        )
+        assert page.eval_on_selector_all(rows, shown) == ["Student"]
+
+        page.get_by_role("link", name="Mes élèves : cartes par classe, 8 par page").click()
+        page.wait_for_selector("#pp-results .pp-counters")
+        assert page.is_checked("#pp-pdf input[name=template][value=cards]")
+        assert page.get_attribute("#pp-results .pp-counters", "data-selected") == str(len(classroom.pupils))
+        context.close()
+    assert not errors, errors
 
 
 # -- demo outbox -------------------------------------------------------------------------------

@@ -138,3 +138,8 @@ def test_template_override_by_path(tmp_path: Any, database_url: str) -> None:
 def test_scope_object_defaults() -> None:
     assert Scope(actor="x").is_global
     assert not Scope(actor="x", key="ecole:A").is_global
+    # The page speaks to an admin unless the host says the user is a class teacher.
+    assert Scope(actor="x").audience == "admin"
+    assert Scope(actor="x", audience="teacher").audience == "teacher"
+    with pytest.raises(ValueError, match="unknown audience 'pupil'"):
+        Scope(actor="x", audience="pupil")

@@ -1,10 +1,17 @@
-"""Shared helpers of the PDF tests (no test here): text per page (pypdf) and word boxes
-(pdftotext -bbox, in millimetres from the top-left corner)."""
+"""Shared helpers of the PDF tests (no test here): text per page (pypdf), word boxes
+(pdftotext -bbox) and image boxes (pypdf), in millimetres from the top-left corner,
+and the QR codes a real reader decodes on the pages (pdftoppm, then zbarimg).
+
+The programs come from Debian's poppler-utils and zbar-tools. Without one, a test
+skips with the reason, except in CI (``PUBLIPOSTAGE_REQUIRE_BROWSER``, set by
+``.ci/run``, as for the browser): there it fails, so a missing reader can never
+pass unnoticed."""
 
 from __future__ import annotations
 
 import html
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -44,10 +51,20 @@ class Word:
     y1: float
 
 
+def require_program(name: str, package: str) -> str:
+    """The path of the program ``name``; skip without it, fail in CI."""
+    path = shutil.which(name)
+    if path is None:
+        reason = f"{name} is not installed (Debian package {package!r})"
+        if os.environ.get("PUBLIPOSTAGE_REQUIRE_BROWSER"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
 def word_boxes(data: bytes) -> list[list[Word]]:
     """Words of each page with their boxes in mm (pdftotext -bbox)."""
-    if shutil.which("pdftotext") is None:
-        pytest.skip("pdftotext (poppler-utils) is not installed")
+    require_program("pdftotext", "poppler-utils")
     with tempfile.NamedTemporaryFile(suffix=".pdf") as handle:
         handle.write(data)
         handle.flush()
@@ -67,14 +84,74 @@ def word_boxes(data: bytes) -> list[list[Word]]:
 
 
 def pdftotext(data: bytes) -> str:
-    if shutil.which("pdftotext") is None:
-        pytest.skip("pdftotext (poppler-utils) is not installed")
+    require_program("pdftotext", "poppler-utils")
     with tempfile.NamedTemporaryFile(suffix=".pdf") as handle:
         handle.write(data)
         handle.flush()
         return subprocess.run(
             ["pdftotext", "-layout", handle.name, "-"], capture_output=True, text=True, check=True
         ).stdout
+
+
+def image_boxes(data: bytes) -> list[list[Word]]:
+    """The images each page draws, as boxes in mm (``text`` empty): where the
+    content stream's ``Do`` puts them (the unit square through the current matrix)."""
+    pages: list[list[Word]] = []
+    for page in PdfReader(io.BytesIO(data)).pages:
+        height = float(page.mediabox.height)
+        boxes: list[Word] = []
+
+        def visit(operator: bytes, _operands: Any, cm: Any, _tm: Any) -> None:
+            if operator == b"Do":
+                a, _b, _c, d, e, f = (float(v) for v in cm)
+                x0, x1 = sorted((e, e + a))
+                y0, y1 = sorted((height - f - d, height - f))
+                boxes.append(Word("", x0 * PT_TO_MM, y0 * PT_TO_MM, x1 * PT_TO_MM, y1 * PT_TO_MM))
+
+        page.extract_text(visitor_operand_before=visit)
+        pages.append(boxes)
+    return pages
+
+
+def overlaps(a: Word, b: Word) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+#: Resolution the pages are rendered at for the QR reader: a module of a card's
+#: code is then about 3.5 pixels.
+QR_DPI = 150
+
+
+def page_images(data: bytes, directory: str) -> list[Any]:
+    """Each page as a PIL image (``pdftoppm -png``, ``QR_DPI``)."""
+    from PIL import Image
+
+    pdftoppm = require_program("pdftoppm", "poppler-utils")
+    path = os.path.join(directory, "document.pdf")
+    with open(path, "wb") as handle:
+        handle.write(data)
+    subprocess.run([pdftoppm, "-png", "-r", str(QR_DPI), path, os.path.join(directory, "page")], check=True)
+    names = sorted(n for n in os.listdir(directory) if n.startswith("page") and n.endswith(".png"))
+    return [Image.open(os.path.join(directory, name)) for name in names]
+
+
+def read_qr_codes(image: Any, box_mm: tuple[float, float, float, float] | None = None) -> list[str]:
+    """Every QR code zbarimg decodes in ``image`` (or in its ``box_mm``: left, top,
+    right, bottom), as text, in reading order."""
+    zbarimg = require_program("zbarimg", "zbar-tools")
+    if box_mm is not None:
+        image = image.crop(tuple(round(v / 25.4 * QR_DPI) for v in box_mm))
+    with tempfile.NamedTemporaryFile(suffix=".png") as handle:
+        image.save(handle.name)
+        found = subprocess.run(
+            [zbarimg, "--quiet", "--raw", "--nodbus", "-Sdisable", "-Sqrcode.enable", handle.name],
+            capture_output=True,
+            text=True,
+        )
+    if found.returncode == 4:  # no code found
+        return []
+    assert found.returncode == 0, found.stderr
+    return found.stdout.splitlines()
 
 
 def add_class_of(name: str, size: int, *, school: str = "A", prefix: str = "p", activated_every: int = 0) -> tuple[Division, list[Personne]]:

@@ -1,5 +1,12 @@
 """Who may administer what in the console: two callables handed to the extension, and
-who reads which messages of the demo outbox."""
+who reads which messages of the demo outbox.
+
+Admins (the territory's super admin, a school's local admins) administer accounts.
+A class teacher administers nothing but prints the credentials of their own class:
+the pupils of the classes they teach and those pupils' parents, on paper only (the
+capability ``print``, never ``send``: the codes go from hand to hand, as the ENT's
+guide says), and the page speaks to them as to a teacher (``audience="teacher"``).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +15,15 @@ from collections.abc import Callable, Sequence
 import sqlalchemy as sa
 from flask import Flask
 from flask_login import current_user
+from sqlalchemy.orm import aliased
 
 from flask_publipostage import Scope
 
-from .models import Classe, Etablissement, Utilisateur, db
+from .models import Classe, Etablissement, Utilisateur, db, lien_parent_enfant, utilisateur_classe
 
 CAPACITES = ("view", "print", "send")
+#: A class teacher prints for their class; sending stays with the admins.
+CAPACITES_ENSEIGNANT = ("view", "print")
 
 
 def _utilisateur_connecte() -> Utilisateur | None:
@@ -22,6 +32,16 @@ def _utilisateur_connecte() -> Utilisateur | None:
     if user is None or not user.is_authenticated:
         return None
     return user  # type: ignore[no-any-return]
+
+
+def est_enseignant_de_classe(user: Utilisateur) -> bool:
+    """A teacher of the school, without admin rights, who teaches at least one class."""
+    return (
+        user.profil == "Teacher"
+        and not user.est_admin
+        and user.etablissement_id is not None
+        and bool(user.classes)
+    )
 
 
 def current_admin_scope() -> Scope | None:
@@ -34,6 +54,8 @@ def current_admin_scope() -> Scope | None:
     if user.is_super_admin:
         return Scope(actor=f"user:{user.id}", key="*", actor_email=user.courriel, actor_name=name)
     etablissement = db.session.get(Etablissement, user.etablissement_id) if user.etablissement_id else None
+    if etablissement is not None and est_enseignant_de_classe(user):
+        return _scope_of_a_class_teacher(user, etablissement, name)
     if not user.is_adml or etablissement is None:
         # Logged in without admin rights: an empty perimeter (the permission says no anyway).
         return Scope(
@@ -56,12 +78,53 @@ def current_admin_scope() -> Scope | None:
     )
 
 
+def _scope_of_a_class_teacher(user: Utilisateur, etablissement: Etablissement, name: str) -> Scope:
+    """The classes ``user`` teaches, their pupils, and those pupils' parents.
+
+    Read in SQL at each request (a class given or taken back counts at once). The
+    conditions name only the link tables and an alias of their own: the extension
+    applies ``users`` to aliases of ``Utilisateur`` too (a parent's children).
+    """
+    taught = sa.select(utilisateur_classe.c.classe_id).where(utilisateur_classe.c.utilisateur_id == user.id)
+    eleve = aliased(Utilisateur, name="eleve_de_la_classe")
+    pupils = (
+        sa.select(eleve.id)
+        .join(utilisateur_classe, utilisateur_classe.c.utilisateur_id == eleve.id)
+        .where(
+            utilisateur_classe.c.classe_id.in_(taught),
+            eleve.profil == "Student",
+            eleve.etablissement_id == etablissement.id,
+        )
+    )
+    parents = sa.select(lien_parent_enfant.c.parent_id).where(lien_parent_enfant.c.enfant_id.in_(pupils))
+    return Scope(
+        actor=f"user:{user.id}",
+        users=sa.and_(
+            Utilisateur.is_super_admin.is_(False),
+            sa.or_(
+                sa.and_(Utilisateur.profil == "Student", Utilisateur.id.in_(pupils)),
+                sa.and_(Utilisateur.profil == "Relative", Utilisateur.id.in_(parents)),
+            ),
+        ),
+        classes=Classe.id.in_(taught),
+        # Their own journal: what they printed, not the school's.
+        key=f"enseignant:{user.id}",
+        school_name=etablissement.nom,
+        actor_email=user.courriel,
+        actor_name=name,
+        audience="teacher",
+    )
+
+
 def current_admin_can(capability: str) -> bool:
-    """Super admins and local admins may view, print and send; nobody else."""
+    """Super admins and local admins may view, print and send; a class teacher may
+    view and print (their class); nobody else anything."""
     user = _utilisateur_connecte()
     if user is None or capability not in CAPACITES:
         return False
-    return bool(user.is_super_admin or user.is_adml)
+    if user.is_super_admin or user.is_adml:
+        return True
+    return capability in CAPACITES_ENSEIGNANT and est_enseignant_de_classe(user)
 
 
 def est_admin() -> bool:

@@ -26,7 +26,7 @@ DEMO_ACCOUNTS: tuple[tuple[str, str, str], ...] = (
     ("admin.ent", "demo", "Super administrateur de l'ENT (tous les établissements)"),
     ("adml.ecole", "demo", "Administratrice locale de l'École élémentaire Jules Ferry"),
     ("adml.college", "demo", "Administration locale du Collège Victor Hugo"),
-    ("prof.ecole", "demo", "Enseignante de l'école, sans droit d'administration"),
+    ("prof.ecole", "demo", "Enseignante de CE2 à l'école : imprime les fiches de sa classe"),
 )
 
 

@@ -9,11 +9,11 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
-from flask_login import login_required
+from flask_login import current_user, login_required
 from werkzeug.exceptions import HTTPException
 
 from . import outbox
-from .access import current_admin_scope, est_admin, outbox_schools
+from .access import current_admin_scope, est_admin, est_enseignant_de_classe, outbox_schools
 from .models import Classe, Etablissement, Utilisateur, db
 
 bp = Blueprint("console", __name__)
@@ -74,6 +74,8 @@ def home() -> ResponseReturnValue:
         nb_classes=nb_classes,
         etablissements=etablissements,
         nb_messages=outbox.count_messages(outbox_dir(), outbox_schools()) if est_admin() else 0,
+        # A class teacher prints for the classes they teach (see access.py).
+        classes_enseignees=[c.nom for c in current_user.classes] if est_enseignant_de_classe(current_user) else [],
     )
 
 

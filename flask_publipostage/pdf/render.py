@@ -33,6 +33,21 @@ LETTER_WIDTH = 176.0
 #: Inside the credentials box, left of the QR code.
 LETTER_BOX = 134.0
 CARD_WIDTH = 88.0
+#: A card's QR code: its side, in the card's bottom-right corner (mm; the letter's
+#: is 28). Modules of about 0.6 mm for an ENT address: a phone reads it from the
+#: card held in the other hand. The activation code and the address beside it keep
+#: to CARD_BESIDE_QR; above it, the name, the profile or children and the login
+#: take the card's whole width.
+CARD_QR = 24.0
+CARD_BESIDE_QR = CARD_WIDTH - CARD_QR - 3
+#: Lines of name, profile or children and login (the name's are the tallest) that
+#: still end above the QR code (measured: two of name, two of children and one of
+#: login end 1.5 mm above it); a login reaching further is fitted beside it too.
+CARD_LINES_ABOVE_QR = 5
+#: Sizes (pt) tried for a card's last lines (where to activate, or to choose a new
+#: password) to keep them on two lines beside the QR code; at the last one they
+#: take the lines they need, up to three.
+CARD_URL_SIZES = (8.0, 7.0)
 #: Cards: column and row steps, first row's top (mm, from the page's content box).
 CARD_STEP_X = 97
 CARD_STEP_Y = 67
@@ -195,6 +210,10 @@ def qr_data_uri(data: str) -> str:
 
 
 def qr_for(recipient: Recipient, settings: Settings) -> str | None:
+    """The account's QR code (letters and cards alike), or None when
+    ``PDF_QR_CODE`` is off: the activation page, or the password reset page once
+    activated; ``PDF_QR_PARAMS`` added, the code only if the host put ``{code}``
+    there."""
     if not settings.qr_code:
         return None
     url = settings.reset_url if recipient.activated else settings.activation_url
@@ -274,8 +293,17 @@ def _height(lines: int, size: float) -> float:
 
 def card_view(recipient: Recipient, settings: Settings) -> dict[str, Any]:
     """What one card prints: short, fitted to the card whatever the data (the one
-    place a name may be cut, with an ellipsis)."""
+    place a name may be cut, with an ellipsis). With a QR code, the code and the
+    address are fitted beside it (``CARD_BESIDE_QR``), and the login too when the
+    lines above would bring it down to the code (``CARD_LINES_ABOVE_QR``)."""
     t = settings.typesetter
+    qr = qr_for(recipient, settings)
+    beside = CARD_BESIDE_QR if qr else CARD_WIDTH
+    if recipient.activated:
+        where = _("Forgot password: %(url)s", url=settings.reset_url)
+    else:
+        where = _("Activate your account at %(url)s", url=settings.activation_url)
+    url_size, url_lines = t.fit_block(where, beside, CARD_URL_SIZES, lines=2, most=3)
     if recipient.children:
         who = _("Parent of: %(children)s", children=", ".join(_child_text(c) for c in recipient.children))
         lines = t.fit_lines(who, CARD_WIDTH, 8.5, lines=2)
@@ -287,15 +315,22 @@ def card_view(recipient: Recipient, settings: Settings) -> dict[str, Any]:
     # The ENT, what the card is, then the account's own school: cut first if too long.
     title = _("My first login") if recipient.activation_code else _("My account")
     head = " · ".join(p for p in (settings.ent_name, title, recipient.school or settings.school_name) if p)
+    name_lines = t.fit_lines(recipient.full_name, CARD_WIDTH, 11, lines=2, bold=True)
+    login_lines = t.fit_lines(recipient.login, CARD_WIDTH, 10.5, lines=3, family="PPMono", bold=True)
+    if qr and len(name_lines) + len(lines) + len(login_lines) > CARD_LINES_ABOVE_QR:
+        login_lines = t.fit_lines(recipient.login, beside, 10.5, lines=3, family="PPMono", bold=True)
     return {
         "r": recipient,
         "ent_line": t.fit(head, CARD_WIDTH, 8, bold=True),
-        "name_lines": t.fit_lines(recipient.full_name, CARD_WIDTH, 11, lines=2, bold=True),
+        "name_lines": name_lines,
         "detail_lines": lines,
         "profile": recipient.profile_label if recipient.children else "",
-        "login_lines": t.fit_lines(recipient.login, CARD_WIDTH, 10.5, lines=3, family="PPMono", bold=True),
+        "login_lines": login_lines,
         "code": recipient.activation_code,
-        "code_lines": t.fit_lines(recipient.activation_code or "", CARD_WIDTH, 10.5, lines=3, family="PPMono", bold=True),
+        "code_lines": t.fit_lines(recipient.activation_code or "", beside, 10.5, lines=3, family="PPMono", bold=True),
+        "url_size": url_size,
+        "url_lines": url_lines,
+        "qr": qr,
     }
 
 
