@@ -17,7 +17,7 @@ from ..i18n import gettext as _
 from ..i18n import ngettext
 from ..models import when
 from ..runs import backends, core
-from ..runs.models import ACTIVE_STATES, FAILED, Run
+from ..runs.models import ACTIVE_STATES, RESUMABLE_STATES, SUSPENDED, Run
 from ..selection import Selection, SelectionError, count
 from ..state import state
 from . import campaign as campaigns
@@ -64,6 +64,12 @@ def _follow(campaign_id: int) -> None:
     click.echo(_("Campaign %(id)d: %(state)s.", id=campaign_id, state=campaigns.state_label(status.state)))
     if status.duplicates:
         click.echo(_duplicates_line(status.duplicates))
+    if status.state == SUSPENDED:
+        # The settings must change before anything else is sent: say so, and fail.
+        raise click.ClickException(
+            _("Campaign %(id)d is suspended: %(error)s Then: flask publipostage resume %(id)d",
+              id=campaign_id, error=status.last_error or "")
+        )
     if status.last_error and status.state != "done":
         click.echo(_("Last error: %(error)s", error=status.last_error))
 
@@ -147,11 +153,11 @@ def resume_command(campaign_id: int, force: bool, no_wait: bool) -> None:
     """Send what an interrupted campaign left unsent (where the journal says)."""
     with force_locale("fr"):
         campaign = _campaign(campaign_id)
-        if campaign.state not in (*ACTIVE_STATES, FAILED):
+        if campaign.state not in (*ACTIVE_STATES, *RESUMABLE_STATES):
             click.echo(_("Campaign %(id)d is %(state)s: nothing to resume.", id=campaign_id,
                          state=campaigns.state_label(campaign.state)))
             return
-        states = (*ACTIVE_STATES, FAILED)
+        states = (*ACTIVE_STATES, *RESUMABLE_STATES)
         while not core.acquire(campaign_id, force=force, states=states):
             state().session.expire_all()
             if core.current_state(campaign_id) not in states:
