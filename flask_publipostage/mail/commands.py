@@ -20,6 +20,7 @@ from ..runs import backends, core
 from ..runs.models import ACTIVE_STATES, RESUMABLE_STATES, SUSPENDED, Run
 from ..selection import Selection, SelectionError, count
 from ..state import state
+from . import bounces
 from . import campaign as campaigns
 from .message import MailConfigError, MailSettings, render
 from .sender import KIND
@@ -231,4 +232,31 @@ def cancel_command(campaign_id: int) -> None:
             click.echo(_("Campaign %(id)d is not running.", id=campaign_id))
 
 
-COMMANDS = (send_command, resume_command, status_command, cancel_command)
+@click.command("bounces")
+@with_appcontext
+def bounces_command() -> None:
+    """Read the bounce mailbox once; mark the deliveries it reports failed."""
+    with force_locale("fr"):
+        try:
+            report = bounces.collect()
+        except bounces.BounceSourceError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(
+            _(
+                "%(read)s, %(marked)s.",
+                read=ngettext("%(num)d delivery-status notification read",
+                              "%(num)d delivery-status notifications read", report.read),
+                marked=ngettext("%(num)d delivery marked failed", "%(num)d deliveries marked failed", report.marked),
+            )
+        )
+        if report.later:
+            click.echo(
+                ngettext(
+                    "%(num)d notification left for the next time: its message is still being sent.",
+                    "%(num)d notifications left for the next time: their messages are still being sent.",
+                    report.later,
+                )
+            )
+
+
+COMMANDS = (send_command, resume_command, status_command, cancel_command, bounces_command)
