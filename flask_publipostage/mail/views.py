@@ -232,7 +232,7 @@ def mail_campaign_csv(campaign_id: str) -> Response:
     name = stamped_name(current_scope(), [f"mail {campaign.id}"], "csv")
     return Response(
         stream_with_context(campaigns.problems_csv(campaign)),
-        mimetype="text/csv; charset=utf-8",
+        mimetype="text/csv",  # Werkzeug adds "; charset=utf-8" to text types
         headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
     )
 
