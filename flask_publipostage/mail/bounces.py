@@ -30,6 +30,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.message import Message
+
 import sqlalchemy as sa
 
 from ..config import config_value

@@ -24,7 +24,15 @@ from ..state import state
 from ..views import PostForm, current_selection, form_error
 from . import campaign as campaigns
 from .message import MailConfigError, MailSettings, MessageFactory, address_problem, ensure_mail, render
-from .sender import KIND, SmtpConfigError, SmtpUnavailable, close_quietly, configuration_problem, describe, open_connection
+from .sender import (
+    KIND,
+    SmtpConfigError,
+    SmtpUnavailable,
+    close_quietly,
+    configuration_problem,
+    describe,
+    open_connection,
+)
 
 #: The activation code of "m'envoyer un exemple": plainly not one of the ENT's.
 SAMPLE_CODE = "EXEMPLE-0000"

@@ -125,7 +125,7 @@ class StreamingPdfConcatenator:
                 continue
             head, tail = objects.body(old)
             if old in retag:
-                head = _SUBSET_TAG.sub(lambda m: m.group(1) + retag[old] + b"+", head)
+                head = _SUBSET_TAG.sub(lambda m, tag=retag[old]: m.group(1) + tag + b"+", head)
             new = numbers[old]
             self._offsets[new] = self._file.tell()
             self._file.write(b"%d 0 obj\n" % new)
