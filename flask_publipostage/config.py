@@ -118,6 +118,31 @@ DEFAULTS: dict[str, Any] = {
     "MAIL_JOURNAL_GROUP": 10,
     #: Socket timeout in seconds of each SMTP connection.
     "MAIL_TIMEOUT": 60,
+    #: Verify the certificate of the mail servers (the SMTP relay reached with
+    #: Flask-Mail's ``MAIL_USE_TLS`` or ``MAIL_USE_SSL``, the bounce mailbox): a
+    #: known authority and the host name of ``MAIL_SERVER``. ``False`` only for a
+    #: test relay: the relay password and the activation codes could go to a
+    #: server impersonating it; a warning says so in the log at start.
+    "MAIL_TLS_VERIFY": True,
+    #: PEM file of the authorities trusted for the mail servers, instead of the
+    #: system's (the academy's own authority); a missing file fails at ``init_app``.
+    "MAIL_TLS_CA_FILE": None,
+    #: IMAP server of the mailbox receiving the bounces (the address of
+    #: ``MAIL_SENDER`` or the relay's return path); ``flask publipostage bounces``
+    #: reads the delivery-status notifications there. Always encrypted, verified
+    #: like the relay.
+    "MAIL_BOUNCE_IMAP_HOST": None,
+    #: Its port: 993 (TLS from the start), or 143 with ``MAIL_BOUNCE_IMAP_STARTTLS``.
+    "MAIL_BOUNCE_IMAP_PORT": 993,
+    #: Plain connection upgraded with STARTTLS instead of TLS from the start.
+    "MAIL_BOUNCE_IMAP_STARTTLS": False,
+    #: Login and password of that mailbox.
+    "MAIL_BOUNCE_IMAP_USER": None,
+    "MAIL_BOUNCE_IMAP_PASSWORD": None,
+    #: Folder holding the notifications.
+    "MAIL_BOUNCE_IMAP_FOLDER": "INBOX",
+    #: Or a Maildir on this machine where the bounces are delivered (instead of IMAP).
+    "MAIL_BOUNCE_MAILDIR": None,
     #: Seconds without a sign of life after which a run (PDF or campaign) whose
     #: process stopped is taken over by another one; its driver writes one every
     #: sixth of it, and every process with a runner looks for such runs as often.

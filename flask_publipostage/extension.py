@@ -22,6 +22,7 @@ from .host import HostModels
 from .i18n import gettext, make_domain, ngettext, resource_dir
 from .i18n import lazy_gettext as _l
 from .mail import commands as mail_commands
+from .mail import tls as mail_tls
 from .mail import views as mail_views
 from .models import metadata, when
 from .pdf import views as pdf_views
@@ -126,6 +127,7 @@ class Publipostage:
             app.config.setdefault(f"PUBLIPOSTAGE_{key}", value)
         check_time_zones(app)
         check_secret_key(app)
+        mail_tls.check_settings(app)
 
         found = PublipostageState(
             extension=self,

@@ -344,7 +344,7 @@ def export_csv() -> Response:
     check_size(counters)
     filename = csv_export.filename(selection)
     headers = {"Content-Disposition": f"attachment; filename=\"{filename}\"", "Cache-Control": "no-store"}
-    mimetype = "text/csv; charset=utf-8"
+    mimetype = "text/csv"  # Werkzeug adds "; charset=utf-8" to text types
     if request.method == "HEAD":
         return Response(mimetype=mimetype, headers=headers)
     audit.record("csv", selection, counters.selected, template="csv")
@@ -452,7 +452,7 @@ def audit_csv() -> Response:
 
     return Response(
         stream_with_context(rows()),
-        mimetype="text/csv; charset=utf-8",
+        mimetype="text/csv",  # Werkzeug adds "; charset=utf-8" to text types
         headers={"Content-Disposition": 'attachment; filename="journal_publipostage.csv"', "Cache-Control": "no-store"},
     )
 

@@ -3,7 +3,9 @@
 It keeps every accepted message, can refuse some recipients (5xx or 4xx), can
 die after N messages like a crashed relay (the N-th is stored but never
 acknowledged, every open connection is reset), and can start again on the same
-port.
+port. Like a real relay it can require STARTTLS or speak TLS from the start
+(SMTPS) with a certificate made for the test, require a login, and announce
+8BITMIME and SMTPUTF8 or not.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+#: Relays in these tests: TLS after STARTTLS, or from the start.
+STARTTLS = "starttls"
+SMTPS = "smtps"
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,9 @@ class Received:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     content: bytes
+    mail_options: tuple[str, ...] = ()
+    #: The message came over an encrypted connection.
+    tls: bool = False
 
     def parsed(self) -> EmailMessage:
         return message_from_bytes(self.content, policy=policy.default)  # type: ignore[return-value]
@@ -49,8 +58,24 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:
-        self.server.store(envelope)
+        encrypted = smtp.transport is not None and smtp.transport.get_extra_info("sslcontext") is not None
+        self.server.store(envelope, tls=encrypted)
         return "250 Message accepted"
+
+    async def handle_EHLO(self, smtp: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if not self.server.eight_bit_mime:
+            responses = [r for r in responses if r[4:] != "8BITMIME"]
+        return responses
+
+    def authenticate(self, smtp: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        with self.server._lock:
+            self.server.auth_attempts += 1
+        if isinstance(data, LoginPassword) and self.server.auth is not None:
+            login, password = self.server.auth
+            if data.login.decode() == login and data.password.decode() == password:
+                return AuthResult(success=True)
+        return AuthResult(success=False, handled=False)
 
 
 class _DelayedSMTP(SMTP):
@@ -72,13 +97,32 @@ class SmtpServer:
         tempfail: dict[str, int] | None = None,
         kill_after: int | None = None,
         delay: float = 0.0,
+        tls: str | None = None,
+        certificate: Any = None,
+        auth: tuple[str, str] | None = None,
+        eight_bit_mime: bool = True,
+        smtputf8: bool = False,
     ) -> None:
+        """``tls``: :data:`STARTTLS` (required before MAIL) or :data:`SMTPS`, with
+        ``certificate`` (a ``trustme`` leaf certificate); ``auth``: the one login
+        and password accepted, a login being required."""
         self.host = "127.0.0.1"
         self.port = free_port()
         self.refuse = refuse
         self.tempfail = dict(tempfail or {})
         self.kill_after = kill_after
         self.delay = delay
+        self.tls = tls
+        self.auth = auth
+        self.eight_bit_mime = eight_bit_mime
+        self.smtputf8 = smtputf8
+        self.auth_attempts = 0
+        self._tls_context = None
+        if tls is not None:
+            import ssl
+
+            self._tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            certificate.configure_cert(self._tls_context)
         self.messages: list[Received] = []
         self.killed = threading.Event()
         self._lock = threading.Lock()
@@ -113,12 +157,25 @@ class SmtpServer:
 
     async def _listen(self) -> None:
         self._server = await asyncio.get_running_loop().create_server(
-            self._factory, self.host, self.port, reuse_address=True
+            self._factory, self.host, self.port, reuse_address=True,
+            ssl=self._tls_context if self.tls == SMTPS else None,
         )
 
     def _factory(self) -> SMTP:
         protocol_class = type("TestSMTP", (_DelayedSMTP,), {"delay": self.delay})
-        protocol = protocol_class(_Handler(self), hostname="test-smtp", loop=self._loop)
+        handler = _Handler(self)
+        protocol = protocol_class(
+            handler,
+            hostname="test-smtp",
+            loop=self._loop,
+            enable_SMTPUTF8=self.smtputf8,
+            tls_context=self._tls_context if self.tls == STARTTLS else None,
+            require_starttls=self.tls == STARTTLS,
+            auth_required=self.auth is not None,
+            # Over SMTPS the connection is encrypted from the start.
+            auth_require_tls=self.tls == STARTTLS,
+            authenticator=handler.authenticate,
+        )
         self._protocols.add(protocol)
         return protocol
 
@@ -165,10 +222,16 @@ class SmtpServer:
                 return "451 4.7.1 Greylisted, please try again later"
         return None
 
-    def store(self, envelope: Any) -> None:
+    def store(self, envelope: Any, tls: bool = False) -> None:
         with self._lock:
             self.messages.append(
-                Received(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(envelope.original_content or envelope.content))
+                Received(
+                    envelope.mail_from,
+                    tuple(envelope.rcpt_tos),
+                    bytes(envelope.original_content or envelope.content),
+                    tuple(envelope.mail_options),
+                    tls,
+                )
             )
             reached = len(self.messages)
         if self.kill_after is not None and reached == self.kill_after:
@@ -187,7 +250,13 @@ class SmtpServer:
             return Counter(r for m in self.messages for r in m.rcpt_tos)
 
     def config(self) -> dict[str, Any]:
-        return {"MAIL_SERVER": self.host, "MAIL_PORT": self.port, "MAIL_SUPPRESS_SEND": False}
+        return {
+            "MAIL_SERVER": self.host,
+            "MAIL_PORT": self.port,
+            "MAIL_SUPPRESS_SEND": False,
+            "MAIL_USE_TLS": self.tls == STARTTLS,
+            "MAIL_USE_SSL": self.tls == SMTPS,
+        }
 
 
 # -- helpers shared by the mail tests --------------------------------------------------

@@ -39,6 +39,11 @@ def test_format(client: RoleClient, matrix: MatrixSchool) -> None:
     response = client.get(f"{CSV}?profile=Relative&profile=Teacher&sort=profile", "adml_a")
     assert response.status_code == 200
     assert response.mimetype == "text/csv"
+    assert response.headers["Content-Type"] == "text/csv; charset=utf-8"  # the charset once
+    assert client.client.head(f"{CSV}?profile=Relative", headers={"X-Test-User": "adml_a"}).headers[
+        "Content-Type"] == "text/csv; charset=utf-8"
+    assert client.get("/imports-exports/publipostage/journal.csv", "adml_a").headers[
+        "Content-Type"] == "text/csv; charset=utf-8"
     assert response.headers["Content-Disposition"].startswith('attachment; filename="publipostage_ecole-a_')
     assert response.data.startswith(b"\xef\xbb\xbf")
     assert b"\r\n" in response.data
@@ -73,6 +78,10 @@ def test_formulas_are_neutralised(client: RoleClient, app_ctx: Flask) -> None:
     add_person("=cmd.evil", "=HYPERLINK(\"http://x\")", "+33 1 23", "ELEVE", email="@SUM(A1)")
     add_person("tab.evil", "\tTab", "-2+3", "ELEVE")
     add_person("semi;colon", "Jean;Pierre", "Du\r\nPont", "ELEVE")
+    # Live formulas in LibreOffice Calc imported with "trim spaces": the latter
+    # showed the login of the account on the row below.
+    add_person("trim.rows", " =ROWS(A1:A9)", "Rows", "ELEVE")
+    add_person("trim.link", "Link", " =HYPERLINK(D2)", "ELEVE")
     db.session.commit()
     rows = read(client.get(CSV, "adml_a").data)[1:]
     cells = [cell for row in rows for cell in row]
@@ -82,8 +91,9 @@ def test_formulas_are_neutralised(client: RoleClient, app_ctx: Flask) -> None:
     assert "'@SUM(A1)" in cells
     assert "'-2+3" in cells
     assert "'\tTab" in cells
+    assert "' =ROWS(A1:A9)" in cells and "' =HYPERLINK(D2)" in cells
     assert "Jean;Pierre" in cells and "semi;colon" in cells and "Du\r\nPont" in cells
-    assert not any(cell[:1] in ("=", "+", "-", "@", "\t", "\r") for cell in cells)
+    assert not any(cell.strip()[:1] in ("=", "+", "-", "@") or cell[:1] in ("\t", "\r") for cell in cells)
     assert safe_cell("") == "" and safe_cell("Zoé") == "Zoé"
 
 

@@ -172,6 +172,7 @@ def test_campaign_report_and_pdf_for_the_unreached(client: RoleClient, school: A
 
     report = client.get(f"{BASE}/mail/campaigns/{campaign.id}/report.csv", "adml_a")
     assert report.status_code == 200
+    assert report.headers["Content-Type"] == "text/csv; charset=utf-8"
     rows = list(csv.reader(io.StringIO(report.data.decode("utf-8-sig")), delimiter=";"))
     assert rows[0][:4] == ["Nom", "Identifiant", "Courriel", "Résultat"]
     assert {r[0] for r in rows[1:]} == {"Zoé Abel", "Élodie Zidane", "Lucas Étienne", "Nina Sansclasse", "Paul Étienne", "Inès Martin"}

@@ -109,9 +109,19 @@ def app_config(smtp: SmtpServer, queue: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def workers(app: Flask, database_url: str, tmp_path: Path, smtp: SmtpServer, queue: str) -> Iterator[list[Path]]:
+def worker_config(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings of the workers' app besides MAIL_CONFIG (parametrize indirectly)."""
+    return dict(getattr(request, "param", {}))
+
+
+@pytest.fixture
+def workers(
+    app: Flask, database_url: str, tmp_path: Path, smtp: SmtpServer, queue: str, worker_config: dict[str, Any]
+) -> Iterator[list[Path]]:
     script = tmp_path / "worker.py"
-    script.write_text(WORKER_SCRIPT.format(root=str(ROOT), celery_conf=CELERY_CONF, mail_config=MAIL_CONFIG))
+    script.write_text(
+        WORKER_SCRIPT.format(root=str(ROOT), celery_conf=CELERY_CONF, mail_config={**MAIL_CONFIG, **worker_config})
+    )
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
     processes = []
     for i, log in enumerate(logs):
@@ -168,3 +178,26 @@ def test_two_workers_send_one_campaign_without_overlap(app: Flask, smtp: SmtpSer
     # Both workers took batches.
     for log in workers:
         assert log.read_bytes().count(b"succeeded in") >= 1, log.read_text()[-3000:]
+
+
+@pytest.mark.parametrize("smtp_options", [{"auth": ("ent-relay", "s3cret")}], indirect=True)
+@pytest.mark.parametrize("worker_config", [{"MAIL_USERNAME": "ent-relay", "MAIL_PASSWORD": "wrong"}], indirect=True)
+def test_workers_suspend_a_campaign_whose_login_is_refused(app: Flask, smtp: SmtpServer, workers: list[Path]) -> None:
+    with app.app_context():
+        populate(300)
+        started, _created = campaigns.start(Selection.from_args({}, Scope(actor="super", key="*"), extra_params=()))
+        try:
+            wait_for(lambda: campaign(started.id).state == "suspended", timeout=60, interval=0.3)
+        finally:
+            db.session.execute(
+                sa.update(Run).where(Run.id == started.id, Run.state.in_(("queued", "running", "waiting")))
+                .values(state="cancelled")
+            )
+            db.session.commit()
+        found = campaign(started.id)
+        assert "Identifiants SMTP refusés par le serveur (535" in (found.last_error or "")
+        assert db.session.execute(
+            sa.select(RunItem.state, sa.func.count()).where(RunItem.run_id == started.id).group_by(RunItem.state)
+        ).all() == [("pending", 300)]
+    # One login per lane at most.
+    assert smtp.count() == 0 and smtp.auth_attempts <= MAIL_CONFIG["PUBLIPOSTAGE_MAIL_CONNECTIONS"]

@@ -18,7 +18,7 @@ from pypdf import PdfReader
 
 from flask_publipostage.access import Scope
 from flask_publipostage.pdf import fonts, render, worker
-from flask_publipostage.pdf.merge import StreamingPdfConcatenator
+from flask_publipostage.pdf.merge import DocumentInfo, StreamingPdfConcatenator
 from flask_publipostage.recipients import iter_recipients
 from flask_publipostage.runs.models import PRINTED, Run, RunItem
 from flask_publipostage.selection import Selection
@@ -191,7 +191,7 @@ def test_streaming_merge_keeps_every_page(tmp_path: Path) -> None:
         path.write_bytes(data)
         paths.append(path)
     target = tmp_path / "all.pdf"
-    merger = StreamingPdfConcatenator(str(target), title="École Émile Zola")
+    merger = StreamingPdfConcatenator(str(target), info=DocumentInfo(title="École Émile Zola"))
     assert [merger.append(str(p)) for p in paths] == [2, 1, 3]
     merger.close()
     reader = PdfReader(io.BytesIO(target.read_bytes()))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import tempfile
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote
 
 import pytest
 

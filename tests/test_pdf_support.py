@@ -2,10 +2,8 @@
 (pdftotext -bbox) and image boxes (pypdf), in millimetres from the top-left corner,
 and the QR codes a real reader decodes on the pages (pdftoppm, then zbarimg).
 
-The programs come from Debian's poppler-utils and zbar-tools. Without one, a test
-skips with the reason, except in CI (``PUBLIPOSTAGE_REQUIRE_BROWSER``, set by
-``.ci/run``, as for the browser): there it fails, so a missing reader can never
-pass unnoticed."""
+The programs come from Debian's poppler-utils and zbar-tools, found by
+:func:`tests.tools.require_tool` (a skip, or a failure in CI)."""
 
 from __future__ import annotations
 
@@ -13,17 +11,16 @@ import html
 import io
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import pytest
 from pypdf import PdfReader
 
 from .hosts import Division, Personne, add_person, db
+from .tools import require_tool
 
 PT_TO_MM = 25.4 / 72
 URL = "/imports-exports/publipostage"
@@ -51,20 +48,9 @@ class Word:
     y1: float
 
 
-def require_program(name: str, package: str) -> str:
-    """The path of the program ``name``; skip without it, fail in CI."""
-    path = shutil.which(name)
-    if path is None:
-        reason = f"{name} is not installed (Debian package {package!r})"
-        if os.environ.get("PUBLIPOSTAGE_REQUIRE_BROWSER"):
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    return path
-
-
 def word_boxes(data: bytes) -> list[list[Word]]:
     """Words of each page with their boxes in mm (pdftotext -bbox)."""
-    require_program("pdftotext", "poppler-utils")
+    require_tool("pdftotext", "poppler-utils")
     with tempfile.NamedTemporaryFile(suffix=".pdf") as handle:
         handle.write(data)
         handle.flush()
@@ -84,7 +70,7 @@ def word_boxes(data: bytes) -> list[list[Word]]:
 
 
 def pdftotext(data: bytes) -> str:
-    require_program("pdftotext", "poppler-utils")
+    require_tool("pdftotext", "poppler-utils")
     with tempfile.NamedTemporaryFile(suffix=".pdf") as handle:
         handle.write(data)
         handle.flush()
@@ -101,7 +87,7 @@ def image_boxes(data: bytes) -> list[list[Word]]:
         height = float(page.mediabox.height)
         boxes: list[Word] = []
 
-        def visit(operator: bytes, _operands: Any, cm: Any, _tm: Any) -> None:
+        def visit(operator: bytes, _operands: Any, cm: Any, _tm: Any, height: float = height, boxes: list[Word] = boxes) -> None:
             if operator == b"Do":
                 a, _b, _c, d, e, f = (float(v) for v in cm)
                 x0, x1 = sorted((e, e + a))
@@ -126,7 +112,7 @@ def page_images(data: bytes, directory: str) -> list[Any]:
     """Each page as a PIL image (``pdftoppm -png``, ``QR_DPI``)."""
     from PIL import Image
 
-    pdftoppm = require_program("pdftoppm", "poppler-utils")
+    pdftoppm = require_tool("pdftoppm", "poppler-utils")
     path = os.path.join(directory, "document.pdf")
     with open(path, "wb") as handle:
         handle.write(data)
@@ -138,7 +124,7 @@ def page_images(data: bytes, directory: str) -> list[Any]:
 def read_qr_codes(image: Any, box_mm: tuple[float, float, float, float] | None = None) -> list[str]:
     """Every QR code zbarimg decodes in ``image`` (or in its ``box_mm``: left, top,
     right, bottom), as text, in reading order."""
-    zbarimg = require_program("zbarimg", "zbar-tools")
+    zbarimg = require_tool("zbarimg", "zbar-tools")
     if box_mm is not None:
         image = image.crop(tuple(round(v / 25.4 * QR_DPI) for v in box_mm))
     with tempfile.NamedTemporaryFile(suffix=".png") as handle:

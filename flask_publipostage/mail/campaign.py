@@ -262,6 +262,7 @@ def state_label(run_state: str) -> str:
         "done": _("Finished"),
         "cancelled": _("Cancelled"),
         "failed": _("Stopped"),
+        "suspended": _("Suspended: settings to fix"),
     }.get(run_state, run_state)
 
 

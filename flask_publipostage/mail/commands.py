@@ -17,9 +17,10 @@ from ..i18n import gettext as _
 from ..i18n import ngettext
 from ..models import when
 from ..runs import backends, core
-from ..runs.models import ACTIVE_STATES, FAILED, Run
+from ..runs.models import ACTIVE_STATES, RESUMABLE_STATES, SUSPENDED, Run
 from ..selection import Selection, SelectionError, count
 from ..state import state
+from . import bounces
 from . import campaign as campaigns
 from .message import MailConfigError, MailSettings, render
 from .sender import KIND
@@ -64,6 +65,12 @@ def _follow(campaign_id: int) -> None:
     click.echo(_("Campaign %(id)d: %(state)s.", id=campaign_id, state=campaigns.state_label(status.state)))
     if status.duplicates:
         click.echo(_duplicates_line(status.duplicates))
+    if status.state == SUSPENDED:
+        # The settings must change before anything else is sent: say so, and fail.
+        raise click.ClickException(
+            _("Campaign %(id)d is suspended: %(error)s Then: flask publipostage resume %(id)d",
+              id=campaign_id, error=status.last_error or "")
+        )
     if status.last_error and status.state != "done":
         click.echo(_("Last error: %(error)s", error=status.last_error))
 
@@ -147,11 +154,11 @@ def resume_command(campaign_id: int, force: bool, no_wait: bool) -> None:
     """Send what an interrupted campaign left unsent (where the journal says)."""
     with force_locale("fr"):
         campaign = _campaign(campaign_id)
-        if campaign.state not in (*ACTIVE_STATES, FAILED):
+        if campaign.state not in (*ACTIVE_STATES, *RESUMABLE_STATES):
             click.echo(_("Campaign %(id)d is %(state)s: nothing to resume.", id=campaign_id,
                          state=campaigns.state_label(campaign.state)))
             return
-        states = (*ACTIVE_STATES, FAILED)
+        states = (*ACTIVE_STATES, *RESUMABLE_STATES)
         while not core.acquire(campaign_id, force=force, states=states):
             state().session.expire_all()
             if core.current_state(campaign_id) not in states:
@@ -225,4 +232,31 @@ def cancel_command(campaign_id: int) -> None:
             click.echo(_("Campaign %(id)d is not running.", id=campaign_id))
 
 
-COMMANDS = (send_command, resume_command, status_command, cancel_command)
+@click.command("bounces")
+@with_appcontext
+def bounces_command() -> None:
+    """Read the bounce mailbox once; mark the deliveries it reports failed."""
+    with force_locale("fr"):
+        try:
+            report = bounces.collect()
+        except bounces.BounceSourceError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(
+            _(
+                "%(read)s, %(marked)s.",
+                read=ngettext("%(num)d delivery-status notification read",
+                              "%(num)d delivery-status notifications read", report.read),
+                marked=ngettext("%(num)d delivery marked failed", "%(num)d deliveries marked failed", report.marked),
+            )
+        )
+        if report.later:
+            click.echo(
+                ngettext(
+                    "%(num)d notification left for the next time: its message is still being sent.",
+                    "%(num)d notifications left for the next time: their messages are still being sent.",
+                    report.later,
+                )
+            )
+
+
+COMMANDS = (send_command, resume_command, status_command, cancel_command, bounces_command)

@@ -3,12 +3,15 @@
 Rendered from ``publipostage/email/credentials_{activated,not_activated}.{txt,html}``
 (a host overrides them by putting files at the same paths in its own templates).
 Header values never carry CR/LF; names are encoded by Flask-Mail; body lines are
-wrapped because Flask-Mail sends UTF-8 bodies as 8bit without folding and relays
-refuse lines over 998 bytes.
+wrapped because relays refuse lines over 998 bytes. Bodies go as 8-bit UTF-8 to a
+relay that announces 8BITMIME (the connection declares it), as quoted-printable
+to one that does not; an address with accents goes only to a relay announcing
+SMTPUTF8, as UTF-8 (RFC 6531/6532), never in a half-encoded form.
 """
 
 from __future__ import annotations
 
+import binascii
 import copy
 import functools
 import re
@@ -55,19 +58,40 @@ def clean_header(value: Any, limit: int = MAX_HEADER_CHARS) -> str:
     return _SPACES.sub(" ", text).strip()[:limit]
 
 
-def address_problem(address: str | None) -> str | None:
-    """Why ``address`` cannot be sent to, in French, or None when it is fine."""
+def address_problem(address: str | None, *, smtputf8: bool = False) -> str | None:
+    """Why ``address`` cannot be sent to, in French, or None when it is fine.
+
+    With accents, it is fine only for a relay announcing SMTPUTF8 (``smtputf8``),
+    and then checked as its ASCII shape (letters for the accented letters, the
+    domain in IDNA form).
+    """
     if not address:
         return _("No email address.")
+    checked = address
     if not address.isascii():
-        return _(
-            "The address “%(address)s” contains non-ASCII characters (accents...): "
-            "mail servers refuse it. Correct it in the directory.",
-            address=clean_header(address, 120),
-        )
-    if len(address) > 254 or not _ADDRESS.match(address) or ".." in address:
+        if not smtputf8:
+            return _(
+                "The address “%(address)s” contains non-ASCII characters (accents...): "
+                "the mail server does not accept them (no SMTPUTF8). Correct it in the directory.",
+                address=clean_header(address, 120),
+            )
+        checked = _ascii_shape(address)
+    if len(checked) > 254 or not _ADDRESS.match(checked) or ".." in checked:
         return _("The address “%(address)s” is not valid.", address=clean_header(address, 120))
     return None
+
+
+def _ascii_shape(address: str) -> str:
+    """``address`` with each accented letter of the local part as ``a`` and the
+    domain in IDNA form; ``""`` when neither can be (a symbol, a bad domain)."""
+    local, _at, domain = address.rpartition("@")
+    if any(not c.isascii() and not c.isalnum() for c in local):
+        return ""
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return ""
+    return "".join(c if c.isascii() else "a" for c in local) + "@" + ascii_domain
 
 
 def wrap_lines(text: str, width: int = LINE_WIDTH) -> str:
@@ -254,7 +278,18 @@ class WirePolicy(Compat32):
     headers by parsing them, which decodes an RFC 2047 display name and writes it
     back bare ("Jean Bcc: x@evil.example" would turn To into a group), and its
     header parsing is most of the cost of ``as_bytes()``.
+
+    ``utf8``: a message sent with SMTPUTF8, whose To header holds an address with
+    accents, written as UTF-8 (RFC 6532) rather than as an RFC 2047 word that
+    no mail client would take for an address.
     """
+
+    utf8 = False
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        if self.utf8:
+            return self._fold(name, value, sanitize=False).encode("utf-8", "surrogateescape")
+        return super().fold_binary(name, value)  # type: ignore[no-any-return]
 
     def _fold(self, name: str, value: Any, sanitize: bool) -> str:
         if isinstance(value, str) and value.isascii():
@@ -264,10 +299,13 @@ class WirePolicy(Compat32):
                 and all(line[:1] in (" ", "\t") for line in lines[1:])
             ):
                 return f"{name}: {value}{self.linesep}"
+        elif self.utf8 and isinstance(value, str) and "\n" not in value and "\r" not in value:
+            return f"{name}: {value}{self.linesep}"
         return super()._fold(name, value, sanitize)  # type: ignore[misc,no-any-return]
 
 
 WIRE_POLICY = WirePolicy(linesep="\r\n")
+UTF8_WIRE_POLICY = WirePolicy(linesep="\r\n", utf8=True)
 
 
 @functools.lru_cache(maxsize=256)
@@ -278,18 +316,36 @@ def encoded_header(value: str, name: str) -> str:
     return Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
 
 
+_PLACEHOLDER = "x@x.invalid"
+
+
+def utf8_address(name: str, address: str) -> str:
+    """``"name" <address>`` with the name encoded as Flask-Mail does and the
+    address as written, accents included (an SMTPUTF8 message, RFC 6532)."""
+    shown = sanitize_address((name, _PLACEHOLDER))
+    if name and shown.endswith(f"<{_PLACEHOLDER}>"):
+        return f"{shown[: -len(_PLACEHOLDER) - 2]}<{address}>"
+    return address
+
+
 @functools.lru_cache(maxsize=64)
 def encoded_address(name: str, address: str) -> str:
     return sanitize_address((name, address))
 
 
-def _text_part(text: str, subtype: str) -> MIMENonMultipart:
+def _text_part(text: str, subtype: str, eight_bit: bool = True) -> MIMENonMultipart:
     """What ``MIMEText(text, subtype, "utf-8")`` gives under Flask-Mail's charset
-    (8bit UTF-8), without its per-message charset machinery."""
+    (8bit UTF-8), without its per-message charset machinery; quoted-printable
+    (7-bit) for a relay without 8BITMIME."""
     part = MIMENonMultipart("text", subtype, charset="utf-8")
-    part["Content-Transfer-Encoding"] = "8bit"
-    # The generator writes str payloads as ASCII; surrogate escapes carry the bytes.
-    part.set_payload(text.encode("utf-8").decode("ascii", "surrogateescape"))
+    data = text.encode("utf-8")
+    if eight_bit:
+        part["Content-Transfer-Encoding"] = "8bit"
+        # The generator writes str payloads as ASCII; surrogate escapes carry the bytes.
+        part.set_payload(data.decode("ascii", "surrogateescape"))
+    else:
+        part["Content-Transfer-Encoding"] = "quoted-printable"
+        part.set_payload(binascii.b2a_qp(data, istext=True).decode("ascii"))
     return part
 
 
@@ -305,18 +361,26 @@ class CredentialMessage(Message):
     #: Display name of the single recipient; ``recipients`` holds the bare address
     #: (the envelope needs nothing more).
     to_name: str = ""
+    #: Set by the connection from what the relay announces (8BITMIME, SMTPUTF8).
+    eight_bit: bool = True
+    utf8: bool = False
 
     def _message(self) -> MIMEBase:
         token = secrets.token_hex(12)
         message = MIMEMultipart(
             "alternative",
             boundary=f"=_publipostage_{token}",
-            _subparts=[_text_part(self.body or "", "plain"), _text_part(self.html or "", "html")],
+            _subparts=[
+                _text_part(self.body or "", "plain", self.eight_bit),
+                _text_part(self.html or "", "html", self.eight_bit),
+            ],
         )
         message["Subject"] = encoded_header(self.subject, "Subject")
         name, address = self.sender if isinstance(self.sender, tuple) else parseaddr(self.sender)
         message["From"] = encoded_address(name, address)
-        if self.to_name and len(self.recipients) == 1 and isinstance(self.recipients[0], str):
+        if self.utf8:
+            message["To"] = ", ".join(utf8_address(self.to_name, str(r)) for r in self.recipients)
+        elif self.to_name and len(self.recipients) == 1 and isinstance(self.recipients[0], str):
             message["To"] = sanitize_address((self.to_name, self.recipients[0]))
         else:
             message["To"] = ", ".join(sanitize_address(r) for r in self.recipients)
@@ -327,7 +391,7 @@ class CredentialMessage(Message):
             message["Reply-To"] = encoded_address(reply_name, reply_address)
         for key, value in (self.extra_headers or {}).items():
             message[key] = value
-        message.policy = WIRE_POLICY
+        message.policy = UTF8_WIRE_POLICY if self.utf8 else WIRE_POLICY
         return message
 
 

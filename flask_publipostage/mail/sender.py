@@ -16,7 +16,12 @@ Failures:
 * a temporary refusal of one message (4xx): that message is retried later, up to
   ``MAIL_MAX_ATTEMPTS`` times;
 * a permanent refusal (5xx): that message fails with the server's answer; the
-  campaign goes on.
+  campaign goes on;
+* wrong settings (credentials refused, a login the relay requires, a
+  certificate that does not prove the relay is the relay): nothing will change
+  until someone fixes them, and every retry is one more failed login towards a
+  locked account. The campaign is suspended at once (:func:`core.suspend`), no
+  recipient is marked for it, and it goes on from there once resumed.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from email.utils import parseaddr
 from typing import Any
 
 import sqlalchemy as sa
-from flask_mail import BadHeaderError, Connection
+from flask import current_app
+from flask_mail import BadHeaderError, Connection, email_dispatched
 
 from ..access import Scope
 from ..config import config_value
@@ -43,8 +50,8 @@ from ..runs import backends, core
 from ..runs.core import ItemRow
 from ..runs.models import ITEM_FAILED, PENDING, SENT, SKIPPED, Run
 from ..state import state
-from . import journal
-from .message import MailConfigError, MailSettings, MessageFactory, address_problem, ensure_mail
+from . import journal, tls
+from .message import CredentialMessage, MailConfigError, MailSettings, MessageFactory, address_problem, ensure_mail
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,14 @@ class SmtpUnavailable(Exception):
         self.reason = reason
 
 
+class SmtpConfigError(Exception):
+    """The server refused our settings: what to fix, in French."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class _ConnectionLost(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -76,8 +91,12 @@ class _ConnectionLost(Exception):
 
 
 class TimedConnection(Connection):
-    """Flask-Mail's connection with a socket timeout, and never in debug mode
-    (smtplib's debug output would print the messages, codes included)."""
+    """Flask-Mail's connection with a socket timeout, TLS verified
+    (:func:`tls.context`), never in debug mode (smtplib's debug output would print
+    the messages, codes included), and speaking the relay's extensions: 8-bit
+    bodies declared ``BODY=8BITMIME`` where the relay offers it (quoted-printable
+    otherwise), addresses with accents sent with ``SMTPUTF8`` where it offers
+    that."""
 
     def __init__(self, mail: Any, timeout: float) -> None:
         super().__init__(mail)
@@ -85,25 +104,149 @@ class TimedConnection(Connection):
 
     def configure_host(self) -> smtplib.SMTP:
         host: smtplib.SMTP
+        context = tls.context()
         if self.mail.use_ssl:
-            host = smtplib.SMTP_SSL(self.mail.server, self.mail.port, timeout=self.timeout)
+            host = smtplib.SMTP_SSL(self.mail.server, self.mail.port, timeout=self.timeout, context=context)
         else:
             host = smtplib.SMTP(self.mail.server, self.mail.port, timeout=self.timeout)
         if self.mail.use_tls:
-            host.starttls()
+            host.starttls(context=context)
         if self.mail.username and self.mail.password:
-            host.login(self.mail.username, self.mail.password)
+            login_once(host, self.mail.username, self.mail.password)
         return host
+
+    def offers(self, extension: str) -> bool:
+        """The relay announced ``extension`` (after STARTTLS: what it says then)."""
+        host = self.host
+        if host is None:
+            return False
+        host.ehlo_or_helo_if_needed()
+        return bool(host.has_extn(extension))
+
+    @property
+    def smtputf8(self) -> bool:
+        return self.offers("smtputf8")
+
+    def send(self, message: Any, envelope_from: Any = None) -> None:
+        options: list[str] = []
+        if isinstance(message, CredentialMessage):
+            message.eight_bit = self.offers("8bitmime")
+            if message.eight_bit:
+                options.append("BODY=8BITMIME")
+            addresses = [str(envelope_from or ""), *(str(r) for r in message.recipients)]
+            message.utf8 = not all(a.isascii() for a in addresses)
+            if message.utf8:
+                # address_problem() keeps such addresses away from other relays.
+                if not self.smtputf8:
+                    raise smtplib.SMTPNotSupportedError("SMTPUTF8 not offered by the server")
+                options.append("SMTPUTF8")
+                # Flask-Mail would encode the envelope's address as an RFC 2047 word.
+                self._send_utf8(message, envelope_from, options)
+                return
+        message.mail_options = options
+        super().send(message, envelope_from)
+
+    def _send_utf8(self, message: CredentialMessage, envelope_from: Any, options: list[str]) -> None:
+        if message.has_bad_headers():
+            raise BadHeaderError
+        if self.host is not None:
+            sender = envelope_from or message.sender
+            self.host.sendmail(
+                sender[1] if isinstance(sender, tuple) else parseaddr(str(sender))[1],
+                [str(r) for r in message.recipients],
+                message.as_bytes(),
+                options,
+            )
+        email_dispatched.send(current_app._get_current_object(), message=message)  # type: ignore[attr-defined]
+
+
+#: smtplib's order of preference.
+AUTH_MECHANISMS = ("CRAM-MD5", "PLAIN", "LOGIN")
+
+
+def login_once(host: smtplib.SMTP, user: str, password: str) -> None:
+    """AUTH with one mechanism. ``smtplib.SMTP.login`` tries every mechanism the
+    relay offers in turn: with a wrong password, each is one more failed login
+    counted towards locking the account."""
+    host.ehlo_or_helo_if_needed()
+    if not host.has_extn("auth"):
+        raise smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+    offered = host.esmtp_features["auth"].upper().split()
+    mechanism = next((m for m in AUTH_MECHANISMS if m in offered), None)
+    if mechanism is None:
+        raise smtplib.SMTPException("No suitable authentication method found.")
+    host.user, host.password = user, password
+    host.auth(mechanism, getattr(host, "auth_" + mechanism.lower().replace("-", "_")))
 
 
 def open_connection(mail: Any = None) -> TimedConnection:
-    """An open connection (``close_quietly`` it); raises SmtpUnavailable."""
+    """An open connection (``close_quietly`` it); raises SmtpConfigError when the
+    server refused the settings, SmtpUnavailable when it could not be reached."""
     connection = TimedConnection(mail or ensure_mail(), float(config_value("MAIL_TIMEOUT")))
     try:
         connection.__enter__()
     except (smtplib.SMTPException, OSError) as exc:
+        problem = configuration_problem(exc)
+        if problem:
+            raise SmtpConfigError(problem) from exc
         raise SmtpUnavailable(describe(exc)) from exc
     return connection
+
+
+#: Answers meaning "not with these settings": authentication required (530, or
+#: encryption first), credentials refused (535), mechanism too weak (534),
+#: encryption required for it (538).
+CONFIG_CODES = frozenset({530, 534, 535, 538})
+
+
+def configuration_problem(exc: BaseException) -> str | None:
+    """What to fix, in French, when ``exc`` says the settings are wrong (a retry
+    would fail the same way); None for anything a retry may cure."""
+    for cause in _chain(exc):
+        if tls.is_certificate_error(cause):
+            detail = getattr(cause, "verify_message", "") or str(cause)
+            return _(
+                "Certificate of the mail server refused (%(detail)s): the server is not the one of MAIL_SERVER, "
+                "or its authority is unknown (the academy's own authority goes in PUBLIPOSTAGE_MAIL_TLS_CA_FILE).",
+                detail=_decode(detail),
+            )
+        if isinstance(cause, smtplib.SMTPNotSupportedError):
+            text = str(cause).lower()
+            if "starttls" in text:
+                return _("The mail server does not offer STARTTLS: check MAIL_USE_TLS, MAIL_USE_SSL and "
+                         "MAIL_PORT.")
+            if "auth" in text:
+                return _("The mail server does not offer authentication on this connection: check MAIL_USE_TLS "
+                         "and MAIL_USE_SSL (or remove MAIL_USERNAME).")
+        if isinstance(cause, smtplib.SMTPResponseException) and cause.smtp_code in CONFIG_CODES:
+            return refused_settings(cause.smtp_code, cause.smtp_error)
+        if isinstance(cause, smtplib.SMTPRecipientsRefused):
+            for code, text in cause.recipients.values():
+                if code in CONFIG_CODES:
+                    return refused_settings(code, text)
+    return None
+
+
+def refused_settings(code: int, text: Any) -> str:
+    """The French message for a 530/534/535/538 answer."""
+    answer = f"{code} {_decode(text)}"
+    if code == 530 and "TLS" in answer.upper():
+        return _("The mail server requires an encrypted connection (%(answer)s): set MAIL_USE_TLS (or MAIL_USE_SSL).",
+                 answer=answer)
+    if code == 530:
+        return _("The mail server requires authentication (%(answer)s): set MAIL_USERNAME and MAIL_PASSWORD.",
+                 answer=answer)
+    return _("SMTP credentials refused by the server (%(answer)s): correct MAIL_USERNAME and MAIL_PASSWORD.",
+             answer=answer)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    found = [exc]
+    while True:
+        nxt = found[-1].__cause__ or found[-1].__context__
+        if nxt is None or any(nxt is seen for seen in found):
+            return found
+        found.append(nxt)
 
 
 def close_quietly(connection: TimedConnection | None) -> None:
@@ -123,14 +266,7 @@ def close_quietly(connection: TimedConnection | None) -> None:
 
 def describe(exc: BaseException) -> str:
     """The root cause of an SMTP or socket error, for the journal (French)."""
-    root = exc
-    seen = {id(root)}
-    while True:
-        nxt = root.__cause__ or root.__context__
-        if nxt is None or id(nxt) in seen:
-            break
-        seen.add(id(nxt))
-        root = nxt
+    root = _chain(exc)[-1]
     if isinstance(root, smtplib.SMTPResponseException):
         text = _decode(root.smtp_error)
         return _("SMTP server: %(code)s %(text)s", code=root.smtp_code, text=text)
@@ -228,11 +364,15 @@ class Lane:
             factory = self.factory()
         except MailConfigError as exc:
             journal.write_outcomes(journal.release(rows), self.claim)
-            core.record_error(self.run_id, str(exc))
-            self.failures += 1
-            return Action(sleep=self.backoff())
+            core.suspend(self.run_id, str(exc))
+            return STOP
         try:
             self.send_batch(rows, factory)
+        except SmtpConfigError as exc:
+            # Every lane meets it; the first one stops the campaign, the others find it stopped.
+            log.warning("publipostage campaign %d: the mail server refused the settings", self.run_id)
+            core.suspend(self.run_id, exc.reason)
+            return STOP
         except SmtpUnavailable as exc:
             self.failures += 1
             log.warning(
@@ -332,7 +472,7 @@ class Lane:
         address = (recipient.email or "").strip()
         if not address:
             return journal.Outcome(row.id, SKIPPED, reason=_("No email address."), possibly_duplicate=dup)
-        problem = address_problem(address)
+        problem = address_problem(address, smtputf8=connection.smtputf8)
         if problem:
             return journal.Outcome(row.id, ITEM_FAILED, reason=problem, email=address[:320], possibly_duplicate=dup)
         message_id = factory.message_id(self.token, row.id)
@@ -374,6 +514,9 @@ class Lane:
         )
 
     def _refused(self, row: ItemRow, address: str, code: int, text: Any) -> journal.Outcome:
+        if code in CONFIG_CODES:
+            # Not this recipient's fault: the row stays outstanding, back to the pool as it was.
+            raise SmtpConfigError(refused_settings(code, text))
         reason = _("SMTP server: %(code)s %(text)s", code=code, text=_decode(text))
         if code == 421 or not 400 <= int(code or 0) < 600:
             raise _ConnectionLost(reason)

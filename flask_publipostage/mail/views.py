@@ -24,7 +24,15 @@ from ..state import state
 from ..views import PostForm, current_selection, form_error
 from . import campaign as campaigns
 from .message import MailConfigError, MailSettings, MessageFactory, address_problem, ensure_mail, render
-from .sender import KIND, SmtpUnavailable, close_quietly, describe, open_connection
+from .sender import (
+    KIND,
+    SmtpConfigError,
+    SmtpUnavailable,
+    close_quietly,
+    configuration_problem,
+    describe,
+    open_connection,
+)
 
 #: The activation code of "m'envoyer un exemple": plainly not one of the ENT's.
 SAMPLE_CODE = "EXEMPLE-0000"
@@ -165,8 +173,11 @@ def mail_sample() -> Any:
         connection.send(message, envelope_from=settings.sender[1])
     except SmtpUnavailable as exc:
         raise SelectionError(_("The sample could not be sent: %(reason)s", reason=exc.reason), status=503) from None
+    except SmtpConfigError as exc:  # the settings, not the server: 502 and what to fix
+        raise SelectionError(_("The sample could not be sent: %(reason)s", reason=exc.reason), status=502) from None
     except (smtplib.SMTPException, OSError) as exc:  # the server refused it: say why, not a 500
-        raise SelectionError(_("The sample could not be sent: %(reason)s", reason=describe(exc)), status=502) from None
+        reason = configuration_problem(exc) or describe(exc)
+        raise SelectionError(_("The sample could not be sent: %(reason)s", reason=reason), status=502) from None
     finally:
         close_quietly(connection)
     audit.record("mail_sample", selection, 1, template="mail", result="sample")
@@ -229,7 +240,7 @@ def mail_campaign_csv(campaign_id: str) -> Response:
     name = stamped_name(current_scope(), [f"mail {campaign.id}"], "csv")
     return Response(
         stream_with_context(campaigns.problems_csv(campaign)),
-        mimetype="text/csv; charset=utf-8",
+        mimetype="text/csv",  # Werkzeug adds "; charset=utf-8" to text types
         headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
     )
 

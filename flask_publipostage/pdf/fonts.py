@@ -150,13 +150,18 @@ class Face:
 @functools.cache
 def _loaded(path: str) -> tuple[str, Mapping[int, int]]:
     """A font registered for measures (reportlab), and its character map. A
-    fallback file reportlab cannot read (PostScript outlines) draws nothing."""
+    fallback file reportlab cannot read (PostScript outlines) draws nothing.
+
+    reportlab keeps one font object per face: the first registered serves every
+    later name of it, xhtml2pdf's included. A shipped font is registered here
+    first (:func:`register_stable_fonts`), as a :func:`stable_font_class`."""
     from reportlab.pdfbase import pdfmetrics
     from reportlab.pdfbase.ttfonts import TTFont
 
     name = "pp-metrics-" + hashlib.sha1(path.encode("utf-8")).hexdigest()[:12]
+    font_class = stable_font_class() if Path(path).parent == FONTS_DIR else TTFont
     try:
-        font = TTFont(name, path)
+        font = font_class(name, path)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one case
         log.warning("publipostage: the font %s cannot be used (%s)", path, exc)
         return _loaded(font_path("PPSans"))[0], {}
@@ -452,3 +457,47 @@ def _longest_prefix(word: str, fits: Callable[[str], bool]) -> int:
         else:
             high = middle - 1
     return max(low, 1)
+
+
+# -- the same subsets in every chunk -------------------------------------------------------
+
+#: Characters given the same codes in every document, before its text: Latin-1,
+#: Latin Extended-A (the names of a French school: Zoé, Łukasz, Şükrü...) and the
+#: typography of the letters. Every chunk of a large PDF then carries the same
+#: first subsets of each font, byte for byte, and the merge keeps one copy of
+#: them (:mod:`.merge`); only a chunk with rarer characters adds a subset of its own.
+STABLE_CHARACTERS = (
+    "".join(chr(code) for code in range(0xA1, 0x180))
+    + "ƒˆ˜–—‘’‚“”„†‡•…‰‹›€™−"
+)
+
+
+@functools.cache
+def stable_font_class() -> type:
+    """reportlab's ``TTFont``, whose every document starts with
+    :data:`STABLE_CHARACTERS` assigned (reportlab gives codes in order of first
+    use, so two chunks with different names would get different subsets)."""
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    class StableSubsetFont(TTFont):  # type: ignore[misc]
+        def splitString(self, text: str, doc: object, encoding: str = "utf-8") -> list[tuple[int, bytes]]:
+            if doc not in self.state:
+                super().splitString(STABLE_CHARACTERS, doc)
+            return super().splitString(text, doc, encoding)  # type: ignore[no-any-return]
+
+    return StableSubsetFont
+
+
+def register_stable_fonts() -> None:
+    """Register the shipped fonts (once) before xhtml2pdf does: its
+    ``@font-face`` fonts are then these (reportlab keeps the first font object
+    of a face)."""
+    for files in FONT_FILES.values():
+        for filename in files:
+            _loaded(str(FONTS_DIR / filename))
+
+
+def initial_font() -> str:
+    """A shipped font for reportlab's canvas to start each page with, instead of
+    Helvetica: a standard font the PDF would select without embedding it."""
+    return _loaded(font_path("PPSans"))[0]

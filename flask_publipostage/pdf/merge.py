@@ -5,12 +5,24 @@ for a region-wide run). Here each chunk's objects are renumbered and written at
 once; only the byte offsets and the page numbers stay in memory, and the page
 tree, the catalog and the cross-reference table are written at the end (PDF
 allows objects in any order).
+
+Every chunk embeds its own subsets of the fonts, all tagged ``AAAAAA+`` by the
+renderer: copied as they are, a 600-page file would hold the same fonts fifteen
+times under one name (ISO 32000-1 §9.6.4 wants distinct tags for distinct
+subsets). The renderer gives every chunk the same first subsets
+(:data:`~.fonts.STABLE_CHARACTERS`), so the merge keeps one copy of each font
+object it has already written (same bytes, same references) and gives each
+distinct subset a tag of its own. The file ends with its description (title,
+author, subject, language) and a trailer ``/ID``, as preflights expect.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
@@ -28,18 +40,33 @@ CATALOG = 1
 PAGES = 2
 
 
+@dataclass(frozen=True)
+class DocumentInfo:
+    """What the file says of itself (its ``/Info`` dictionary and ``/Lang``)."""
+
+    title: str = ""
+    author: str = ""
+    subject: str = ""
+    #: BCP 47 language tag of the text, e.g. ``fr-FR``.
+    lang: str = ""
+    producer: str = "flask-publipostage"
+
+
 class StreamingPdfConcatenator:
     """``append(path)`` each chunk in order, then ``close()``."""
 
-    def __init__(self, path: str, *, title: str = "", producer: str = "flask-publipostage") -> None:
+    def __init__(self, path: str, *, info: DocumentInfo | None = None) -> None:
         self.path = path
         self._file: BinaryIO = open(path, "wb")
         self._file.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
         self._offsets: dict[int, int] = {}
         self._next = PAGES + 1
         self._pages: list[int] = []
-        self._title = title
-        self._producer = producer
+        self._info = info or DocumentInfo()
+        #: Font objects already written, by content: their number.
+        self._fonts: dict[bytes, int] = {}
+        #: Subset tag of each font program written (by its descriptor's content).
+        self._tags: dict[bytes, bytes] = {}
 
     @property
     def page_count(self) -> int:
@@ -72,7 +99,19 @@ class StreamingPdfConcatenator:
         return self._append_raw(objects)
 
     def _append_raw(self, objects: _RawObjects) -> int:
-        numbers = {old: self._allocate() for old in objects.kept}
+        fonts = _FontGraph(objects)
+        numbers: dict[int, int] = {}
+        skipped: set[int] = set()
+        for old in objects.kept:
+            key = fonts.key(old)
+            if key is not None and key in self._fonts:
+                numbers[old] = self._fonts[key]
+                skipped.add(old)
+                continue
+            numbers[old] = self._allocate()
+            if key is not None:
+                self._fonts[key] = numbers[old]
+        retag = {old: self._tag(fonts, old) for old in fonts.tagged if old not in skipped}
 
         def renumber(match: re.Match[bytes]) -> bytes:
             number = int(match.group(1))
@@ -82,7 +121,11 @@ class StreamingPdfConcatenator:
             return b"%d 0 R" % new if new is not None else b"null"
 
         for old in objects.kept:
+            if old in skipped:
+                continue
             head, tail = objects.body(old)
+            if old in retag:
+                head = _SUBSET_TAG.sub(lambda m, tag=retag[old]: m.group(1) + tag + b"+", head)
             new = numbers[old]
             self._offsets[new] = self._file.tell()
             self._file.write(b"%d 0 obj\n" % new)
@@ -92,6 +135,15 @@ class StreamingPdfConcatenator:
         for old in objects.page_order:
             self._pages.append(numbers[old])
         return len(objects.page_order)
+
+    def _tag(self, fonts: _FontGraph, number: int) -> bytes:
+        """The tag of a font dictionary or descriptor: that of its font program,
+        a new one for a program not written yet."""
+        program = fonts.program(number)
+        tag = self._tags.get(program)
+        if tag is None:
+            tag = self._tags[program] = _subset_tag(len(self._tags))
+        return tag
 
     def _append_parsed(self, path: str) -> int:
         reader = PdfReader(path)
@@ -146,14 +198,15 @@ class StreamingPdfConcatenator:
         """Write the page tree, the catalog, the info and the cross-reference table."""
         kids = " ".join(f"{n} 0 R" for n in self._pages)
         self._write_raw(PAGES, f"<< /Type /Pages /Kids [ {kids} ] /Count {len(self._pages)} >>")
-        self._write_raw(CATALOG, f"<< /Type /Catalog /Pages {PAGES} 0 R >>")
+        described = self._info
+        lang = f" /Lang {_pdf_string(described.lang)}" if described.lang else ""
+        self._write_raw(CATALOG, f"<< /Type /Catalog /Pages {PAGES} 0 R{lang} >>")
         info = self._allocate()
         stamp = datetime.now(UTC).strftime("D:%Y%m%d%H%M%SZ")
-        self._write_raw(
-            info,
-            f"<< /Producer {_pdf_string(self._producer)} /Title {_pdf_string(self._title)} "
-            f"/CreationDate ({stamp}) >>",
-        )
+        entries = [("Title", described.title), ("Author", described.author), ("Subject", described.subject),
+                   ("Producer", described.producer), ("Creator", described.producer)]
+        fields = " ".join(f"/{name} {_pdf_string(value)}" for name, value in entries if value)
+        self._write_raw(info, f"<< {fields} /CreationDate ({stamp}) /ModDate ({stamp}) >>")
         xref = self._file.tell()
         size = self._next
         lines = [f"xref\n0 {size}\n", "0000000000 65535 f \n"]
@@ -161,8 +214,9 @@ class StreamingPdfConcatenator:
             offset = self._offsets.get(number)
             lines.append(f"{offset:010d} 00000 n \n" if offset is not None else "0000000000 65535 f \n")
         self._file.write("".join(lines).encode("ascii"))
+        file_id = secrets.token_hex(16).upper()
         self._file.write(
-            f"trailer\n<< /Size {size} /Root {CATALOG} 0 R /Info {info} 0 R >>\n"
+            f"trailer\n<< /Size {size} /Root {CATALOG} 0 R /Info {info} 0 R /ID [<{file_id}> <{file_id}>] >>\n"
             f"startxref\n{xref}\n%%EOF\n".encode("ascii")
         )
         self._file.close()
@@ -185,6 +239,76 @@ _ROOT = re.compile(rb"/Root (\d+) 0 R")
 _INFO = re.compile(rb"/Info (\d+) 0 R")
 _LENGTH = re.compile(rb"/Length (\d+)(?!\s+\d+\s+R)")
 _TYPE = re.compile(rb"/Type /(\w+)")
+_FONT_DICT = re.compile(rb"/Type\s*/Font(?![A-Za-z])")
+_DESCRIPTOR = re.compile(rb"/FontDescriptor\s+(\d+) 0 R")
+_SUBSET_TAG = re.compile(rb"(/(?:BaseFont|FontName)\s*/)[A-Z]{6}\+")
+
+
+def _subset_tag(index: int) -> bytes:
+    """The ``index``-th six capital letters: AAAAAA, AAAAAB..."""
+    letters = []
+    for _ in range(6):
+        index, rest = divmod(index, 26)
+        letters.append(65 + rest)
+    return bytes(reversed(letters))
+
+
+class _FontGraph:
+    """The font objects of one chunk (font dictionaries and what they refer
+    to: descriptors, font programs, encodings), each with a key of its content
+    and of the content of what it refers to: two chunks' objects of equal keys
+    are the same object."""
+
+    def __init__(self, objects: _RawObjects) -> None:
+        self.objects = objects
+        self._keys: dict[int, bytes] = {}
+        #: Font dictionaries and descriptors naming a subset (``XXXXXX+Name``).
+        self.tagged: set[int] = set()
+        self._descriptor_of: dict[int, int] = {}
+        fonts = [n for n in objects.kept if _FONT_DICT.search(objects.body(n)[0])]
+        self._members: set[int] = set()
+        for number in fonts:
+            self._collect(number, 0)
+        for number in fonts:
+            head = objects.body(number)[0]
+            descriptor = _DESCRIPTOR.search(head)
+            if _SUBSET_TAG.search(head) and descriptor is not None and int(descriptor.group(1)) in self._members:
+                self.tagged.add(number)
+                self._descriptor_of[number] = int(descriptor.group(1))
+                self.tagged.add(int(descriptor.group(1)))
+
+    def _collect(self, number: int, depth: int) -> None:
+        if number in self._members or number not in self.objects.offsets or depth > 8:
+            return
+        self._members.add(number)
+        for found in _REFERENCE.finditer(self.objects.body(number)[0]):
+            self._collect(int(found.group(1)), depth + 1)
+
+    def key(self, number: int, depth: int = 0) -> bytes | None:
+        """None for an object outside the fonts (or too deep to compare)."""
+        if number not in self._members or depth > 8:
+            return None
+        if number in self._keys:
+            return self._keys[number]
+        head, tail = self.objects.body(number)
+        digest = hashlib.sha256()
+        position = 0
+        for found in _REFERENCE.finditer(head):
+            digest.update(head[position : found.start()])
+            target = self.key(int(found.group(1)), depth + 1)
+            if target is None:
+                return None
+            digest.update(b"<" + target + b">")
+            position = found.end()
+        digest.update(head[position:])
+        digest.update(tail)
+        key = self._keys[number] = digest.digest()
+        return key
+
+    def program(self, number: int) -> bytes:
+        """The key of the descriptor (the font program) behind a tagged object."""
+        descriptor = self._descriptor_of.get(number, number)
+        return self.key(descriptor) or b"%d" % descriptor
 
 
 class _NotRaw(Exception):

@@ -421,7 +421,27 @@ def _output(run: Run) -> Any:
 
     # Named per driver: two drivers of one run (a take-over) never write one file.
     target = files.storage_dir() / f"{run.token}.pdf.{os.getpid()}.part"
-    return StreamingPdfConcatenator(str(target), title=run.school_name or run.file_name)
+    return StreamingPdfConcatenator(str(target), info=document_info(run))
+
+
+def document_info(run: Run) -> Any:
+    """Title, author (the ENT), subject and language of every file, in the
+    letters' language: the same whether made in the request or in the background."""
+    from babel import Locale
+    from babel.core import get_global
+
+    from .merge import DocumentInfo
+
+    ent = str(config_value("ENT_NAME") or "")
+    title = _("Account mail merge")
+    locale = Locale.parse(str(config_value("PDF_LOCALE")))
+    territory = locale.territory or Locale.parse(get_global("likely_subtags").get(locale.language, "")).territory
+    return DocumentInfo(
+        title=f"{title} – {run.school_name}" if run.school_name else title,
+        author=ent,
+        subject=_("Logins and activation codes of the %(ent)s accounts", ent=ent),
+        lang=f"{locale.language}-{territory}" if territory else locale.language,
+    )
 
 
 def _missing_rows(job: Job) -> Iterable[list[str]]:

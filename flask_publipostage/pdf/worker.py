@@ -8,7 +8,7 @@ import io
 import os
 from collections.abc import Iterable
 
-from .fonts import resource_policy
+from .fonts import initial_font, register_stable_fonts, resource_policy
 
 
 class RenderError(RuntimeError):
@@ -42,15 +42,22 @@ def warm_up() -> int:
 
 
 def _render(html: str, out: io.BufferedIOBase | io.BytesIO, roots: Iterable[str]) -> None:
+    from reportlab import rl_config
     from xhtml2pdf import pisa
 
+    register_stable_fonts()
     # A chunk's objects all die together at the end: collecting during the
     # layout only costs time (about 10-15 %).
     enabled = gc.isenabled()
     gc.disable()
+    # Each page starts with the canvas' initial font: Helvetica, never embedded
+    # (preflights flag it), unless it is one of ours. Set for this call only.
+    base_font = rl_config.canvas_basefontname
+    rl_config.canvas_basefontname = initial_font()
     try:
         status = pisa.CreatePDF(html, dest=out, resource_policy=resource_policy(tuple(roots)))
     finally:
+        rl_config.canvas_basefontname = base_font
         if enabled:
             gc.enable()
         gc.collect()

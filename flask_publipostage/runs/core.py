@@ -7,7 +7,10 @@ request itself for a small PDF) first :func:`acquire`\\ s it, proves it is alive
 with :func:`heartbeat`, and ends it with :func:`finish`, :func:`fail` or finds it
 cancelled. A driver that stops without ending its run leaves a stale heartbeat:
 any process with a runner then takes the run over (:func:`resume_stale`) and the
-kind carries on from what its items say is done.
+kind carries on from what its items say is done. A run whose settings are wrong
+(:func:`suspend`) stops at once instead, without touching its items, and goes on
+from there when the admin resumes it (:func:`resume`, or ``resume`` on the
+command line), exactly as a failed run does.
 
 What a run does with a batch of accounts is its :class:`Kind`'s business (the
 ``pdf`` and ``mail`` packages); who may see it is the kind's :attr:`Kind.visibility`.
@@ -51,9 +54,11 @@ from .models import (
     PENDING,
     QUEUED,
     REASON_LENGTH,
+    RESUMABLE_STATES,
     RUNNING,
     SENDING,
     SKIPPED,
+    SUSPENDED,
     WAITING,
     Run,
     RunItem,
@@ -332,7 +337,7 @@ def acquire(run_id: int, *, force: bool = False, states: Sequence[str] = ACTIVE_
     """Become the one process driving ``run_id``.
 
     Succeeds when nobody gave a sign of life for ``STALE_AFTER`` seconds (or ever),
-    or with ``force``. Claims left by the previous driver are released, and items
+    or with ``force``, or at once for a stopped run (nobody drives it). Claims left by the previous driver are released, and items
     it left "sending" go back to the pool flagged as possible duplicates. A run
     taken over more than ``MAX_TAKEOVERS`` times is failed instead.
     """
@@ -340,7 +345,8 @@ def acquire(run_id: int, *, force: bool = False, states: Sequence[str] = ACTIVE_
     c = run_t.c
     condition = [c.id == run_id, c.state.in_(tuple(states))]
     if not force:
-        condition.append(sa.or_(c.heartbeat_at.is_(None), c.heartbeat_at < stale_before(now)))
+        condition.append(sa.or_(c.state.in_(RESUMABLE_STATES), c.heartbeat_at.is_(None),
+                                c.heartbeat_at < stale_before(now)))
     with engine().begin() as conn:
         taken = conn.execute(
             sa.update(run_t)
@@ -350,7 +356,7 @@ def acquire(run_id: int, *, force: bool = False, states: Sequence[str] = ACTIVE_
                 state=sa.case((c.state == WAITING, WAITING), else_=RUNNING),
                 started_at=sa.func.coalesce(c.started_at, now),
                 # Resuming a stopped run starts the count again; a first start is no take-over.
-                takeovers=sa.case((c.state == FAILED, 0), (c.heartbeat_at.is_(None), c.takeovers), else_=c.takeovers + 1),
+                takeovers=sa.case((c.state.in_(RESUMABLE_STATES), 0), (c.heartbeat_at.is_(None), c.takeovers), else_=c.takeovers + 1),
                 finished_at=None,
             )
             .returning(c.takeovers)
@@ -389,7 +395,7 @@ def drive_now(run: Run) -> None:
 @backends.task(DRIVE)
 def drive(run_id: int, force: bool = False, resume: bool = False) -> None:
     """The runner's task: acquire the run, then let its kind work."""
-    states = (*ACTIVE_STATES, FAILED) if resume else ACTIVE_STATES
+    states = (*ACTIVE_STATES, *RESUMABLE_STATES) if resume else ACTIVE_STATES
     if not acquire(run_id, force=force, states=states):
         log.info("publipostage run %d is finished or driven elsewhere", run_id)
         return
@@ -508,6 +514,21 @@ def fail(run_id: int, exc: BaseException | str) -> None:
         )
 
 
+def suspend(run_id: int, reason: str) -> bool:
+    """Stop the run at once because its settings are wrong (``reason``: what to
+    fix, in French). Its items stay as they are; :func:`resume` goes on once the
+    settings are fixed. False when it was no longer active."""
+    with engine().begin() as conn:
+        stopped = conn.execute(
+            sa.update(run_t).where(run_t.c.id == run_id, run_t.c.state.in_(ACTIVE_STATES))
+            .values(state=SUSPENDED, active_key=None, finished_at=utcnow(), waiting_since=None,
+                    last_error=reason[:REASON_LENGTH])
+        ).rowcount
+    if stopped:
+        log.warning("publipostage run %d suspended: its settings must be fixed", run_id)
+    return bool(stopped)
+
+
 def cancel(run: Run) -> bool:
     """Stop the run; what was done stays done, the rest is never done."""
     with engine().begin() as conn:
@@ -522,12 +543,12 @@ def cancel(run: Run) -> bool:
 
 
 def resume(run: Run) -> bool:
-    """Start again a run that stopped as failed, from where its items say."""
-    if run.state != FAILED:
+    """Start again a run that stopped (failed or suspended), from where its items say."""
+    if run.state not in RESUMABLE_STATES:
         return False
     with engine().begin() as conn:
         conn.execute(
-            sa.update(run_t).where(run_t.c.id == run.id, run_t.c.state == FAILED)
+            sa.update(run_t).where(run_t.c.id == run.id, run_t.c.state.in_(RESUMABLE_STATES))
             .values(state=QUEUED, heartbeat_at=None, waiting_since=None, finished_at=None, takeovers=0)
         )
     backends.submit(DRIVE, run_id=run.id, resume=True)
@@ -705,7 +726,7 @@ def unreached_user_ids(run_id: int, scope: Scope | None = None) -> sa.Select[Any
     """Host user ids (text) a run did not reach: failed, skipped, and, once the run
     was cancelled or stopped, never done. With ``scope``, a run of another
     perimeter reaches nobody: it looks like a run that does not exist."""
-    stopped = sa.select(run_t.c.id).where(run_t.c.id == run_id, run_t.c.state.in_((CANCELLED, FAILED))).exists()
+    stopped = sa.select(run_t.c.id).where(run_t.c.id == run_id, run_t.c.state.in_((CANCELLED, *RESUMABLE_STATES))).exists()
     visible_to: list[Any] = []
     if scope is not None and not scope.is_global:
         visible_to.append(sa.select(run_t.c.id).where(run_t.c.id == run_id, run_t.c.scope_key == scope.key).exists())

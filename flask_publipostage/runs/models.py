@@ -26,8 +26,14 @@ RUNNING = "running"
 WAITING = "waiting"
 DONE = "done"
 FAILED = "failed"
+#: Stopped at once because its settings are wrong (the mail server refused the
+#: login): retrying could only lock the account, and nothing was done for any item
+#: because of it. It goes on, like a failed run, once resumed.
+SUSPENDED = "suspended"
 CANCELLED = "cancelled"
 ACTIVE_STATES = (QUEUED, RUNNING, WAITING)
+#: Stopped, with work left that :func:`~flask_publipostage.runs.core.resume` starts again.
+RESUMABLE_STATES = (FAILED, SUSPENDED)
 
 # Item states. ``pending`` and ``sending`` are work left; the others are outcomes.
 PENDING = "pending"
