@@ -173,7 +173,7 @@ def child_job(database_url: str, instance: str, template: str) -> dict[str, Any]
         if run.state != "done":
             raise SystemExit(f"run ended {run.state}: {run.last_error}")
         pages = run.pages
-        accounts = core.count_items(run_id)
+        accounts = core.count_accounts([run_id])[run_id]
         size = os.path.getsize(run.file_path)
     return {
         "wall": wall,

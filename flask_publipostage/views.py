@@ -35,7 +35,7 @@ from .models import local, school_midnight, utcnow, when
 from .profiles import PROFILE_ORDER, Profile
 from .recipients import last_page, page_next_to
 from .recipients import page as recipients_page
-from .selection import FILTERS, Selection, SelectionError, check_size, count, describe, read_date
+from .selection import FILTERS, Selection, SelectionError, check_size, count, count_sheets, describe, read_date
 from .state import state
 
 MAX_PAGE = 100_000
@@ -166,6 +166,10 @@ def preview_context(selection: Selection, endpoint: str = "publipostage.index") 
         raise SelectionError(_("Invalid page number."), field="page")
     cursor = _page_cursor()
     counters = count(selection)
+    can_print = has_capability(PRINT)
+    # What a bundle for every class would print (the PDF form says it): only for
+    # those who may print, sorted by class.
+    class_sheets = count_sheets(selection) if can_print and selection.by_class else None
     pages = max(1, math.ceil(counters.selected / page_size))
     number = min(int(raw_page), pages)
     rows: list[Any] | None = None
@@ -197,12 +201,13 @@ def preview_context(selection: Selection, endpoint: str = "publipostage.index") 
     return {
         "selection": selection,
         "counters": counters,
+        "class_sheets": class_sheets,
         "rows": rows,
         "page": number,
         "pages": pages,
         "page_size": page_size,
         "first_row": (number - 1) * page_size + 1,
-        "can_print": has_capability(PRINT),
+        "can_print": can_print,
         "template": template,
         "page_url": page_url,
         "page_links": links,

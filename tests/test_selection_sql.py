@@ -6,8 +6,8 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask, current_app
 
-from flask_publipostage.selection import Selection, name_key
-from flask_publipostage.sql import fold_for_sort
+from flask_publipostage.selection import Selection
+from flask_publipostage.sql import fold_for_sort, name_key
 from flask_publipostage.views import current_selection
 
 from .hosts import db
@@ -72,8 +72,9 @@ def _agree(selection: Selection) -> int:
     rows = db.session.execute(selection.statement(host)).all()
     numbered = db.session.execute(selection.numbered(host)).all()
     assert [r.user_id for r in sorted(numbered, key=lambda r: r.position)] == [str(r.id) for r in rows]
-    if selection.group_by == "class":
-        assert {r.user_id: r.group_key for r in numbered} == {str(r.id): r.class_key for r in rows}
+    if selection.by_class:
+        # The group key holds the statement's class key (and the profile's rank).
+        assert {r.user_id: selection.class_key_of(r.group_key) for r in numbered} == {str(r.id): r.class_key for r in rows}
     return len(rows)
 
 

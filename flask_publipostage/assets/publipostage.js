@@ -237,6 +237,11 @@
       var withoutEmail = Number(counters.getAttribute("data-without-email"));
       setCount("send", selected - withoutEmail);
       setCount("skip", withoutEmail);
+      // "N fiches pour M comptes": what a bundle for every class prints (sorted by class).
+      setCount("accounts", selected);
+      if (counters.hasAttribute("data-class-sheets")) {
+        setCount("sheets", Number(counters.getAttribute("data-class-sheets")));
+      }
     }
     document.dispatchEvent(new CustomEvent("publipostage:selection", {
       detail: {
@@ -311,7 +316,15 @@
     var params = formParams();
     // The first sort key (a lone "Puis par" counts as the first one).
     var first = params.get("sort") || params.get("then");
+    var byClass = params.get("sort") === "class" || params.get("then") === "class";
     syncOption("signoff", "pp-signoff-why", first !== "class");
+    syncOption("zip", "pp-zip-why", first !== "class");
+    syncOption("every_class", "pp-every-class-why", !byClass);
+    var sheets = document.getElementById("pp-every-class-count");
+    var counters = results.querySelector(".pp-counters");
+    if (sheets) {
+      sheets.hidden = !byClass || !counters || !counters.hasAttribute("data-class-sheets");
+    }
   }
 
   /* -- "Puis par" cannot repeat "Par" ------------------------------------------ */
