@@ -75,6 +75,19 @@ def _agree(selection: Selection) -> int:
     if selection.by_class:
         # The group key holds the statement's class key (and the profile's rank).
         assert {r.user_id: selection.class_key_of(r.group_key) for r in numbered} == {str(r.id): r.class_key for r in rows}
+        # A bundle for every class: each account once per class it counts in, in
+        # print order, its first class the one it has without the option.
+        every = sorted(db.session.execute(selection.numbered(host, every_class=True)).all(), key=lambda r: r.position)
+        assert [r.position for r in every] == list(range(1, len(every) + 1))
+        assert len(every) == db.session.execute(selection.sheets_statement(host)).scalar_one()
+        keys: dict[str, list[str | None]] = {}
+        for r in every:
+            keys.setdefault(r.user_id, []).append(selection.class_key_of(r.group_key))
+        assert {user: found[0] for user, found in keys.items()} == {str(r.id): r.class_key for r in rows}
+        assert all(len(set(found)) == len(found) for found in keys.values())
+        if selection.sort[0] == "class":
+            order = [selection.class_key_of(r.group_key) for r in every]
+            assert order == sorted(order, key=lambda k: (k is None, k or ""))
     return len(rows)
 
 
