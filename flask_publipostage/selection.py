@@ -471,32 +471,50 @@ class Selection:
         return key, joins
 
     def class_pairs(self, host: HostModels) -> Any:
-        """Every class an account counts in, as ``(owner, k)`` rows (``k``: the
-        class's :meth:`~.HostModels.class_sort_key`): its own classes, or, for an
-        account without one (a parent), its children's; the chosen classes and
-        the scope's only. :meth:`class_key` is the smallest of them: the same
-        rule, one class or all of them ("a bundle for every class")."""
-        (own, own_owner), via = self._class_rows(host, lambda cls: host.class_sort_key(cls).label("k"))
+        """Every class bundle an account counts in, as ``(owner, bundle)`` rows:
+        its own classes, or, for an account without one (a parent), its
+        children's; the chosen classes and the scope's only. ``bundle`` is the
+        smallest id of the classes sharing the class's
+        :meth:`~.HostModels.class_sort_key` (they make one bundle), so the rows
+        are told apart by ids, not texts: counting them over a territory costs a
+        third. :meth:`class_key` is the smallest key of them: the same rule, one
+        class or all of them ("a bundle for every class")."""
+        cls = aliased(host.class_model)
+        bundles = self._restrict_classes(
+            sa.select(
+                host.class_id_of(cls).label("id"),
+                sa.func.min(host.class_id_of(cls)).over(partition_by=host.class_sort_key(cls)).label("bundle"),
+            ),
+            host,
+            cls,
+        ).subquery("pp_class_bundle")
+        (own, own_owner), via = self._class_rows(host, lambda _cls: bundles.c.bundle, bundles)
         if via is None:
             return own.distinct().subquery("pp_class_pairs")
         with_own = own.subquery("pp_with_own_class")
         children = via[0].where(via[1].not_in(sa.select(with_own.c.owner)))
         return sa.union(own, children).subquery("pp_class_pairs")
 
-    def _class_rows(self, host: HostModels, column: Callable[[Any], Any]) -> tuple[tuple[Any, Any], tuple[Any, Any] | None]:
+    def _class_rows(
+        self, host: HostModels, column: Callable[[Any], Any], bundles: Any = None
+    ) -> tuple[tuple[Any, Any], tuple[Any, Any] | None]:
         """``(statement, owner id)`` of the rows ``(owner, column(class))`` of each
         account's own classes, and of its children's classes (None when the host
-        maps no children), restricted to the chosen classes and the scope's."""
+        maps no children), restricted to the chosen classes and the scope's;
+        ``bundles`` (``id``, ``bundle``) joined on each class."""
         users = self.scope.users if self.scope is not None else None
+
+        def rows(pairs: Any, cls: Any) -> Any:
+            stmt = self._restrict_classes(pairs.select(column(cls)), host, cls)
+            return stmt if bundles is None else stmt.join(bundles, bundles.c.id == host.class_id_of(cls))
+
         cls = aliased(host.class_model)
         own = host.pairs("classes", cls, users)
-        own_stmt = self._restrict_classes(own.select(column(cls)), host, cls)
         if not host.has_children:
-            return (own_stmt, own.owner_id), None
+            return (rows(own, cls), own.owner_id), None
         via_cls = aliased(host.class_model)
         via = host.children_classes(aliased(host.user_model), via_cls, users)
-        via_stmt = self._restrict_classes(via.select(column(via_cls)), host, via_cls)
-        return (own_stmt, own.owner_id), (via_stmt, via.owner_id)
+        return (rows(own, cls), own.owner_id), (rows(via, via_cls), via.owner_id)
 
     def _restrict_classes(self, stmt: Any, host: HostModels, cls: Any) -> Any:
         if self.class_ids:
@@ -518,8 +536,10 @@ class Selection:
         class_key: Any = sa.null()
         if self.by_class and every_class:
             pairs = self.class_pairs(host)
-            class_key = pairs.c.k
+            bundle = aliased(host.class_model)
+            class_key = host.class_sort_key(bundle)
             source = sa.orm.join(host.user_model, pairs, pairs.c.owner == host.user_id, isouter=True)
+            source = source.outerjoin(bundle, host.class_id_of(bundle) == pairs.c.bundle)
         elif self.by_class:
             class_key, joins = self.class_key(host)
             source = sa.orm.join(host.user_model, *joins[0], isouter=True)

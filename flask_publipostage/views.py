@@ -43,9 +43,9 @@ MAX_PAGE = 100_000
 #: (measured: below, OFFSET is as fast or faster).
 KEYSET_FROM = 5_000
 #: Parameters of the page besides the selection: the preview page (a number and
-#: where it starts), and the PDF template a preset link may preselect (step 3
-#: reads it; the selection ignores it).
-PAGE_PARAMS = ("page", "after", "before", "last", "template")
+#: where it starts), the PDF template a preset link may preselect, and the PDF
+#: option "a bundle for every class" (step 3 reads them; the selection ignores them).
+PAGE_PARAMS = ("page", "after", "before", "last", "template", "every_class")
 _TEMPLATE_NAME = re.compile(r"[a-z0-9_-]{1,20}")
 
 
@@ -151,10 +151,20 @@ def chosen_template() -> str | None:
     return None
 
 
+def every_class_chosen() -> bool:
+    """The PDF option "a bundle for every class" is ticked (``every_class=y`` in the URL)."""
+    return request.args.getlist("every_class") == ["y"]
+
+
 def preview_context(selection: Selection, endpoint: str = "publipostage.index") -> dict[str, Any]:
     """Counters and one page. Page links carry the account next to them (``after``,
     ``before``) or ``last``: keyset pages, as fast deep in a territory as at the
-    top; a bare ``page`` number (a hand-typed URL) uses OFFSET."""
+    top; a bare ``page`` number (a hand-typed URL) uses OFFSET.
+
+    Sorted by class, the sheets of a bundle for every class are counted for the
+    PDF form: on the whole page (it works without the page's script), and in the
+    live list only while the option is ticked (a territory's count costs about
+    as much as its list)."""
     page_size = config_value("PAGE_SIZE")
     raw_page = request.args.get("page", "1").strip() or "1"
     if (
@@ -167,9 +177,8 @@ def preview_context(selection: Selection, endpoint: str = "publipostage.index") 
     cursor = _page_cursor()
     counters = count(selection)
     can_print = has_capability(PRINT)
-    # What a bundle for every class would print (the PDF form says it): only for
-    # those who may print, sorted by class.
-    class_sheets = count_sheets(selection) if can_print and selection.by_class else None
+    wanted = request.endpoint == "publipostage.index" or every_class_chosen()
+    class_sheets = count_sheets(selection) if can_print and selection.by_class and wanted else None
     pages = max(1, math.ceil(counters.selected / page_size))
     number = min(int(raw_page), pages)
     rows: list[Any] | None = None
@@ -187,6 +196,8 @@ def preview_context(selection: Selection, endpoint: str = "publipostage.index") 
     query: dict[str, Any] = dict(selection.to_args().to_dict(flat=False))
     if template:
         query["template"] = template
+    if every_class_chosen():
+        query["every_class"] = "y"
 
     def page_url(n: int, **where: Any) -> str:
         return url_for(endpoint, **query, page=n, **where)
@@ -209,6 +220,7 @@ def preview_context(selection: Selection, endpoint: str = "publipostage.index") 
         "first_row": (number - 1) * page_size + 1,
         "can_print": can_print,
         "template": template,
+        "every_class": every_class_chosen(),
         "page_url": page_url,
         "page_links": links,
     }

@@ -222,8 +222,12 @@ def test_a_bundle_for_every_class_and_the_zip_say_what_they_need_and_print(page:
     page.select_option("#pp-sort", "profile")
     page.select_option("#pp-then", "class")
     page.wait_for_function("() => !document.querySelector('#pp-pdf input[name=every_class]').disabled")
-    assert page.is_visible("#pp-every-class-count") and not page.is_visible("#pp-every-class-why")
+    assert not page.is_visible("#pp-every-class-why")
+    # Ticked, it says what it prints, before printing.
+    page.check("#pp-pdf input[name=every_class]")
+    page.wait_for_function("() => !document.querySelector('#pp-every-class-count').hidden")
     assert page.inner_text("#pp-every-class-count") == "12 fiches pour 10 comptes"
+    assert "every_class=y" in page.url
     assert page.is_disabled("#pp-pdf input[name=zip]") and page.is_visible("#pp-zip-why")
     page.get_by_label("CP de Mme Émery", exact=True).check()
     page.wait_for_function("() => document.querySelector('#pp-every-class-count').textContent.trim() === '3 fiches pour 3 comptes'")
@@ -231,7 +235,7 @@ def test_a_bundle_for_every_class_and_the_zip_say_what_they_need_and_print(page:
     page.wait_for_function("() => !document.querySelector('#pp-pdf input[name=zip]').disabled")
     assert not page.is_visible("#pp-zip-why")
     # A ZIP goes to its page in the background, which offers it once ready.
-    page.check("#pp-pdf input[name=every_class]")
+    assert page.is_checked("#pp-pdf input[name=every_class]")
     page.check("#pp-pdf input[name=zip]")
     page.get_by_role("button", name="Générer en PDF").click()
     page.wait_for_url("**/pdf/jobs/*")

@@ -50,7 +50,8 @@ def text(response: Any) -> str:
 
 
 def _disabled(body: str, name: str) -> bool:
-    (tag,) = re.findall(rf'<input[^>]*name="{name}"[^>]*>', body)
+    """The PDF form's checkbox ``name`` is greyed out."""
+    (tag,) = re.findall(rf'<input[^>]*name="{name}"[^>]*>', body.split('id="pp-pdf"', 1)[1])
     return " disabled" in tag
 
 
@@ -153,6 +154,14 @@ def test_the_page_says_how_many_sheets_for_how_many_accounts(app_ctx: Flask, cli
     assert "Triez par classe (« Par » ou « Puis par »)" in html.unescape(unsorted)
     # Who may not print is not counted for.
     assert "data-class-sheets" not in client.get(f"{URL}/?sort=class", "viewer_a").get_data(as_text=True)
+    # The live list counts them while the option is ticked (the page's address says so), and keeps it ticked.
+    fragment = client.get(f"{URL}/preview?sort=class", "adml_a").get_data(as_text=True)
+    assert "data-class-sheets" not in fragment
+    ticked = client.get(f"{URL}/preview?sort=class&every_class=y", "adml_a").get_data(as_text=True)
+    assert 'data-class-sheets="12"' in ticked
+    page = client.get(f"{URL}/?sort=class&every_class=y", "adml_a").get_data(as_text=True)
+    (box,) = re.findall(r'<input[^>]*name="every_class"[^>]*>', page.split('id="pp-pdf"', 1)[1])
+    assert " checked" in box
 
 
 # -- a new sheet for every group, at every level -------------------------------------------------

@@ -68,6 +68,11 @@
     filterAdvice();
     checkDates();
     syncRestrictions();
+    var everyClass = document.querySelector("#pp-pdf input[name=every_class]");
+    var kept = form.elements.namedItem("every_class");
+    if (everyClass && kept) {
+      everyClass.checked = kept.value === "y";
+    }
   }
 
   /* A restriction's banner shows while its value is in the form. */
@@ -320,10 +325,16 @@
     syncOption("signoff", "pp-signoff-why", first !== "class");
     syncOption("zip", "pp-zip-why", first !== "class");
     syncOption("every_class", "pp-every-class-why", !byClass);
+    // While "a bundle for every class" is ticked, the list counts its sheets.
+    var box = document.querySelector("#pp-pdf input[name=every_class]");
+    var kept = form.elements.namedItem("every_class");
+    if (box && kept) {
+      kept.value = box.checked ? "y" : "";
+    }
     var sheets = document.getElementById("pp-every-class-count");
     var counters = results.querySelector(".pp-counters");
     if (sheets) {
-      sheets.hidden = !byClass || !counters || !counters.hasAttribute("data-class-sheets");
+      sheets.hidden = !box || !box.checked || !counters || !counters.hasAttribute("data-class-sheets");
     }
   }
 
@@ -484,6 +495,11 @@
   document.addEventListener("change", function (event) {
     if (event.target && event.target.name === "template" && event.target.closest("#pp-pdf")) {
       syncPdfOptions();
+    }
+    if (event.target && event.target.name === "every_class" && event.target.closest("#pp-pdf")) {
+      syncPdfOptions();
+      window.clearTimeout(timer);
+      update(formParams(), "replace");
     }
   });
 

@@ -71,9 +71,13 @@ def pdf_context() -> dict[str, Any]:
         files.purge()
         return [JobView(run) for run in state().session.execute(core.visible(KIND, current_scope()).limit(5)).scalars()]
 
-    def form(template: str | None = None) -> PdfForm:
-        """The form, with the template a preset named already chosen."""
-        return PdfForm(data={"template": template}) if template in (render.LETTER, render.CARDS) else PdfForm()
+    def form(template: str | None = None, every_class: bool = False) -> PdfForm:
+        """The form, with the template a preset named, and a bundle for every
+        class if the page's address says so, already chosen."""
+        data: dict[str, Any] = {"every_class": every_class}
+        if template in (render.LETTER, render.CARDS):
+            data["template"] = template
+        return PdfForm(data=data)
 
     return {
         "pdf_form": form,
