@@ -95,9 +95,9 @@ class Recipient:
 
     @property
     def group(self) -> str:
-        """The group's display label, every level ("Enseignants · CP de Mme Dumas"):
-        the one name of a bundle, on its sheets' headers, in the list and in the
-        name of its file."""
+        """The group's display label, every level ("Enseignants · CP de Mme Dumas"),
+        as the sheets' headers and the list name it; the first level alone names
+        a bundle (its sign-off sheet, its file in a ZIP)."""
         return GROUP_SEPARATOR.join(self.groups)
 
     @property

@@ -476,9 +476,9 @@ class Selection:
         children's; the chosen classes and the scope's only. ``bundle`` is the
         smallest id of the classes sharing the class's
         :meth:`~.HostModels.class_sort_key` (they make one bundle), so the rows
-        are told apart by ids, not texts: counting them over a territory costs a
-        third. :meth:`class_key` is the smallest key of them: the same rule, one
-        class or all of them ("a bundle for every class")."""
+        are told apart by ids, not texts: counting them over a territory takes a
+        third less time. :meth:`class_key` is the smallest key of them: the same
+        rule, one class or all of them ("a bundle for every class")."""
         cls = aliased(host.class_model)
         bundles = self._restrict_classes(
             sa.select(
