@@ -1,12 +1,13 @@
 """Benchmark of "Générer en PDF" on the same accounts, each method in a fresh process.
 
-    python -m bench.bench_pdf [--n 2000] [--reps 3] [--methods a,b,c,d]
+    python -m bench.bench_pdf [--n 2000] [--reps 3] [--methods a,b,c,d,e]
 
 (a) our 1 per page: the background run (frozen accounts, chunks rendered by
     PDF_WORKERS processes, streamed merge), from its start to the finished file;
 (b) our 8 per page, the same way;
 (c) baseline: one single ``pisa.CreatePDF`` call on the whole HTML of (a);
-(d) floor: a minimal reportlab canvas drawing the same fields, one page each.
+(d) floor: a minimal reportlab canvas drawing the same fields, one page each;
+(e) (a) delivered as one PDF per class in a ZIP (chunks cut at each class).
 
 Prints wall time, pages/s, peak RSS (VmHWM of the process, and of the largest
 worker for a and b), time to first progress, and the ratios (a)/(c) and (a)/(d)
@@ -36,6 +37,7 @@ METHODS = {
     "b": "ours, 8 per page",
     "c": "one pisa.CreatePDF (HTML of a)",
     "d": "reportlab canvas floor",
+    "e": "ours, 1 per page, a PDF per class (ZIP)",
 }
 FIRST_NAMES = ["Zoé", "Łukasz", "Élodie", "Nguyễn Thị", "Şükrü", "Inès", "Jiří", "Noël", "Ștefan", "Anaïs", "Mathéo", "Chloé"]
 LAST_NAMES = ["Abel", "Żółć", "Dvořák", "Étienne", "İnce", "Œillet", "Martin", "L’Haÿ", "Ţurcanu", "Dupont", "Moreau", "Nguyen"]
@@ -131,7 +133,7 @@ def _scope() -> Any:
     return Scope(actor="bench", key="*", school_name="École Émile Zola")
 
 
-def child_job(database_url: str, instance: str, template: str) -> dict[str, Any]:
+def child_job(database_url: str, instance: str, template: str, zip_file: bool = False) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from flask_publipostage.pdf import pipeline, render
@@ -155,7 +157,7 @@ def child_job(database_url: str, instance: str, template: str) -> dict[str, Any]
         watcher = threading.Thread(target=watch_workers, daemon=True)
         watcher.start()
         started = time.perf_counter()
-        run_id = pipeline.start(selection, render.Options(template=template))[0].id
+        run_id = pipeline.start(selection, render.Options(template=template, zip=zip_file))[0].id
         first = None
         # Two cheap queries a poll (the page's status costs more, once a second).
         some_done = sa.select(RunItem.id).where(RunItem.run_id == run_id, RunItem.state != "pending").limit(1)
@@ -173,7 +175,7 @@ def child_job(database_url: str, instance: str, template: str) -> dict[str, Any]
         if run.state != "done":
             raise SystemExit(f"run ended {run.state}: {run.last_error}")
         pages = run.pages
-        accounts = core.count_items(run_id)
+        accounts = core.count_accounts([run_id])[run_id]
         size = os.path.getsize(run.file_path)
     return {
         "wall": wall,
@@ -298,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000, help="accounts (default 2000)")
     parser.add_argument("--reps", type=int, default=3, help="repetitions; medians are printed (default 3)")
-    parser.add_argument("--methods", default="a,b,c,d", help="subset of a,b,c,d (default all)")
+    parser.add_argument("--methods", default="a,b,c,d,e", help="subset of a,b,c,d,e (default all)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--instance", help=argparse.SUPPRESS)
@@ -308,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         import logging
 
         logging.disable(logging.WARNING)  # xhtml2pdf's CSS notices
-        if args.child in ("a", "b"):
-            result = child_job(args.db, args.instance, "letter" if args.child == "a" else "cards")
+        if args.child in ("a", "b", "e"):
+            result = child_job(args.db, args.instance, "cards" if args.child == "b" else "letter", zip_file=args.child == "e")
         elif args.child == "c":
             result = child_single(args.db, args.instance)
         else:
@@ -332,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  rep {rep + 1} {method}: {result['wall']:.2f} s, {result['pages']} pages, "
                     f"RSS {result['rss']:.0f} MiB" + (f", worker {result['worker_rss']:.0f} MiB" if "worker_rss" in result else "")
-                    + (f", first progress {result['first']:.2f} s" if method in "ab" and result.get("first") else ""),
+                    + (f", first progress {result['first']:.2f} s" if method in "abe" and result.get("first") else ""),
                     flush=True,
                 )
     print()
@@ -345,12 +347,12 @@ def main(argv: list[str] | None = None) -> int:
         wall = statistics.median(r["wall"] for r in rows)
         pages = rows[0]["pages"]
         worker = statistics.median(r.get("worker_rss", 0) for r in rows)
-        first = statistics.median(r["first"] for r in rows if r.get("first") is not None) if method in "ab" else None
-        memory = f"{statistics.median(r['rss'] for r in rows):.0f}" + (f" / {worker:.0f}" if method in "ab" else "")
+        first = statistics.median(r["first"] for r in rows if r.get("first") is not None) if method in "abe" else None
+        memory = f"{statistics.median(r['rss'] for r in rows):.0f}" + (f" / {worker:.0f}" if method in "abe" else "")
         first_text = f"{first:.2f}" if first is not None else "–"
         print(f"| ({method}) {METHODS[method]} | {wall:.2f} | {pages} | {pages / wall:.0f} | {memory} | {first_text} |")
     print()
-    for top, bottom in (("a", "c"), ("a", "d"), ("b", "d")):
+    for top, bottom in (("a", "c"), ("a", "d"), ("b", "d"), ("e", "a")):
         if top in results and bottom in results:
             ratios = [x["wall"] / y["wall"] for x, y in zip(results[top], results[bottom])]
             print(f"({top})/({bottom}) = {statistics.median(ratios):.3f}  (per repetition: {', '.join(f'{r:.3f}' for r in ratios)})")

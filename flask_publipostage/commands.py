@@ -110,11 +110,17 @@ OLD_TRANSIENT = ("publipostage_pdf_job", "publipostage_pdf_job_item", "publipost
 @click.command("upgrade-db")
 @with_appcontext
 def upgrade_db() -> None:
-    """Copy the campaigns of version 0.1 (their recipients become the items of
-    runs, with the same ids) into the tables of runs; PDF jobs of 0.1 are not
-    kept (their files expired within the hour)."""
+    """Bring the extension's tables of an earlier version up to date: copy the
+    campaigns of version 0.1 (their recipients become the items of runs, with the
+    same ids) into the tables of runs (PDF jobs of 0.1 are not kept: their files
+    expired within the hour); let a PDF hold an account in several bundles."""
     with force_locale("fr"):
         _upgrade()
+
+
+#: Before a bundle for every class, one item per account and run.
+OLD_ITEM_CONSTRAINT = "uq_publipostage_run_item_user"
+OLD_ITEM_POSITION = "ix_publipostage_run_item_position"
 
 
 def _upgrade() -> None:
@@ -126,6 +132,11 @@ def _upgrade() -> None:
         with engine.begin() as conn:
             conn.execute(sa.text("ALTER TABLE publipostage_audit ADD COLUMN actor_name VARCHAR(200)"))
         click.echo(_("The log now records the name of each admin."))
+    if core.item_t.name in existing:
+        constraints = {c["name"] for c in inspector.get_unique_constraints(core.item_t.name)}
+        if OLD_ITEM_CONSTRAINT in constraints:
+            _items_per_bundle(engine, {i["name"] for i in inspector.get_indexes(core.item_t.name)})
+            click.echo(_("A PDF may now hold an account in several bundles (a bundle for every class)."))
     if OLD_TABLES[0] not in existing:
         click.echo(_("Nothing to upgrade: no table of version 0.1."))
         return
@@ -168,6 +179,29 @@ def _upgrade() -> None:
     old_names = [name for name in (*OLD_TABLES, *OLD_TRANSIENT) if name in existing]
     click.echo(_("The old tables are no longer read; drop them when you are ready:"))
     click.echo("  " + "; ".join(f"DROP TABLE {name}" for name in reversed(old_names)) + ";")
+
+
+def _items_per_bundle(engine: sa.Engine, indexes: set[str]) -> None:
+    """Items unique by position, no longer by account (except a campaign's).
+    SQLite cannot drop a constraint: the table is copied into a new one."""
+    items = core.item_t
+    with engine.begin() as conn:
+        if engine.dialect.name != "sqlite":
+            conn.execute(sa.text(f"ALTER TABLE {items.name} DROP CONSTRAINT {OLD_ITEM_CONSTRAINT}"))
+            if OLD_ITEM_POSITION in indexes:
+                conn.execute(sa.text(f"DROP INDEX {OLD_ITEM_POSITION}"))
+            for index in items.indexes:
+                if index.name not in indexes:
+                    index.create(conn)
+            return
+        old = f"{items.name}_before_bundles"
+        for name in indexes:
+            conn.execute(sa.text(f'DROP INDEX "{name}"'))
+        conn.execute(sa.text(f"ALTER TABLE {items.name} RENAME TO {old}"))
+        items.create(conn)
+        columns = ", ".join(c.name for c in items.columns)
+        conn.execute(sa.text(f"INSERT INTO {items.name} ({columns}) SELECT {columns} FROM {old}"))
+        conn.execute(sa.text(f"DROP TABLE {old}"))
 
 
 def make_group(commands: Iterable[click.Command]) -> AppGroup:

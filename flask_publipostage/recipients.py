@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone, tzinfo
 from typing import Any
@@ -84,9 +84,10 @@ class Recipient:
     local_admin: bool
     classes: tuple[str, ...]
     children: tuple[Child, ...]
-    #: Class name when sorted by class, profile label when sorted by profile,
-    #: school name when sorted by school, else "".
-    group: str
+    #: The account's group at each sort level, as printed: the class's name ("Sans
+    #: classe" without one), the profile's plural label, the school's name; ()
+    #: unsorted.
+    groups: tuple[str, ...]
     postal_address: tuple[str, ...] = ()
     #: The account's own school (the school dimension), "" when not mapped.
     school: str = ""
@@ -94,6 +95,13 @@ class Recipient:
     @property
     def full_name(self) -> str:
         return f"{self.first_name} {self.last_name}".strip()
+
+    @property
+    def group(self) -> str:
+        """The group's display label, every level ("Enseignants · CP de Mme Dumas"),
+        as the sheets' headers and the list name it; the first level alone names
+        a bundle (its sign-off sheet, its file in a ZIP)."""
+        return GROUP_SEPARATOR.join(self.groups)
 
     @property
     def has_email(self) -> bool:
@@ -107,6 +115,10 @@ class Recipient:
     def created_on(self) -> date | None:
         """Creation day in the school's time zone, as the date filters count it."""
         return local_date(self.created_at)
+
+
+#: Between the levels of a group's label.
+GROUP_SEPARATOR = " · "
 
 
 def school_zone() -> tzinfo:
@@ -208,12 +220,13 @@ def build(
     selection: Selection,
     rows: Sequence[Any],
     related: "Related | None" = None,
-    class_keys: Mapping[Any, str | None] | None = None,
+    class_keys: Sequence[str | None] | None = None,
 ) -> list[Recipient]:
     """Turn statement rows into recipients, loading classes and children in bulk.
 
-    When sorted by class, each account's group is the class whose key is the row's
-    ``class_key`` (or ``class_keys[id]``, a run's frozen one)."""
+    When sorted by class, each account's class group is the class whose key is the
+    row's ``class_key`` (or ``class_keys[i]``, the key of ``rows[i]`` in a run: an
+    account may be in several rows, once per class)."""
     if not rows:
         return []
     host: HostModels = state().host
@@ -230,40 +243,44 @@ def build(
     )
     if class_keys is None and "class_key" in fields:
         at = fields.index("class_key")
-        class_keys = {row[i_id]: row[at] for row in rows}
+        class_keys = [row[at] for row in rows]
     address_at = [i for i, name in enumerate(fields) if name.startswith("address_")]
     i_school = fields.index("school_id") if "school_id" in fields else None
     schools = related.school_names(session, [row[i_school] for row in rows]) if i_school is not None else {}
-    ids = [row[i_id] for row in rows]
+    ids = list(dict.fromkeys(row[i_id] for row in rows))
     own_classes = related.class_rows(session, ids)
     classes = _names(own_classes)
     children: dict[Any, tuple[Child, ...]] = {}
     children_classes: dict[Any, list[ClassRow]] = {}
     if host.has_children:
         children, children_classes = related.children(session, ids)
-    group_by = selection.group_by
+    levels = selection.sort
+    without = {"class": _("Without a class"), "profile": _("Without a profile"), "school": _("Without a school")}
+    without = without if levels else {}
     profiles: dict[Any, Profile | None] = {}
     recipients = []
-    for row in rows:
+    for index, row in enumerate(rows):
         values = tuple(row)
         user_id = values[i_id]
         host_profile = values[i_profile]
         if host_profile not in profiles:
             profiles[host_profile] = host.canonical_profile(host_profile)
         profile = profiles[host_profile]
-        group = ""
-        key = class_keys.get(user_id) if group_by == "class" and class_keys else None
-        if key is not None:
-            # The class whose key Selection.class_key sorted by.
-            group = next(
-                (name for _i, name, k in (*own_classes.get(user_id, ()), *children_classes.get(user_id, ())) if k == key),
-                "",
-            )
-        elif group_by == "profile":
-            group = profile.plural_label if profile else ""
         school = schools.get(values[i_school], "") if i_school is not None else ""
-        if group_by == "school":
-            group = school
+        groups: list[str] = []
+        for level in levels:
+            name = ""
+            if level == "profile":
+                name = profile.plural_label if profile else ""
+            elif level == "school":
+                name = school
+            elif class_keys and (key := class_keys[index]) is not None:
+                # The class whose key Selection.class_key (or class_pairs) sorted by.
+                name = next(
+                    (n for _i, n, k in (*own_classes.get(user_id, ()), *children_classes.get(user_id, ())) if k == key),
+                    "",
+                )
+            groups.append(name or without[level])
         activated = bool(values[i_activated])
         recipients.append(
             Recipient(
@@ -279,7 +296,7 @@ def build(
                 local_admin=bool(values[i_admin]),
                 classes=classes.get(user_id, ()),
                 children=children.get(user_id, ()),
-                group=group,
+                groups=tuple(groups),
                 postal_address=tuple(str(values[i]) for i in address_at if values[i]) if address_at else (),
                 school=school,
             )

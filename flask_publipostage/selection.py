@@ -34,6 +34,9 @@ from .sql import name_order
 from .state import state
 
 MAX_CLASSES = 500
+#: Between the sort levels' parts of a run item's group key (a control character
+#: no class or school name holds).
+LEVEL_SEPARATOR = "\x1f"
 #: Longest accepted value of any parameter (a class id, a date, a choice).
 MAX_VALUE_LENGTH = 64
 #: Creation-date filters outside these years are typing mistakes (and would
@@ -408,9 +411,15 @@ class Selection:
 
     @property
     def group_by(self) -> str | None:
-        """The key starting a new sheet in the PDF: ``"class"``, ``"profile"``,
-        ``"school"`` or None."""
+        """The first sort key: ``"class"``, ``"profile"``, ``"school"`` or None. Each
+        group of the first key is a bundle of the PDF (a class bundle when sorted by
+        class first); every group of every key starts a new sheet."""
         return self.sort[0] if self.sort else None
+
+    @property
+    def by_class(self) -> bool:
+        """Sorted by class, first or then: every class is a group of the PDF."""
+        return "class" in self.sort
 
     def with_values(self, **values: Any) -> "Selection":
         return Selection._of({**self.values, **values}, self.scope)
@@ -514,21 +523,61 @@ class Selection:
         it needs: two grouped queries, much faster over a territory than a
         correlated subquery per account.
         """
-        users = self.scope.users if self.scope is not None else None
-        cls = aliased(host.class_model)
-        own = host.pairs("classes", cls, users)
-        own_sub = self._restrict_classes(own.select(sa.func.min(host.class_sort_key(cls)).label("k")), host, cls)
-        own_sub = own_sub.group_by(own.owner_id).subquery("pp_own_class")
+        (own, own_owner), via = self._class_rows(host, lambda cls: sa.func.min(host.class_sort_key(cls)).label("k"))
+        own_sub = own.group_by(own_owner).subquery("pp_own_class")
         joins = [(own_sub, own_sub.c.owner == host.user_id)]
         key = own_sub.c.k
-        if host.has_children:
-            via_cls = aliased(host.class_model)
-            via = host.children_classes(aliased(host.user_model), via_cls, users)
-            stmt = via.select(sa.func.min(host.class_sort_key(via_cls)).label("k"))
-            via_sub = self._restrict_classes(stmt, host, via_cls).group_by(via.owner_id).subquery("pp_children_class")
+        if via is not None:
+            via_sub = via[0].group_by(via[1]).subquery("pp_children_class")
             joins.append((via_sub, via_sub.c.owner == host.user_id))
             key = sa.func.coalesce(key, via_sub.c.k)
         return key, joins
+
+    def class_pairs(self, host: HostModels) -> Any:
+        """Every class bundle an account counts in, as ``(owner, bundle)`` rows:
+        its own classes, or, for an account without one (a parent), its
+        children's; the chosen classes and the scope's only. ``bundle`` is the
+        smallest id of the classes sharing the class's
+        :meth:`~.HostModels.class_sort_key` (they make one bundle), so the rows
+        are told apart by ids, not texts: counting them over a territory takes a
+        third less time. :meth:`class_key` is the smallest key of them: the same
+        rule, one class or all of them ("a bundle for every class")."""
+        cls = aliased(host.class_model)
+        bundles = self._restrict_classes(
+            sa.select(
+                host.class_id_of(cls).label("id"),
+                sa.func.min(host.class_id_of(cls)).over(partition_by=host.class_sort_key(cls)).label("bundle"),
+            ),
+            host,
+            cls,
+        ).subquery("pp_class_bundle")
+        (own, own_owner), via = self._class_rows(host, lambda _cls: bundles.c.bundle, bundles)
+        if via is None:
+            return own.distinct().subquery("pp_class_pairs")
+        with_own = own.subquery("pp_with_own_class")
+        children = via[0].where(via[1].not_in(sa.select(with_own.c.owner)))
+        return sa.union(own, children).subquery("pp_class_pairs")
+
+    def _class_rows(
+        self, host: HostModels, column: Callable[[Any], Any], bundles: Any = None
+    ) -> tuple[tuple[Any, Any], tuple[Any, Any] | None]:
+        """``(statement, owner id)`` of the rows ``(owner, column(class))`` of each
+        account's own classes, and of its children's classes (None when the host
+        maps no children), restricted to the chosen classes and the scope's;
+        ``bundles`` (``id``, ``bundle``) joined on each class."""
+        users = self.scope.users if self.scope is not None else None
+
+        def rows(pairs: Any, cls: Any) -> Any:
+            stmt = self._restrict_classes(pairs.select(column(cls)), host, cls)
+            return stmt if bundles is None else stmt.join(bundles, bundles.c.id == host.class_id_of(cls))
+
+        cls = aliased(host.class_model)
+        own = host.pairs("classes", cls, users)
+        if not host.has_children:
+            return (rows(own, cls), own.owner_id), None
+        via_cls = aliased(host.class_model)
+        via = host.children_classes(aliased(host.user_model), via_cls, users)
+        return (rows(own, cls), own.owner_id), (rows(via, via_cls), via.owner_id)
 
     def _restrict_classes(self, stmt: Any, host: HostModels, cls: Any) -> Any:
         if self.class_ids:
@@ -548,30 +597,39 @@ class Selection:
         school = aliased(host.school_model, name="pp_school")
         return host.school_sort_key(school), (school, host.school_id_of(school) == host.school_of_user())
 
-    def _query(self, host: HostModels) -> tuple[Any, dict[str, Any], list[Any]]:
-        """(FROM clause, the text key of each sort level, ORDER BY keys); every key
-        ascending, never NULL."""
+    def _query(self, host: HostModels, every_class: bool = False) -> tuple[Any, Any, dict[str, Any], list[Any]]:
+        """(FROM clause, class key, the key of each sort level, ORDER BY keys);
+        every key ascending, never NULL. ``every_class``: one row per account and
+        class it counts in (:meth:`class_pairs`) rather than one per account."""
         source: Any = host.user_model
-        texts: dict[str, Any] = {}
-        if "class" in self.sort:
-            texts["class"], joins = self.class_key(host)
-            for subquery, on in joins:
-                source = sa.orm.outerjoin(source, subquery, on)
+        class_key: Any = sa.null()
+        if self.by_class and every_class:
+            pairs = self.class_pairs(host)
+            bundle = aliased(host.class_model)
+            class_key = host.class_sort_key(bundle)
+            source = sa.orm.join(host.user_model, pairs, pairs.c.owner == host.user_id, isouter=True)
+            source = source.outerjoin(bundle, host.class_id_of(bundle) == pairs.c.bundle)
+        elif self.by_class:
+            class_key, joins = self.class_key(host)
+            source = sa.orm.join(host.user_model, *joins[0], isouter=True)
+            for subquery, on in joins[1:]:
+                source = source.outerjoin(subquery, on)
+        texts = {"class": class_key}
         if "school" in self.sort:
             texts["school"], (school, on) = self.school_key(host)
             source = sa.orm.outerjoin(source, school, on)
-        keys: list[Any] = []
+        levels: dict[str, Any] = {}
         for key in self.sort:
             if key in texts:
                 # Accounts without a class (a school) last.
-                keys.append(sa.func.coalesce(sa.literal("0", sa.String).concat(texts[key]), sa.literal("1", sa.String)))
+                levels[key] = sa.func.coalesce(sa.literal("0", sa.String).concat(texts[key]), sa.literal("1", sa.String))
             else:
-                keys.append(self.profile_rank(host))
+                levels[key] = self.profile_rank(host)
         # Then French name order, the account id last: ties in print order never
         # depend on the database.
         names = (host.user_column(name) for name in ("last_name", "first_name", "login"))
-        keys += [*name_order(*names), host.user_id]
-        return source, texts, keys
+        keys = [*levels.values(), *name_order(*names), host.user_id]
+        return source, class_key, levels, keys
 
     def statement(self, host: HostModels) -> sa.Select[Any]:
         """The selected accounts, one row each, in print order.
@@ -583,20 +641,29 @@ class Selection:
 
     def ordered_statement(self, host: HostModels) -> tuple[sa.Select[Any], list[Any]]:
         """:meth:`statement` and its ORDER BY expressions (keyset pages compare them)."""
-        source, texts, keys = self._query(host)
-        stmt = sa.select(*host.scalar_columns(), texts.get("class", sa.null()).label("class_key")).select_from(source)
+        source, class_key, _levels, keys = self._query(host)
+        stmt = sa.select(*host.scalar_columns(), class_key.label("class_key")).select_from(source)
         return stmt.where(*self.conditions(host)).order_by(*keys), keys
 
-    def numbered(self, host: HostModels) -> sa.Select[Any]:
+    def numbered(self, host: HostModels, *, every_class: bool = False) -> sa.Select[Any]:
         """The selected accounts as the rows a run freezes: ``position`` (1-based,
         print order), ``user_id`` (as text), ``name``, ``email`` (NULL without one)
-        and ``group_key`` (the class key or the profile rank when grouped)."""
-        source, texts, keys = self._query(host)
+        and ``group_key``. ``every_class`` (sorted by class): a row for every class
+        an account counts in, in each class's place.
+
+        ``group_key`` names the account's group at every sort level, one text
+        compared byte-wise (:meth:`class_key_of` and :meth:`first_level_of` read it
+        back): the level keys in sort order, joined by :data:`LEVEL_SEPARATOR` —
+        the profile's rank, "0" and the class's (the school's) key or "1" without
+        one; NULL unsorted."""
+        source, _class_key, levels, keys = self._query(host, every_class)
         first = sa.func.coalesce(host.user_column("first_name"), "")
         last = sa.func.coalesce(host.user_column("last_name"), "")
         email = host.user_column("email")
-        texts["profile"] = sa.cast(self.profile_rank(host), sa.String)
-        group_key = texts.get(self.group_by or "", sa.null())
+        parts = [sa.cast(levels[key], sa.String) if key == "profile" else levels[key] for key in self.sort]
+        group_key: Any = parts[0] if parts else sa.null()
+        for part in parts[1:]:
+            group_key = group_key.concat(sa.literal(LEVEL_SEPARATOR, sa.String)).concat(part)
         return (
             sa.select(
                 sa.func.row_number().over(order_by=keys).label("position"),
@@ -608,6 +675,30 @@ class Selection:
             .select_from(source)
             .where(*self.conditions(host))
         )
+
+    def _levels_of(self, group_key: str | None) -> dict[str, str]:
+        """Sort level -> its part of a :meth:`numbered` group key."""
+        if group_key is None or not self.sort:
+            return {}
+        return dict(zip(self.sort, group_key.split(LEVEL_SEPARATOR, len(self.sort) - 1)))
+
+    def class_key_of(self, group_key: str | None) -> str | None:
+        """The class key (:meth:`class_key`) inside a :meth:`numbered` group key;
+        None without a class, or when not sorted by class."""
+        part = self._levels_of(group_key).get("class", "")
+        return part[1:] if part[:1] == "0" else None
+
+    def first_level_of(self, group_key: str | None) -> str | None:
+        """The part of a :meth:`numbered` group key naming its group of the first
+        sort key: its bundle (a class, when sorted by class first)."""
+        return self._levels_of(group_key).get(self.sort[0]) if self.sort else None
+
+    def sheets_statement(self, host: HostModels) -> sa.Select[Any]:
+        """How many rows :meth:`numbered` gives with ``every_class``: an account
+        once per class it counts in, once without a class."""
+        pairs = self.class_pairs(host)
+        source = sa.orm.join(host.user_model, pairs, pairs.c.owner == host.user_id, isouter=True)
+        return sa.select(sa.func.count()).select_from(source).where(*self.conditions(host))
 
     def counters_statement(self, host: HostModels) -> sa.Select[Any]:
         """Selected accounts, those without email, those not activated: one query."""
@@ -629,6 +720,13 @@ def count(selection: Selection) -> Counters:
     found = state()
     row = found.session.execute(selection.counters_statement(found.host)).one()
     return Counters(int(row[0]), int(row[1]), int(row[2]))
+
+
+def count_sheets(selection: Selection) -> int:
+    """The sheets of "a bundle for every class": each account once per class it
+    counts in (:meth:`Selection.class_pairs`), once without a class."""
+    found = state()
+    return int(found.session.execute(selection.sheets_statement(found.host)).scalar_one())
 
 
 def check_size(counters: Counters) -> None:

@@ -35,7 +35,17 @@ from .models import local, school_midnight, utcnow, when
 from .profiles import PROFILE_ORDER, Profile
 from .recipients import Related, last_page, page_next_to
 from .recipients import page as recipients_page
-from .selection import FILTERS, Selection, SelectionError, check_size, count, describe, perimeter_schools, read_date
+from .selection import (
+    FILTERS,
+    Selection,
+    SelectionError,
+    check_size,
+    count,
+    count_sheets,
+    describe,
+    perimeter_schools,
+    read_date,
+)
 from .state import state
 
 MAX_PAGE = 100_000
@@ -43,9 +53,9 @@ MAX_PAGE = 100_000
 #: (measured: below, OFFSET is as fast or faster).
 KEYSET_FROM = 5_000
 #: Parameters of the page besides the selection: the preview page (a number and
-#: where it starts), and the PDF template a preset link may preselect (step 3
-#: reads it; the selection ignores it).
-PAGE_PARAMS = ("page", "after", "before", "last", "template")
+#: where it starts), the PDF template a preset link may preselect, and the PDF
+#: option "a bundle for every class" (step 3 reads them; the selection ignores them).
+PAGE_PARAMS = ("page", "after", "before", "last", "template", "every_class")
 _TEMPLATE_NAME = re.compile(r"[a-z0-9_-]{1,20}")
 
 
@@ -161,10 +171,20 @@ def chosen_template() -> str | None:
     return None
 
 
+def every_class_chosen() -> bool:
+    """The PDF option "a bundle for every class" is ticked (``every_class=y`` in the URL)."""
+    return request.args.getlist("every_class") == ["y"]
+
+
 def preview_context(selection: Selection, endpoint: str = "publipostage.index") -> dict[str, Any]:
     """Counters and one page. Page links carry the account next to them (``after``,
     ``before``) or ``last``: keyset pages, as fast deep in a territory as at the
-    top; a bare ``page`` number (a hand-typed URL) uses OFFSET."""
+    top; a bare ``page`` number (a hand-typed URL) uses OFFSET.
+
+    Sorted by class, the sheets of a bundle for every class are counted for the
+    PDF form: on the whole page (it works without the page's script), and in the
+    live list only while the option is ticked (a territory's count costs about
+    as much as its list)."""
     page_size = config_value("PAGE_SIZE")
     raw_page = request.args.get("page", "1").strip() or "1"
     if (
@@ -176,6 +196,9 @@ def preview_context(selection: Selection, endpoint: str = "publipostage.index") 
         raise SelectionError(_("Invalid page number."), field="page")
     cursor = _page_cursor()
     counters = count(selection)
+    can_print = has_capability(PRINT)
+    wanted = request.endpoint == "publipostage.index" or every_class_chosen()
+    class_sheets = count_sheets(selection) if can_print and selection.by_class and wanted else None
     pages = max(1, math.ceil(counters.selected / page_size))
     number = min(int(raw_page), pages)
     rows: list[Any] | None = None
@@ -193,6 +216,8 @@ def preview_context(selection: Selection, endpoint: str = "publipostage.index") 
     query: dict[str, Any] = dict(selection.to_args().to_dict(flat=False))
     if template:
         query["template"] = template
+    if every_class_chosen():
+        query["every_class"] = "y"
 
     def page_url(n: int, **where: Any) -> str:
         return url_for(endpoint, **query, page=n, **where)
@@ -207,14 +232,16 @@ def preview_context(selection: Selection, endpoint: str = "publipostage.index") 
     return {
         "selection": selection,
         "counters": counters,
+        "class_sheets": class_sheets,
         "rows": rows,
         "page": number,
         "pages": pages,
         "page_size": page_size,
         "first_row": (number - 1) * page_size + 1,
-        "can_print": has_capability(PRINT),
+        "can_print": can_print,
         "several_schools": len(perimeter_schools(selection.scope)) > 1,
         "template": template,
+        "every_class": every_class_chosen(),
         "page_url": page_url,
         "page_links": links,
     }

@@ -212,6 +212,41 @@ def test_options_that_cannot_apply_are_greyed_with_their_reason(page: Any) -> No
     assert page.is_enabled("#pp-pdf input[name=postal]") and not page.is_visible("#pp-postal-why")
 
 
+def test_a_bundle_for_every_class_and_the_zip_say_what_they_need_and_print(page: Any) -> None:
+    page.goto(f"{BASE}/")
+    for name in ("every_class", "zip"):
+        assert page.is_disabled(f"#pp-pdf input[name={name}]")
+    assert page.is_visible("#pp-every-class-why") and page.is_visible("#pp-zip-why")
+    assert not page.is_visible("#pp-every-class-count")
+    # Then by class: a bundle for every class applies, and says what it prints; a ZIP needs class first.
+    page.select_option("#pp-sort", "profile")
+    page.select_option("#pp-then", "class")
+    page.wait_for_function("() => !document.querySelector('#pp-pdf input[name=every_class]').disabled")
+    assert not page.is_visible("#pp-every-class-why")
+    # Ticked, it says what it prints, before printing.
+    page.check("#pp-pdf input[name=every_class]")
+    page.wait_for_function("() => !document.querySelector('#pp-every-class-count').hidden")
+    assert page.inner_text("#pp-every-class-count") == "12 fiches pour 10 comptes"
+    assert "every_class=y" in page.url
+    assert page.is_disabled("#pp-pdf input[name=zip]") and page.is_visible("#pp-zip-why")
+    page.get_by_label("CP de Mme Émery", exact=True).check()
+    page.wait_for_function("() => document.querySelector('#pp-every-class-count').textContent.trim() === '3 fiches pour 3 comptes'")
+    page.select_option("#pp-sort", "class")
+    page.wait_for_function("() => !document.querySelector('#pp-pdf input[name=zip]').disabled")
+    assert not page.is_visible("#pp-zip-why")
+    # A ZIP goes to its page in the background, which offers it once ready.
+    assert page.is_checked("#pp-pdf input[name=every_class]")
+    page.check("#pp-pdf input[name=zip]")
+    page.get_by_role("button", name="Générer en PDF").click()
+    page.wait_for_url("**/pdf/jobs/*")
+    link = page.get_by_role("link", name="Télécharger le fichier ZIP")
+    link.wait_for(timeout=60_000)
+    assert page.get_by_text("CP de Mme Émery.pdf").count() == 1
+    with page.expect_download() as info:
+        link.click()
+    assert info.value.suggested_filename.endswith(".zip")
+
+
 # -- 9. feedback where the eyes are ------------------------------------------------------------------
 
 

@@ -17,8 +17,8 @@ from flask_publipostage.csv_export import FILENAME_MAX
 from .hosts import Division, add_person, db
 from .test_pdf_support import URL, add_class_of, post_pdf
 
-SAFE = re.compile(r'attachment; filename="([a-z0-9_-]+\.(?:pdf|csv))"')
-STAMP = re.compile(r"_(\d{4}-\d{2}-\d{2})_(\d{2})h(\d{2})\.(?:pdf|csv)$")
+SAFE = re.compile(r'attachment; filename="([a-z0-9_-]+\.(?:pdf|csv|zip))"')
+STAMP = re.compile(r"_(\d{4}-\d{2}-\d{2})_(\d{2})h(\d{2})\.(?:pdf|csv|zip)$")
 
 
 def _name(response: Any) -> str:
@@ -98,6 +98,17 @@ class TestBackground:
         name = _name(client.get(status["download_url"], "adml_a"))
         assert _check_time(name) == "publipostage_ecole-a_tous-profils_ce2-bleu_cartes-avec-emargement"
         assert name in page  # the job page shows it
+
+
+def test_zip_of_one_pdf_per_class_names_its_content(app_ctx: Any, client: Any, school: Any) -> None:
+    response = post_pdf(client, f"class={school.cp.ref}&class={school.cm1.ref}&sort=class", template="cards",
+                        every_class="y", zip="y")
+    assert response.status_code == 303
+    job = response.headers["Location"].rsplit("/", 1)[-1]
+    status = client.get(f"{URL}/pdf/jobs/{job}/status", "adml_a").get_json()
+    name = _name(client.get(status["download_url"], "adml_a"))
+    assert name.endswith(".zip")
+    assert _check_time(name) == "publipostage_ecole-a_tous-profils_cm1-de-m-zola_cp-de-mme-emery_cartes-dans-chaque-classe"
 
 
 def test_csv_export_names_its_content(app_ctx: Any, client: Any, school: Any) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import math
+import re
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from pypdf import PdfReader
 
 from flask_publipostage.access import Scope
 from flask_publipostage.pdf import fonts, render, worker
-from flask_publipostage.pdf.merge import DocumentInfo, StreamingPdfConcatenator
+from flask_publipostage.pdf.merge import DocumentInfo, StreamingPdfConcatenator, ZipOfPdfs
 from flask_publipostage.recipients import iter_recipients
 from flask_publipostage.runs.models import PRINTED, Run, RunItem
 from flask_publipostage.selection import Selection
@@ -172,7 +174,45 @@ class TestCeleryPath:
             assert count_word(text, login) == 1
 
 
+    def test_a_zip_from_chunk_tasks(self, app: Any, client: Any) -> None:
+        with app.app_context():
+            _, nord = add_class_of("CE2 Nord", 21, prefix="cn")
+            _, sud = add_class_of("CM1 Sud", 13, prefix="cs")
+            add_person("parent.cs", "Mère", "Sud", "PARENT", enfants=[sud[3], nord[5]])
+            db.session.commit()
+        response = post_pdf(client, "sort=class", every_class="y", zip="y")
+        assert response.status_code == 303
+        job_id = response.headers["Location"].rsplit("/", 1)[-1]
+        status = client.get(f"{URL}/pdf/jobs/{job_id}/status", "adml_a").get_json()
+        assert status["state"] == "done" and (status["sheets"], status["accounts"]) == (36, 35), status
+        with client.get(status["download_url"], "adml_a") as download:
+            archive = zipfile.ZipFile(io.BytesIO(download.get_data()))
+        # CE2 in two chunks of 16, CM1 in one: each class's chunks make its file, the parent in both.
+        assert archive.namelist() == ["CE2 Nord.pdf", "CM1 Sud.pdf"]
+        for name, prefix, size in (("CE2 Nord.pdf", "cn", 21), ("CM1 Sud.pdf", "cs", 13)):
+            texts = pages_text(archive.read(name))
+            assert len(texts) == size + 1
+            logins = [login for t in texts for login in re.findall(rf"(?<![\w.-])(?:{prefix}\d{{4}}|parent\.cs)(?![\w.-])", t)]
+            assert sorted(set(logins)) == sorted([f"{prefix}{i:04d}" for i in range(size)] + ["parent.cs"])
+            assert all(t.startswith(name.removesuffix(".pdf") + " · ") for t in texts)
+
+
 # -- merge, policy, overrides ------------------------------------------------------------------
+
+
+def test_zip_files_are_named_after_their_bundles(tmp_path: Path) -> None:
+    chunk = tmp_path / "chunk.pdf"
+    chunk.write_bytes(_small_pdf(["une page"]))
+    target = tmp_path / "all.zip"
+    archive = ZipOfPdfs(str(target), tmp_path)
+    for label in ("CP de Mme Dumas", "CE1/CE2 : Bleus?", "CP de Mme Dumas", "..", "Classe\x00 « Été »"):
+        archive.start_file(label)
+        archive.append(str(chunk))
+    archive.close()
+    assert zipfile.ZipFile(target).namelist() == [
+        "CP de Mme Dumas.pdf", "CE1-CE2 - Bleus-.pdf", "CP de Mme Dumas (2).pdf", "_.pdf", "Classe « Été ».pdf"
+    ]
+    assert archive.page_count == 5 and not list(tmp_path.glob("zip-*"))
 
 
 def _small_pdf(words: list[str]) -> bytes:

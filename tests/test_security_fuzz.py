@@ -24,7 +24,7 @@ from .test_security_support import snapshot, table_state, token_from
 PARAM_NAMES = [
     "profile", "class", "activation", "email", "local_admin", "created_before",
     "created_since", "sort", "then", "page", "campaign", "template", "csrf_token",
-    "options", "x", "",
+    "every_class", "zip", "options", "x", "",
 ]
 VALUES = st.one_of(
     st.sampled_from(
@@ -44,6 +44,7 @@ PLAUSIBLE = st.sampled_from([
     ("email", "with"), ("email", "without"), ("local_admin", "exclude"), ("sort", "class"),
     ("sort", "profile"), ("then", "profile"), ("created_since", "2025-09-01"), ("campaign", "1"),
     ("template", "letter"), ("template", "cards"), ("postal", "y"), ("signoff", "y"),
+    ("then", "class"), ("every_class", "y"), ("zip", "y"),
 ])
 PLAUSIBLE_QUERY = st.lists(st.one_of(PLAUSIBLE, PLAUSIBLE, PLAUSIBLE, st.tuples(st.sampled_from(PARAM_NAMES), VALUES)), max_size=5)
 ADMINS = st.sampled_from(["adml_a", "adml_a", "adml_b", "super", "viewer_a", None])

@@ -195,7 +195,7 @@ def test_groups(app_ctx: Flask, matrix: MatrixSchool) -> None:
     assert by_class == [
         ("paul.etienne", "CE2 de Mme Élise"),
         ("marie.abel", "CM1 de M. Zola"),
-        ("hugo.sansclasse", ""),
+        ("hugo.sansclasse", "Sans classe"),
     ]
     by_profile = {r.login: r.group for r in iter_recipients(select(app_ctx, "sort=profile"))}
     assert by_profile["anne.prof"] == "Enseignants"

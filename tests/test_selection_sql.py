@@ -6,8 +6,8 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask, current_app
 
-from flask_publipostage.selection import Selection, name_key
-from flask_publipostage.sql import fold_for_sort
+from flask_publipostage.selection import Selection
+from flask_publipostage.sql import fold_for_sort, name_key
 from flask_publipostage.views import current_selection
 
 from .hosts import db
@@ -72,8 +72,22 @@ def _agree(selection: Selection) -> int:
     rows = db.session.execute(selection.statement(host)).all()
     numbered = db.session.execute(selection.numbered(host)).all()
     assert [r.user_id for r in sorted(numbered, key=lambda r: r.position)] == [str(r.id) for r in rows]
-    if selection.group_by == "class":
-        assert {r.user_id: r.group_key for r in numbered} == {str(r.id): r.class_key for r in rows}
+    if selection.by_class:
+        # The group key holds the statement's class key (and the profile's rank).
+        assert {r.user_id: selection.class_key_of(r.group_key) for r in numbered} == {str(r.id): r.class_key for r in rows}
+        # A bundle for every class: each account once per class it counts in, in
+        # print order, its first class the one it has without the option.
+        every = sorted(db.session.execute(selection.numbered(host, every_class=True)).all(), key=lambda r: r.position)
+        assert [r.position for r in every] == list(range(1, len(every) + 1))
+        assert len(every) == db.session.execute(selection.sheets_statement(host)).scalar_one()
+        keys: dict[str, list[str | None]] = {}
+        for r in every:
+            keys.setdefault(r.user_id, []).append(selection.class_key_of(r.group_key))
+        assert {user: found[0] for user, found in keys.items()} == {str(r.id): r.class_key for r in rows}
+        assert all(len(set(found)) == len(found) for found in keys.values())
+        if selection.sort[0] == "class":
+            order = [selection.class_key_of(r.group_key) for r in every]
+            assert order == sorted(order, key=lambda k: (k is None, k or ""))
     return len(rows)
 
 

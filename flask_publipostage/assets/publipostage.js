@@ -68,6 +68,11 @@
     filterAdvice();
     checkDates();
     syncRestrictions();
+    var everyClass = document.querySelector("#pp-pdf input[name=every_class]");
+    var kept = form.elements.namedItem("every_class");
+    if (everyClass && kept) {
+      everyClass.checked = kept.value === "y";
+    }
   }
 
   /* A restriction's banner shows while its value is in the form. */
@@ -237,6 +242,11 @@
       var withoutEmail = Number(counters.getAttribute("data-without-email"));
       setCount("send", selected - withoutEmail);
       setCount("skip", withoutEmail);
+      // "N fiches pour M comptes": what a bundle for every class prints (sorted by class).
+      setCount("accounts", selected);
+      if (counters.hasAttribute("data-class-sheets")) {
+        setCount("sheets", Number(counters.getAttribute("data-class-sheets")));
+      }
     }
     document.dispatchEvent(new CustomEvent("publipostage:selection", {
       detail: {
@@ -311,7 +321,21 @@
     var params = formParams();
     // The first sort key (a lone "Puis par" counts as the first one).
     var first = params.get("sort") || params.get("then");
+    var byClass = params.get("sort") === "class" || params.get("then") === "class";
     syncOption("signoff", "pp-signoff-why", first !== "class");
+    syncOption("zip", "pp-zip-why", first !== "class");
+    syncOption("every_class", "pp-every-class-why", !byClass);
+    // While "a bundle for every class" is ticked, the list counts its sheets.
+    var box = document.querySelector("#pp-pdf input[name=every_class]");
+    var kept = form.elements.namedItem("every_class");
+    if (box && kept) {
+      kept.value = box.checked ? "y" : "";
+    }
+    var sheets = document.getElementById("pp-every-class-count");
+    var counters = results.querySelector(".pp-counters");
+    if (sheets) {
+      sheets.hidden = !box || !box.checked || !counters || !counters.hasAttribute("data-class-sheets");
+    }
   }
 
   /* -- "Puis par" cannot repeat "Par" ------------------------------------------ */
@@ -472,6 +496,11 @@
   document.addEventListener("change", function (event) {
     if (event.target && event.target.name === "template" && event.target.closest("#pp-pdf")) {
       syncPdfOptions();
+    }
+    if (event.target && event.target.name === "every_class" && event.target.closest("#pp-pdf")) {
+      syncPdfOptions();
+      window.clearTimeout(timer);
+      update(formParams(), "replace");
     }
   });
 

@@ -1,10 +1,12 @@
-"""Concatenate chunk PDFs into one file as they come, with flat memory.
+"""Assemble chunk PDFs as they come, with flat memory: into one PDF file, or into
+a ZIP holding one PDF per bundle.
 
 ``pypdf.PdfWriter`` keeps every page in memory until it writes (hundreds of MB
 for a region-wide run). Here each chunk's objects are renumbered and written at
 once; only the byte offsets and the page numbers stay in memory, and the page
 tree, the catalog and the cross-reference table are written at the end (PDF
-allows objects in any order).
+allows objects in any order). A ZIP (:class:`ZipOfPdfs`, the standard library's
+``zipfile``) gets each PDF once it is whole, from disk: one bundle at a time.
 
 Every chunk embeds its own subsets of the fonts, all tagged ``AAAAAA+`` by the
 renderer: copied as they are, a 600-page file would hold the same fonts fifteen
@@ -22,8 +24,11 @@ import hashlib
 import os
 import re
 import secrets
-from dataclasses import dataclass
+import unicodedata
+import zipfile
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from pypdf import PdfReader
@@ -231,6 +236,85 @@ class StreamingPdfConcatenator:
     def _write_raw(self, number: int, body: str) -> None:
         self._offsets[number] = self._file.tell()
         self._file.write(f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1"))
+
+
+class ZipOfPdfs:
+    """``start_file(name)``, then ``append(path)`` each of its chunks in order; the
+    next ``start_file`` or ``close()`` puts the PDF in the ZIP as ``<name>.pdf``.
+
+    Names are the bundles' labels as people read them ("CP de Mme Dumas.pdf"),
+    with what a file system refuses replaced and a number added to a name
+    already taken ("CP (2).pdf")."""
+
+    def __init__(self, path: str, workdir: str | Path, *, info: DocumentInfo | None = None) -> None:
+        self.path = path
+        self._info = info or DocumentInfo()
+        self._zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED)
+        self._workdir = Path(workdir)
+        self._current: StreamingPdfConcatenator | None = None
+        self._name = ""
+        self._names: set[str] = set()
+        self._pages = 0
+        self.files = 0
+
+    @property
+    def page_count(self) -> int:
+        return self._pages + (self._current.page_count if self._current else 0)
+
+    def start_file(self, name: str) -> None:
+        self._store()
+        self._name = self._unique(safe_file_name(name))
+        part = self._workdir / f"zip-{self.files:06d}.pdf.{os.getpid()}"
+        self._current = StreamingPdfConcatenator(str(part), info=replace(self._info, title=name))
+
+    def append(self, path: str) -> int:
+        assert self._current is not None, "start_file() first"
+        return self._current.append(path)
+
+    def _store(self) -> None:
+        current, self._current = self._current, None
+        if current is None:
+            return
+        current.close()
+        self._zip.write(current.path, arcname=f"{self._name}.pdf")
+        os.remove(current.path)
+        self._pages += current.page_count
+        self.files += 1
+
+    def _unique(self, name: str) -> str:
+        candidate, number = name, 1
+        while candidate.casefold() in self._names:
+            number += 1
+            candidate = f"{name} ({number})"
+        self._names.add(candidate.casefold())
+        return candidate
+
+    def close(self) -> None:
+        self._store()
+        self._zip.close()
+
+    def abort(self) -> None:
+        if self._current is not None:
+            self._current.abort()
+            self._current = None
+        self._zip.close()
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+
+
+#: What Windows, macOS or Linux refuse in a file name.
+_UNSAFE = re.compile(r'[<>:"/\\|?*]')
+FILE_NAME_MAX = 120
+
+
+def safe_file_name(label: str) -> str:
+    """A label as a file name every system takes, still readable ("CP de Mme
+    Dumas", "CE1/CE2" -> "CE1-CE2"); at most :data:`FILE_NAME_MAX` characters."""
+    text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in unicodedata.normalize("NFC", label))
+    text = " ".join(_UNSAFE.sub("-", text).split())[:FILE_NAME_MAX].strip(" .")
+    return text or "_"
 
 
 _REFERENCE = re.compile(rb"(\d+) 0 R")

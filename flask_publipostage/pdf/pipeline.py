@@ -1,11 +1,16 @@
 """A PDF run: its accounts cut into chunks, rendered in parallel, merged in order.
 
-The run's items are its accounts in print order. Planning gives each a chunk
-(whole pages inside a group: multiples of 8 for cards) and a weight (the pages it
-adds), so progress is counted from the items. A chunk becomes a PDF file of its
-own, its items ``rendered``; the merged file makes them ``printed``. Chunk files
-stay until the end: a run taken over after a crash renders only the chunks not
-yet on disk.
+The run's items are its sheets in print order (an account's, or with a bundle for
+every class, an account's in one of its classes). Every group of every sort level
+starts a new sheet; the groups of the first level are the run's *bundles* (a
+class's, sorted by class first), each opened by its sign-off sheet if asked.
+Planning gives each item a chunk (whole pages inside a group: multiples of 8 for
+cards) and a weight (the pages it adds), so progress is counted from the items. A
+chunk becomes a PDF file of its own, its items ``rendered``; the assembled file
+makes them ``printed``: the chunks merged into one PDF, or, for a ZIP, each
+bundle's chunks (a chunk never spans two bundles then) into a PDF of its own.
+Chunk files stay until the end: a run taken over after a crash renders only the
+chunks not yet on disk.
 
 Where chunks render: a run of ``PDF_SYNC_LIMIT`` accounts or fewer is one chunk,
 rendered by whoever drives it (the admin's request); a larger one in a pool of
@@ -21,9 +26,10 @@ import logging
 import math
 import multiprocessing
 import os
-from collections.abc import Iterable, Sequence
+from bisect import bisect_right
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -59,7 +65,8 @@ class Cancelled(Exception):
 @dataclass(frozen=True)
 class Part:
     """Consecutive accounts of one group in a chunk: positions ``start`` ..
-    ``start+count-1`` (or the group's sign-off sheet, before its first account)."""
+    ``start+count-1`` (or the sign-off sheet of the bundle the group opens, before
+    its first account: then ``group_*`` are the bundle's)."""
 
     kind: str
     start: int
@@ -71,9 +78,22 @@ class Part:
 
 @dataclass(frozen=True)
 class Group:
+    """Items of one group (every sort level): positions ``start`` .. ``start+count-1``."""
+
     key: str | None
     start: int
     count: int
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Consecutive groups of one group of the first sort level: a class's bundle
+    when sorted by class first (``has_class``: not the accounts without one)."""
+
+    key: str | None
+    start: int
+    count: int
+    has_class: bool
 
 
 # -- starting -------------------------------------------------------------------------------
@@ -88,16 +108,17 @@ def start(selection: Selection, options: render.Options, *, inline: bool = False
         options.to_dict(),
         item_kind="card" if options.template == render.CARDS else "letter",
         columns=lambda rows: {"group_key": rows.c.group_key},
-        file_name=filename(selection, "pdf", content=options.file_words()),
+        every_class=options.every_class,
+        file_name=filename(selection, options.extension, content=options.file_words()),
         audit_action="pdf",
         audit_template=options.template,
         inline=inline,
     )
 
 
-def is_small(accounts: int) -> bool:
+def is_small(sheets: int) -> bool:
     """A small run is one chunk, rendered in the admin's request."""
-    return accounts <= int(config_value("PDF_SYNC_LIMIT"))
+    return sheets <= int(config_value("PDF_SYNC_LIMIT"))
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -114,17 +135,43 @@ def groups(run_id: int) -> list[Group]:
     return [Group(key, int(start), int(count)) for key, start, count in rows]
 
 
+def bundles(group_rows: Sequence[Group], selection: Selection) -> list[Bundle]:
+    """The run's bundles: its groups gathered by their group of the first sort level."""
+    found: list[Bundle] = []
+    for group in group_rows:
+        key = selection.first_level_of(group.key)
+        if found and found[-1].key == key:
+            found[-1] = replace(found[-1], count=found[-1].count + group.count)
+        else:
+            has_class = selection.group_by == "class" and selection.class_key_of(group.key) is not None
+            found.append(Bundle(key, group.start, group.count, has_class))
+    return found
+
+
+def signoffs(bundle_rows: Sequence[Bundle], options: render.Options) -> dict[int, int]:
+    """Where sign-off sheets go: the first position of each class bundle -> its accounts."""
+    return {b.start: b.count for b in bundle_rows if b.has_class} if options.signoff else {}
+
+
 def cut(
-    group_rows: Sequence[Group], options: render.Options, chunk_size: int, *, small_first: int = 0, signoff: bool = False
+    group_rows: Sequence[Group],
+    options: render.Options,
+    chunk_size: int,
+    *,
+    small_first: int = 0,
+    signoff_at: Mapping[int, int] | None = None,
+    breaks: Collection[int] = (),
 ) -> list[tuple[int, int]]:
     """The chunks of a run as position ranges ``(first, last)``, about
     ``chunk_size`` accounts each.
 
     Inside a group, cuts fall on whole pages (multiples of 8 for cards), so no
     page is left half empty; a chunk may hold the end of a group and the start of
-    the next (each group starts on a new sheet anyway). With ``small_first``, the
-    first chunk is one page and the next ``small_first`` ones are smaller, so
-    progress shows early and the workers start together.
+    the next (each group starts on a new sheet anyway), except at ``breaks`` (the
+    bundles of a ZIP, each a file). With ``small_first``, the first chunk is one
+    page and the next ``small_first`` ones are smaller, so progress shows early and
+    the workers start together. ``signoff_at``: the sign-off sheets (first
+    position -> accounts listed), which weigh on their chunk.
     """
     unit = options.unit
     size = max(unit, math.ceil(chunk_size / unit) * unit)
@@ -146,8 +193,10 @@ def cut(
         first, weight = None, 0
 
     for group in group_rows:
-        if signoff and group.key is not None:
-            weight += max(1, group.count // 4)
+        if group.start in breaks:
+            flush()
+        if signoff_at and group.start in signoff_at:
+            weight += max(1, signoff_at[group.start] // 4)
         done = 0
         while done < group.count:
             room = limit() - weight
@@ -167,19 +216,19 @@ def cut(
     return chunks
 
 
-def parts_of(span: tuple[int, int], group_rows: Sequence[Group], options: render.Options, grouped: bool) -> list[Part]:
-    """The parts of the chunk ``span``: a group's sign-off sheet goes with its first account."""
+def parts_of(span: tuple[int, int], group_rows: Sequence[Group], signoff_at: Mapping[int, int]) -> list[Part]:
+    """The parts of the chunk ``span``: a bundle's sign-off sheet goes with its first account."""
     lo, hi = span
     parts = []
     for group in group_rows:
         end = group.start + group.count - 1
         if end < lo or group.start > hi:
             continue
-        key = group.key if grouped else None
-        if options.signoff and grouped and group.key is not None and lo <= group.start <= hi:
-            parts.append(Part(SIGNOFF, group.start, group.count, key, group.start, group.count))
+        if group.start in signoff_at and lo <= group.start <= hi:
+            listed = signoff_at[group.start]
+            parts.append(Part(SIGNOFF, group.start, listed, group.key, group.start, listed))
         start = max(lo, group.start)
-        parts.append(Part(ACCOUNTS, start, min(hi, end) - start + 1, key, group.start, group.count))
+        parts.append(Part(ACCOUNTS, start, min(hi, end) - start + 1, group.key, group.start, group.count))
     return parts
 
 
@@ -195,13 +244,16 @@ def plan(run: Run, selection: Selection, options: render.Options, settings: rend
     if spans:
         return [(int(lo), int(hi)) for lo, hi in spans]
     group_rows = groups(run.id)
+    bundle_rows = bundles(group_rows, selection)
+    signoff_at = signoffs(bundle_rows, options)
     total = sum(g.count for g in group_rows)
-    signoff = options.signoff and selection.group_by == "class"
-    if is_small(total):
+    if is_small(total) and not options.zip:
         chunks = [(1, total)] if total else []
     else:
-        workers = max(1, int(config_value("PDF_WORKERS")))
-        chunks = cut(group_rows, options, int(config_value("PDF_CHUNK_SIZE")), small_first=workers, signoff=signoff)
+        workers = 0 if is_small(total) else max(1, int(config_value("PDF_WORKERS")))
+        breaks = {b.start for b in bundle_rows} if options.zip else ()
+        chunks = cut(group_rows, options, int(config_value("PDF_CHUNK_SIZE")), small_first=workers,
+                     signoff_at=signoff_at, breaks=breaks)
     with core.engine().begin() as conn:
         where = [c.run_id == run.id]
         for index, (lo, hi) in enumerate(chunks):
@@ -212,9 +264,9 @@ def plan(run: Run, selection: Selection, options: render.Options, settings: rend
                 first_on_sheet = (c.position - group.start) % render.CARDS_PER_PAGE == 0
                 conn.execute(sa.update(item_t).where(*where, in_group).values(
                     weight=sa.case((first_on_sheet, 1), else_=0)))
-            if signoff and group.key is not None:
-                conn.execute(sa.update(item_t).where(*where, c.position == group.start).values(
-                    weight=c.weight + render.signoff_pages(group.count, settings)))
+        for first, listed in signoff_at.items():
+            conn.execute(sa.update(item_t).where(*where, c.position == first).values(
+                weight=c.weight + render.signoff_pages(listed, settings)))
     return chunks
 
 
@@ -223,6 +275,11 @@ def plan(run: Run, selection: Selection, options: render.Options, settings: rend
 
 def chunk_path(run: Run, index: int) -> Path:
     return files.parts_dir(run) / f"{index:06d}.pdf"
+
+
+def label_path(run: Run, index: int) -> Path:
+    """The name of the bundle a chunk belongs to, written with the chunk (a ZIP names its files after them)."""
+    return chunk_path(run, index).with_suffix(".label")
 
 
 def chunk_done(run: Run, index: int) -> None:
@@ -259,6 +316,8 @@ class Job:
         self.settings = render.Settings.from_config(run.school_name)
         self.chunks = plan(run, self.selection, self.options, self.settings)
         self.groups = groups(run.id)
+        self.bundles = bundles(self.groups, self.selection)
+        self.signoff_at = signoffs(self.bundles, self.options)
         self.ahead = ahead
         self.related = Related(state().host, self.selection)
         self._read: dict[int, Recipient] = {}
@@ -279,34 +338,41 @@ class Job:
             self._span = (lo, stop)
         return {p: r for p, r in self._read.items() if lo <= p <= hi}
 
+    def bundle_of(self, index: int) -> int:
+        """The bundle (its rank) of chunk ``index``'s first account."""
+        return bisect_right([b.start for b in self.bundles], self.chunks[index][0]) - 1
+
     def html(self, index: int) -> str:
         """The HTML of one chunk (empty when none of its accounts exists any more);
-        its accounts without a postal address are noted beside it."""
-        run, span, group_by = self.run, self.chunks[index], self.selection.group_by
-        parts = parts_of(span, self.groups, self.options, grouped=group_by is not None)
+        its accounts without a postal address are noted beside it, and for a ZIP
+        the name of its bundle."""
+        run, span, grouped = self.run, self.chunks[index], bool(self.selection.sort)
+        parts = parts_of(span, self.groups, self.signoff_at)
         if not parts:
             return ""
-        # A sign-off sheet lists its whole group, beyond the chunk.
+        # A sign-off sheet lists its whole bundle, beyond the chunk.
         by_position = self.accounts(span[0], max(p.start + p.count - 1 for p in parts))
         sheets: list[render.Sheet] = []
         missing: list[list[str]] = []
+        bundle = ""  # the label of the chunk's first bundle
         for part in parts:
             recipients = [by_position[p] for p in range(part.start, part.start + part.count) if p in by_position]
             if not recipients:
                 continue
-            group = None
-            if group_by:
-                label = render.group_label(recipients[0].group, group_by)
-                group = render.Group(label, part.group_count, part.start - part.group_start + 1)
+            if grouped:
+                bundle = bundle or recipients[0].groups[0]
             if part.kind == SIGNOFF:
-                assert group is not None
-                sheets += render.signoff_sheets(recipients, group, self.settings)
+                listed = render.Group(recipients[0].groups[0], part.group_count)
+                sheets += render.signoff_sheets(recipients, listed, self.settings)
                 continue
+            group = render.Group(recipients[0].group, part.group_count, part.start - part.group_start + 1) if grouped else None
             sheets += render.account_sheets(recipients, self.options, self.settings, group)
             if self.options.postal:
-                missing += [render.missing_row(r, group_by) for r in recipients if not r.postal_address]
+                missing += [render.missing_row(r) for r in recipients if not r.postal_address]
         if missing:
             chunk_path(run, index).with_suffix(".missing.json").write_text(json.dumps(missing), encoding="utf-8")
+        if self.options.zip and bundle:
+            label_path(run, index).write_text(bundle, encoding="utf-8")
         return render.render_document(sheets, self.options, self.settings) if sheets else ""
 
 
@@ -348,7 +414,7 @@ def drive(run: Run, scope: Scope) -> None:
 
 def _render_here(job: Job, done: set[int]) -> None:
     """Render the chunks in worker processes (the first one here, while they
-    start), append each to the file in order as it comes."""
+    start), add each to the file in order as it comes."""
     run = job.run
     workers = max(1, int(config_value("PDF_WORKERS")))
     todo = [i for i in range(len(job.chunks)) if i not in done]
@@ -356,7 +422,7 @@ def _render_here(job: Job, done: set[int]) -> None:
     if len(todo) > 2:
         context = multiprocessing.get_context(config_value("PDF_START_METHOD"))
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
-    output = _output(run)
+    output = Assembly(job)
     futures: dict[Future[str], int] = {}
     ready = set(done)
     merged = 0
@@ -378,9 +444,7 @@ def _render_here(job: Job, done: set[int]) -> None:
                     chunk_done(run, index)
             core.heartbeat(run.id)
             while merged in ready:
-                path = chunk_path(run, merged)
-                if path.exists():
-                    output.append(str(path))
+                output.add(merged)
                 merged += 1
             if not core.is_active(run.id):
                 raise Cancelled
@@ -404,7 +468,7 @@ def _render_here(job: Job, done: set[int]) -> None:
         while futures:
             collect(block=True)
         collect(block=False)
-        _append_missing(job, output)
+        output.add_missing()
     except BaseException:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -415,13 +479,64 @@ def _render_here(job: Job, done: set[int]) -> None:
     _complete(run, output)
 
 
-def _output(run: Run) -> Any:
-    # pypdf is loaded by processes that merge, not by every web process.
-    from .merge import StreamingPdfConcatenator
+class Assembly:
+    """The run's file, from its chunk files in order: one PDF, or (``zip``) a ZIP
+    holding a PDF per bundle, named after it."""
 
-    # Named per driver: two drivers of one run (a take-over) never write one file.
-    target = files.storage_dir() / f"{run.token}.pdf.{os.getpid()}.part"
-    return StreamingPdfConcatenator(str(target), info=document_info(run))
+    def __init__(self, job: Job) -> None:
+        # pypdf is loaded by processes that merge, not by every web process.
+        from .merge import StreamingPdfConcatenator, ZipOfPdfs
+
+        self.job = job
+        run = job.run
+        # Named per driver: two drivers of one run (a take-over) never write one file.
+        target = str(files.storage_dir() / f"{run.token}.{job.options.extension}.{os.getpid()}.part")
+        self.output: Any
+        if job.options.zip:
+            self.output = ZipOfPdfs(target, files.parts_dir(run), info=document_info(run))
+        else:
+            self.output = StreamingPdfConcatenator(target, info=document_info(run))
+        self._bundle = -1
+
+    @property
+    def path(self) -> str:
+        return str(self.output.path)
+
+    @property
+    def page_count(self) -> int:
+        return int(self.output.page_count)
+
+    def add(self, index: int) -> None:
+        """Chunk ``index`` (nothing when none of its accounts existed any more)."""
+        run = self.job.run
+        path = chunk_path(run, index)
+        if not path.exists():
+            return
+        if self.job.options.zip and self.job.bundle_of(index) != self._bundle:
+            self._bundle = self.job.bundle_of(index)
+            self.output.start_file(label_path(run, index).read_text(encoding="utf-8"))
+        self.output.append(str(path))
+
+    def add_missing(self) -> None:
+        """Postal letters end with the list of the accounts that had no address
+        (in a ZIP: a file of its own)."""
+        job = self.job
+        if not job.options.postal:
+            return
+        rows = list(_missing_rows(job))
+        if rows:
+            path = files.parts_dir(job.run) / "missing.pdf"
+            sheets = render.missing_sheets(rows, job.settings)
+            worker.render_file(render.render_document(sheets, job.options, job.settings), str(path), job.settings.roots)
+            if job.options.zip:
+                self.output.start_file(_("Accounts without a postal address"))
+            self.output.append(str(path))
+
+    def close(self) -> None:
+        self.output.close()
+
+    def abort(self) -> None:
+        self.output.abort()
 
 
 def document_info(run: Run) -> Any:
@@ -451,19 +566,7 @@ def _missing_rows(job: Job) -> Iterable[list[str]]:
             yield from json.loads(path.read_text(encoding="utf-8"))
 
 
-def _append_missing(job: Job, output: Any) -> None:
-    """Postal letters end with the list of the accounts that had no address."""
-    if not job.options.postal:
-        return
-    rows = list(_missing_rows(job))
-    if rows:
-        path = files.parts_dir(job.run) / "missing.pdf"
-        worker.render_file(render.render_document(render.missing_sheets(rows, job.settings), job.options, job.settings),
-                           str(path), job.settings.roots)
-        output.append(str(path))
-
-
-def _complete(run: Run, output: Any) -> None:
+def _complete(run: Run, output: Assembly) -> None:
     output.close()
     final = files.final_path(run)
     os.replace(output.path, final)
@@ -513,13 +616,11 @@ def finish_task(run_id: int) -> None:
             _discard(run)
         return
     job = Job(run, core.frozen_scope(run))
-    output = _output(run)
+    output = Assembly(job)
     try:
         for index in range(len(job.chunks)):
-            path = chunk_path(run, index)
-            if path.exists():
-                output.append(str(path))
-        _append_missing(job, output)
+            output.add(index)
+        output.add_missing()
     except Exception as exc:
         output.abort()
         log.exception("publipostage PDF merge failed")

@@ -91,21 +91,31 @@ class Options:
     template: str = LETTER
     postal: bool = False
     signoff: bool = False
+    #: A bundle for every class: an account in each of its classes (sorted by class).
+    every_class: bool = False
+    #: One PDF per class bundle, in a ZIP file (sorted by class first).
+    zip: bool = False
 
     @property
     def unit(self) -> int:
         """Accounts per page: chunks inside a group are cut on multiples of it."""
         return CARDS_PER_PAGE if self.template == CARDS else 1
 
+    @property
+    def extension(self) -> str:
+        return "zip" if self.zip else "pdf"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def file_words(self) -> str:
         """What the file holds, for its name ("lettres", "cartes", "courrier postal",
-        "avec émargement")."""
+        "avec émargement", "dans chaque classe")."""
         words = [_("cards") if self.template == CARDS else _("postal letters") if self.postal else _("letters")]
         if self.signoff:
             words.append(_("with sign-off sheets"))
+        if self.every_class:
+            words.append(_("in every class"))
         return " ".join(words)
 
     @classmethod
@@ -114,6 +124,8 @@ class Options:
             template=str(data.get("template", LETTER)),
             postal=bool(data.get("postal")),
             signoff=bool(data.get("signoff")),
+            every_class=bool(data.get("every_class")),
+            zip=bool(data.get("zip")),
         )
 
 
@@ -180,14 +192,6 @@ class Sheet:
 
     kind: str
     data: dict[str, Any]
-
-
-def group_label(recipient_group: str, group_by: str | None) -> str:
-    if group_by is None:
-        return ""
-    if recipient_group:
-        return recipient_group
-    return _("Without a class") if group_by == "class" else _("Without a profile")
 
 
 # -- QR codes -------------------------------------------------------------------
@@ -461,8 +465,8 @@ def missing_sheets(rows: Sequence[Sequence[str]], settings: Settings) -> list[Sh
     ]
 
 
-def missing_row(recipient: Recipient, group_by: str | None) -> list[str]:
-    return [recipient.full_name, recipient.login, group_label(recipient.group, group_by)]
+def missing_row(recipient: Recipient) -> list[str]:
+    return [recipient.full_name, recipient.login, recipient.group]
 
 
 # -- the document ---------------------------------------------------------------------

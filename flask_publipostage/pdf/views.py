@@ -1,9 +1,10 @@
 """Routes of "Générer en PDF": a small PDF comes back in the request, a large one
-is prepared in the background with a progress page; both are runs, visible to
-their creator only."""
+(and a ZIP of one PDF per class) is prepared in the background with a progress
+page; all are runs, visible to their creator only."""
 
 from __future__ import annotations
 
+import zipfile
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, url_for
@@ -17,7 +18,7 @@ from ..i18n import lazy_gettext as _l
 from ..i18n import ngettext
 from ..runs import core, files
 from ..runs.models import DONE, Run
-from ..selection import Selection, SelectionError, check_size, count
+from ..selection import Selection, SelectionError, check_size, count, count_sheets
 from ..state import state
 from ..views import PostForm, current_selection, form_error, stalled_label, time_left_label
 from . import check, pipeline, render
@@ -36,18 +37,30 @@ class PdfForm(FlaskForm):
     )
     postal = BooleanField(_l("Postal mail: the address shows in the window of a DL envelope (1 per page)"))
     signoff = BooleanField(_l("Add a sign-off sheet at the head of each class (sorted by class)"))
+    every_class = BooleanField(_l("A bundle per class: each account in each of its classes"))
+    zip = BooleanField(_l("One PDF file per class, together in a ZIP file"))
     #: Sent by the button of the check page: print although some names show boxes.
     print_anyway = BooleanField()
 
-    def options(self, group_by: str | None) -> render.Options:
+    def options(self, selection: Selection) -> render.Options:
         """The options chosen; one that cannot apply is refused, never ignored."""
         options = render.Options(
-            template=self.template.data, postal=bool(self.postal.data), signoff=bool(self.signoff.data)
+            template=self.template.data,
+            postal=bool(self.postal.data),
+            signoff=bool(self.signoff.data),
+            every_class=bool(self.every_class.data),
+            zip=bool(self.zip.data),
         )
         if options.postal and options.template != render.LETTER:
             raise SelectionError(_("Postal mail needs the template “1 per page”."), field="postal")
-        if options.signoff and group_by != "class":
+        if options.signoff and selection.group_by != "class":
             raise SelectionError(_("The sign-off sheet needs the accounts sorted by class first."), field="signoff")
+        if options.every_class and not selection.by_class:
+            raise SelectionError(
+                _("A bundle per class needs the accounts sorted by class (“Sort by” or “Then by”)."), field="every_class"
+            )
+        if options.zip and selection.group_by != "class":
+            raise SelectionError(_("One PDF file per class needs the accounts sorted by class first."), field="zip")
         return options
 
 
@@ -58,9 +71,13 @@ def pdf_context() -> dict[str, Any]:
         files.purge()
         return [JobView(run) for run in state().session.execute(core.visible(KIND, current_scope()).limit(5)).scalars()]
 
-    def form(template: str | None = None) -> PdfForm:
-        """The form, with the template a preset named already chosen."""
-        return PdfForm(data={"template": template}) if template in (render.LETTER, render.CARDS) else PdfForm()
+    def form(template: str | None = None, every_class: bool = False) -> PdfForm:
+        """The form, with the template a preset named, and a bundle for every
+        class if the page's address says so, already chosen."""
+        data: dict[str, Any] = {"every_class": every_class}
+        if template in (render.LETTER, render.CARDS):
+            data["template"] = template
+        return PdfForm(data=data)
 
     return {
         "pdf_form": form,
@@ -77,11 +94,17 @@ class JobView:
         self.run = run
         self.progress = core.progress(run)
         counts = self.progress.counts
-        self.accounts = counts.total
+        self.options = render.Options.from_dict(run.options_dict)
+        #: Letters or cards, one per item; accounts, once each (a bundle for every
+        #: class prints some accounts several times).
+        self.sheets = counts.total
+        self.accounts = core.count_accounts([run.id])[run.id] if self.options.every_class else counts.total
         self.pages_total = run.pages if run.state == DONE and run.pages is not None else counts.weight_total
         self.pages_done = self.pages_total if run.state == DONE else counts.weight_done
         self.downloadable = files.downloadable(run)
-        self.template = run.options_dict.get("template", render.LETTER)
+        self.template = self.options.template
+        #: The PDF files of a ZIP ready to download, by name.
+        self.zip_files = _zip_names(run) if self.downloadable and self.options.zip else []
 
     def status(self) -> dict[str, Any]:
         run, progress = self.run, self.progress
@@ -97,9 +120,19 @@ class JobView:
             "percent": 100 if run.state == DONE else progress.percent,
             "seconds_left": progress.seconds_left,
             "accounts": self.accounts,
+            "sheets": self.sheets,
             "download_url": url_for("publipostage.pdf_download", job_id=run.token) if self.downloadable else None,
             "downloaded": run.downloaded_at is not None,
         }
+
+
+def _zip_names(run: Run) -> list[str]:
+    """The names in a finished ZIP (its central directory only is read)."""
+    try:
+        with zipfile.ZipFile(str(run.file_path)) as archive:
+            return archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return []
 
 
 @require(PRINT)
@@ -110,7 +143,7 @@ def generate_pdf() -> Any:
         if "template" in form.errors and "csrf_token" not in form.errors:
             raise SelectionError(_("Invalid PDF template: choose “1 per page” or “8 per page”."), field="template")
         raise form_error(form)
-    options = form.options(selection.group_by)
+    options = form.options(selection)
     if options.postal and not state().host.has_postal_address:
         raise SelectionError(
             _("Postal letters need postal addresses, which this console does not provide."), field="postal"
@@ -123,7 +156,9 @@ def generate_pdf() -> Any:
         problems, total = check.unprintable(selection, render.Settings.from_config().typesetter)
         if total:
             return _check_page(form, selection, problems, total)
-    inline = pipeline.is_small(counters.selected)
+    sheets = count_sheets(selection) if options.every_class else counters.selected
+    # A ZIP is always prepared in the background: its page lists what it holds.
+    inline = pipeline.is_small(sheets) and not options.zip
     run, _created = pipeline.start(selection, options, inline=inline)
     if not inline:
         return redirect(url_for("publipostage.pdf_job", job_id=run.token), code=303)
@@ -199,7 +234,7 @@ def _download(run: Run) -> Response:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     return Response(
         files.stream(run.id, path, app),
-        mimetype="application/pdf",
+        mimetype=files.media_type(run),
         headers={
             "Content-Disposition": f'attachment; filename="{run.file_name}"',
             "Content-Length": str(path.stat().st_size),

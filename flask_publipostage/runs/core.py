@@ -127,6 +127,7 @@ def start(
     *,
     item_kind: str,
     columns: Callable[[Any], dict[str, Any]] | None = None,
+    every_class: bool = False,
     file_name: str = "",
     audit_action: str,
     audit_template: str,
@@ -141,8 +142,11 @@ def start(
     ``MAX_RUNNING_JOBS`` queued or running runs of a kind, whatever their
     selections; one more is refused with ``kind.busy`` (409). ``columns`` gives
     the kind's own item columns from the selection's numbered rows
-    (:meth:`Selection.numbered`). An ``inline`` run is driven by the caller at once
-    (a small PDF, in its request, calls :func:`drive`): it takes no slot.
+    (:meth:`Selection.numbered`); ``every_class``: an item per account and class
+    (a PDF's bundle for every class), else one per account. The audit row counts
+    accounts unless ``audit_count`` says otherwise. An ``inline`` run is driven by
+    the caller at once (a small PDF, in its request, calls :func:`drive`): it
+    takes no slot.
     """
     scope = selection.scope
     assert scope is not None
@@ -166,10 +170,19 @@ def start(
             return existing, False
     session.add(run)
     session.flush()
-    _freeze_items(run, selection, item_kind, columns)
+    try:
+        _freeze_items(run, selection, item_kind, columns, every_class)
+    except IntegrityError:
+        if not every_class:
+            raise
+        # Tables of an earlier version: one item per account and run.
+        session.rollback()
+        raise SelectionError(
+            _("The database must be upgraded for this option: run “flask publipostage upgrade-db”."), status=503
+        ) from None
     _freeze_perimeter(run, scope)
     if audit_count is None:
-        audit_count = count_items(run.id, session.connection())
+        audit_count = count_accounts([run.id], session.connection())[run.id]
     audit.record(audit_action, selection, audit_count, template=audit_template, result=f"run {run.id}")
     session.commit()
     log.info("publipostage %s run %d started by %s", kind.name, run.id, scope.actor)
@@ -221,9 +234,11 @@ def _take_slot(kind: Kind, scope: Scope, run: Run) -> Run | None:
     raise SelectionError(str(kind.busy), status=409)
 
 
-def _freeze_items(run: Run, selection: Selection, item_kind: str, columns: Callable[[Any], dict[str, Any]] | None) -> None:
+def _freeze_items(
+    run: Run, selection: Selection, item_kind: str, columns: Callable[[Any], dict[str, Any]] | None, every_class: bool
+) -> None:
     """One INSERT … SELECT over the selection: memory stays flat at any size."""
-    rows = selection.numbered(state().host).subquery("pp_numbered")
+    rows = selection.numbered(state().host, every_class=every_class).subquery("pp_numbered")
     values: dict[str, Any] = {
         "run_id": sa.literal(run.id, sa.Integer),
         "user_id": rows.c.user_id,
@@ -297,21 +312,21 @@ class ItemRow:
 
 def accounts(selection: Selection, items: Sequence[ItemRow], related: Related | None = None) -> list[tuple[ItemRow, Recipient | None]]:
     """Each item with its account as the host has it now (codes included), None
-    when the account was deleted since; in the items' order."""
+    when the account was deleted since; in the items' order. An account in
+    several items (once per class) is read once, and named in each item's group."""
     found = state()
     host = found.host
-    ids = {}
-    for item in items:
-        key = parse_key(host.user_id, item.user_id)
-        if key is not None:
-            ids[key] = item
-    rows = []
-    if ids:
-        stmt = sa.select(*host.scalar_columns()).where(host.user_id.in_(list(ids)))
-        rows = found.session.connection().execute(stmt).all()
-    keys = {row.id: ids[row.id].group_key for row in rows}
-    by_id = {str(r.id): r for r in build(selection, rows, related, class_keys=keys)}
-    return [(item, by_id.get(item.user_id)) for item in items]
+    keys = [parse_key(host.user_id, item.user_id) for item in items]
+    wanted = list(dict.fromkeys(k for k in keys if k is not None))
+    rows = {}
+    if wanted:
+        stmt = sa.select(*host.scalar_columns()).where(host.user_id.in_(wanted))
+        rows = {row.id: row for row in found.session.connection().execute(stmt)}
+    present = [(item, rows[key]) for item, key in zip(items, keys) if key in rows]
+    built = build(selection, [row for _item, row in present], related,
+                  class_keys=[selection.class_key_of(item.group_key) for item, _row in present])
+    by_item = {item.id: recipient for (item, _row), recipient in zip(present, built)}
+    return [(item, by_item.get(item.id)) for item in items]
 
 
 def item_rows(run_id: int, *conditions: Any) -> list[ItemRow]:
@@ -609,12 +624,19 @@ class Counts:
         return self[PENDING] + self[SENDING]
 
 
-def count_items(run_id: int, conn: Any = None) -> int:
-    stmt = sa.select(sa.func.count()).where(item_t.c.run_id == run_id)
+def count_accounts(run_ids: Iterable[int], conn: Any = None) -> dict[int, int]:
+    """The accounts of several runs (an account in several items counts once)."""
+    ids = list(run_ids)
+    stmt = (
+        sa.select(item_t.c.run_id, sa.func.count(sa.distinct(item_t.c.user_id)))
+        .where(item_t.c.run_id.in_(ids)).group_by(item_t.c.run_id)
+    )
     if conn is not None:
-        return int(conn.execute(stmt).scalar() or 0)
-    with engine().connect() as own:
-        return int(own.execute(stmt).scalar() or 0)
+        found = dict(conn.execute(stmt).all())
+    else:
+        with engine().connect() as own:
+            found = dict(own.execute(stmt).all())
+    return {run_id: int(found.get(run_id) or 0) for run_id in ids}
 
 
 def counts(run_ids: Iterable[int]) -> dict[int, Counts]:

@@ -41,7 +41,12 @@ def storage_dir(app: Flask | None = None) -> Path:
 
 
 def final_path(run: Run) -> Path:
-    return storage_dir() / f"{run.token}.pdf"
+    """The finished file, with the extension of its download name (``.pdf``, ``.zip``)."""
+    return storage_dir() / f"{run.token}{Path(run.file_name).suffix or '.pdf'}"
+
+
+def media_type(run: Run) -> str:
+    return "application/zip" if Path(run.file_name).suffix == ".zip" else "application/pdf"
 
 
 def parts_dir(run: Run) -> Path:

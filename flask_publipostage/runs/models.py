@@ -2,9 +2,11 @@
 
 A *run* is a PDF file or an email campaign started by an admin: its selection and
 the admin's perimeter frozen when it started, its options, its state. Its *items*
-are the accounts, one row each, in print order; they outlive the run, as each
-account's distribution history (printed, emailed, failed, when; never a code). A
-run's counters are always counted from its items.
+are what it does for the accounts, in print order: one per account, or, in a PDF
+with a bundle for every class, one per account and class (a teacher of two classes
+has a sheet in both bundles); a campaign never sends an account twice. They
+outlive the run, as each account's distribution history (printed, emailed, failed,
+when; never a code). A run's counters are always counted from its items.
 """
 
 from __future__ import annotations
@@ -121,16 +123,23 @@ class Run(Base):
         return self.actor_name or self.actor
 
 
+#: Items of kind ``email``: one per account and campaign.
+_EMAIL = sa.text("kind = 'email'")
+
+
 class RunItem(Base):
-    """One account of a run: what was done for it, when, and why not."""
+    """One sheet or message of a run, for one account: what was done, when, and why not."""
 
     __tablename__ = "publipostage_run_item"
     __table_args__ = (
-        sa.UniqueConstraint("run_id", "user_id", name="uq_publipostage_run_item_user"),
+        # One item per place in print order; an account may hold several (a
+        # bundle for every class), except in a campaign.
+        sa.Index("uq_publipostage_run_item_position", "run_id", "position", unique=True),
+        sa.Index("uq_publipostage_run_item_email", "run_id", "user_id", unique=True,
+                 sqlite_where=_EMAIL, postgresql_where=_EMAIL),
         # With the position last, "the next N pending rows" and a chunk's range
         # read N index entries.
         sa.Index("ix_publipostage_run_item_state", "run_id", "state", "position"),
-        sa.Index("ix_publipostage_run_item_position", "run_id", "position"),
         # An account's history.
         sa.Index("ix_publipostage_run_item_user", "user_id"),
     )
@@ -148,7 +157,7 @@ class RunItem(Base):
     name: Mapped[str] = mapped_column(sa.String(NAME_LENGTH), default="")
     #: The address the message went to (emails).
     email: Mapped[str | None] = mapped_column(sa.String(EMAIL_LENGTH))
-    #: The sort key of the account's group (class or profile) in a PDF; NULL when none.
+    #: The account's group in a PDF, every sort level (:meth:`Selection.numbered`); NULL when none.
     group_key: Mapped[str | None] = mapped_column(sa.String(400))
     #: The PDF chunk rendering it (set when the run is planned).
     chunk: Mapped[int | None] = mapped_column()
