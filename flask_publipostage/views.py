@@ -26,8 +26,8 @@ from flask import (
 )
 from flask_wtf import FlaskForm
 
-from . import audit, csv_export
-from .access import PRINT, TEACHER, VIEW, current_scope, has_capability, require
+from . import audit, csv_export, renewal
+from .access import PRINT, RENEW, TEACHER, VIEW, current_scope, has_capability, require
 from .config import config_value
 from .host import parse_key
 from .i18n import gettext as _
@@ -35,7 +35,17 @@ from .models import local, school_midnight, utcnow, when
 from .profiles import PROFILE_ORDER, Profile
 from .recipients import Related, last_page, page_next_to
 from .recipients import page as recipients_page
-from .selection import FILTERS, Selection, SelectionError, check_size, count, describe, perimeter_schools, read_date
+from .selection import (
+    FILTERS,
+    Selection,
+    SelectionError,
+    available_filters,
+    check_size,
+    count,
+    describe,
+    perimeter_schools,
+    read_date,
+)
 from .state import state
 
 MAX_PAGE = 100_000
@@ -124,13 +134,14 @@ def filter_options() -> dict[str, Any]:
         related.school_names(session, {row[2] for row in rows})
     schools = perimeter_schools(scope)
     sort_choices = [c for c in FILTERS["sort"].choices if c[0] != "school" or len(schools) > 1]
+    filters = available_filters(host)
     return {
         "profiles": [p for p in PROFILE_ORDER if p in present],
         "classes": [(str(row[0]), related.label(row[1], row[2] if len(row) > 2 else None)) for row in rows],
         "schools": [(str(key), name) for key, name in schools] if len(schools) > 1 else [],
         "sort_choices": sort_choices,
-        "filters": FILTERS,
-        "defaults": {param: f.default for param, f in FILTERS.items() if f.choices},
+        "filters": filters,
+        "defaults": {param: f.default for param, f in filters.items() if f.choices},
         "school_year_start": school_year_start(),
     }
 
@@ -213,6 +224,7 @@ def preview_context(selection: Selection, endpoint: str = "publipostage.index") 
         "page_size": page_size,
         "first_row": (number - 1) * page_size + 1,
         "can_print": has_capability(PRINT),
+        "can_renew": renewal.available() and has_capability(PRINT) and has_capability(RENEW),
         "several_schools": len(perimeter_schools(selection.scope)) > 1,
         "template": template,
         "page_url": page_url,
@@ -279,6 +291,10 @@ def preview_json() -> Response:
                 "selected": counters.selected,
                 "without_email": counters.without_email,
                 "not_activated": counters.not_activated,
+                "federated": counters.federated,
+                "expired": counters.expired,
+                "blocked": counters.blocked,
+                "blocked_left_out": counters.blocked_left_out,
             },
             "page": context["page"],
             "pages": context["pages"],
@@ -298,8 +314,12 @@ def _account_json(r: Any, can_print: bool) -> dict[str, Any]:
         "profile": r.profile.value if r.profile else None,
         "email": r.email,
         "activated": r.activated,
-        # Shown to those who may print it, as on the page.
+        # Shown to those who may print it, as on the page (never an expired one).
         "activation_code": r.activation_code if can_print else None,
+        "code_valid_until": r.code_valid_until_day.isoformat() if r.code_valid_until_day else None,
+        "code_expired": r.code_expired,
+        "federated": r.federated,
+        "blocked": r.blocked,
         "classes": list(r.classes),
         "children": [{"first_name": c.first_name, "last_name": c.last_name, "classes": list(c.classes)} for c in r.children],
         "created_on": r.created_on.isoformat() if r.created_on else None,

@@ -50,6 +50,12 @@ def start(selection: Selection) -> tuple[Run, bool]:
     to_send = counters.selected - counters.without_email
     if to_send <= 0:
         raise SelectionError(_("No selected account has an email address: there is nothing to send."))
+    if counters.expired:
+        # Their code has expired: never sent (each is skipped, with the reason, when its turn comes).
+        to_send -= count(selection.with_values(email="with")).expired
+        if to_send <= 0:
+            raise SelectionError(_("The activation code of every selected account with an email address has "
+                                   "expired: there is nothing to send."))
 
     def columns(rows: Any) -> dict[str, Any]:
         has_email = rows.c.email.is_not(None)

@@ -37,7 +37,7 @@ from ..host import parse_key
 from ..i18n import gettext as _
 from ..models import utcnow
 from ..recipients import Recipient, Related, build
-from ..selection import Selection, SelectionError
+from ..selection import Selection, SelectionError, state_columns
 from ..state import state
 from . import backends
 from .models import (
@@ -302,7 +302,7 @@ def accounts(selection: Selection, items: Sequence[ItemRow], related: Related | 
             ids[key] = item
     rows = []
     if ids:
-        stmt = sa.select(*host.scalar_columns()).where(host.user_id.in_(list(ids)))
+        stmt = sa.select(*host.scalar_columns(), *state_columns(host)).where(host.user_id.in_(list(ids)))
         rows = found.session.connection().execute(stmt).all()
     keys = {row.id: ids[row.id].group_key for row in rows}
     by_id = {str(r.id): r for r in build(selection, rows, related, class_keys=keys)}
@@ -588,8 +588,9 @@ class Counts:
         return self[PENDING] + self[SENDING]
 
 
-def count_items(run_id: int, conn: Any = None) -> int:
-    stmt = sa.select(sa.func.count()).where(item_t.c.run_id == run_id)
+def count_items(run_id: int, conn: Any = None, condition: Any = None) -> int:
+    """The run's items (those meeting ``condition``)."""
+    stmt = sa.select(sa.func.count()).where(item_t.c.run_id == run_id, *(() if condition is None else (condition,)))
     if conn is not None:
         return int(conn.execute(stmt).scalar() or 0)
     with engine().connect() as own:
