@@ -238,13 +238,20 @@ def chunk_done(run: Run, index: int) -> None:
 
 
 def chunks_on_disk(run: Run, chunks: Sequence[tuple[int, int]]) -> set[int]:
-    """Chunks rendered by an earlier driver: file on disk, no item left pending."""
+    """Chunks rendered already: no item left pending, and their file on disk, or
+    none needed (not one of their accounts got a page: each was deleted, or had
+    an expired code)."""
     c = item_t.c
     with core.engine().connect() as conn:
         pending = set(conn.execute(
             sa.select(c.chunk).where(c.run_id == run.id, c.state == PENDING).distinct()
         ).scalars())
-    return {i for i in range(len(chunks)) if i not in pending and chunk_path(run, i).exists()}
+        printed = set(conn.execute(
+            sa.select(c.chunk).where(c.run_id == run.id, c.state.in_((RENDERED, PRINTED))).distinct()
+        ).scalars())
+    return {
+        i for i in range(len(chunks)) if i not in pending and (i not in printed or chunk_path(run, i).exists())
+    }
 
 
 # -- driving --------------------------------------------------------------------------------------

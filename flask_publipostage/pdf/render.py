@@ -376,8 +376,9 @@ def card_view(recipient: Recipient, settings: Settings) -> dict[str, Any]:
         "content": content,
         "code": code,
         "code_lines": t.fit_lines(code or "", beside, 10.5, lines=3, family="PPMono", bold=True),
-        "federation": t.fit(_("Sign in with %(federation)s: no code needed.", federation=settings.federation_name),
-                            beside, 8.5) if content == FEDERATED else "",
+        # In place of the code's label and value (two lines at least): never cut.
+        "federation": t.fit_lines(_("Sign in with %(federation)s: no code needed.", federation=settings.federation_name),
+                                  beside, 8.5, lines=2) if content == FEDERATED else [],
         "url_size": url_size,
         "url_lines": url_lines,
         "qr": qr,
