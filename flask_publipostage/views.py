@@ -285,27 +285,40 @@ def preview_json() -> Response:
     """The preview as JSON, for scripts: the same selection, the same pages."""
     context = preview_context(current_selection(PAGE_PARAMS), "publipostage.preview_json")
     counters, can_print = context["counters"], context["can_print"]
+    # The account states' keys exist when the host maps them.
+    states = [name for name in STATE_KEYS if state().host.maps(name)]
     response = jsonify(
         {
             "counters": {
                 "selected": counters.selected,
                 "without_email": counters.without_email,
                 "not_activated": counters.not_activated,
-                "federated": counters.federated,
-                "expired": counters.expired,
-                "blocked": counters.blocked,
-                "blocked_left_out": counters.blocked_left_out,
+                **{key: getattr(counters, key) for name in states for key in STATE_KEYS[name][0]},
             },
             "page": context["page"],
             "pages": context["pages"],
             "links": context["page_links"],
-            "accounts": [_account_json(r, can_print) for r in context["rows"]],
+            "accounts": [_account_json(r, can_print, states) for r in context["rows"]],
         }
     )
     return _private(response)
 
 
-def _account_json(r: Any, can_print: bool) -> dict[str, Any]:
+#: Optional field -> (its counters, its keys of an account) in ``/preview.json``.
+STATE_KEYS = {
+    "federated": (("federated",), ("federated",)),
+    "code_valid_until": (("expired",), ("code_valid_until", "code_expired")),
+    "blocked": (("blocked", "blocked_left_out"), ("blocked",)),
+}
+
+
+def _account_json(r: Any, can_print: bool, states: list[str]) -> dict[str, Any]:
+    values = {
+        "federated": r.federated,
+        "code_valid_until": r.code_valid_until_day.isoformat() if r.code_valid_until_day else None,
+        "code_expired": r.code_expired,
+        "blocked": r.blocked,
+    }
     return {
         "id": r.id,
         "login": r.login,
@@ -316,15 +329,12 @@ def _account_json(r: Any, can_print: bool) -> dict[str, Any]:
         "activated": r.activated,
         # Shown to those who may print it, as on the page (never an expired one).
         "activation_code": r.activation_code if can_print else None,
-        "code_valid_until": r.code_valid_until_day.isoformat() if r.code_valid_until_day else None,
-        "code_expired": r.code_expired,
-        "federated": r.federated,
-        "blocked": r.blocked,
         "classes": list(r.classes),
         "children": [{"first_name": c.first_name, "last_name": c.last_name, "classes": list(c.classes)} for c in r.children],
         "created_on": r.created_on.isoformat() if r.created_on else None,
         "group": r.group,
         "school": r.school or None,
+        **{key: values[key] for name in states for key in STATE_KEYS[name][1]},
     }
 
 
