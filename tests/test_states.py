@@ -467,3 +467,67 @@ class TestWithoutTheFields:
         for param in ("federated", "code", "blocked", "renew"):
             assert f'name="{param}"' not in page
         assert counters(client)["blocked_left_out"] == 0
+
+
+# -- the new contents fit their page and their card -----------------------------------------------------
+
+
+LONG_FIRST = "Marie-Chantal Bérénice Anne-Sophie Éléonore"
+LONG_LAST = "de la Tour d’Auvergne-Saint-Exupéry de Montmorency-Laval et Rohan-Chabot-Gué"
+
+
+def _longest_in_each_state() -> list[str]:
+    """A federated parent of five long-named children, an activated pupil without
+    email (a renewal code), a pupil whose code has a validity, all with 120-character
+    names and a postal address."""
+    from .states import VALID_UNTIL
+
+    classes = [Division(libelle=f"Classe numéro {i} de Mme Longuenom-Interminable", ecole="A") for i in range(5)]
+    db.session.add_all(classes)
+    address = {"rue": "12 rue des Lilas", "ville": "75011 Paris"}
+    kids = [
+        hosts.add_person(f"kid{i}", f"Enfant{i} Prénom-Composé-Très-Long", "Descendant-Nombreux-De-La-Famille", "ELEVE",
+                         divisions=[classes[i]], activated=True, **address)
+        for i in range(5)
+    ]
+    hosts.add_person("long.federe", LONG_FIRST, LONG_LAST, "PARENT", enfants=kids, federated=True, **address)
+    hosts.add_person("long.renouv", LONG_FIRST, LONG_LAST, "ELEVE", divisions=classes[:1], activated=True, **address)
+    hosts.add_person("long.code", LONG_FIRST, LONG_LAST, "ELEVE", divisions=classes[:1], code_until=VALID_UNTIL,
+                     token="LONGCODE", **address)
+    db.session.commit()
+    return ["long.federe", "long.renouv", "long.code", *(f"kid{i}" for i in range(5))]
+
+
+@pytest.mark.parametrize("postal", [None, "y"])
+def test_every_letter_of_a_state_stays_on_its_page(app_ctx: Flask, client: Any, postal: str | None) -> None:
+    from .test_pdf_support import word_boxes
+
+    logins = _longest_in_each_state()
+    data = pdf(post_pdf(client, "profile=Relative&profile=Student", postal=postal, renew="without_email"))
+    assert page_count(data) == len(logins)  # one page each: nothing spills over
+    letters = letters_by_login(data, logins)
+    assert "Se connecter avec ÉduConnect" in letters["long.federe"]
+    assert "Code de renouvellement" in letters["long.renouv"]
+    assert "valable jusqu'au 31/12/2099" in letters["long.code"]
+    for words in word_boxes(data):
+        for w in words:
+            assert 16 <= w.x0 and w.x1 <= 194 and w.y1 <= 290, w
+
+
+def test_every_card_of_a_state_keeps_clear_of_its_qr_code(app_ctx: Flask, client: Any) -> None:
+    from .test_pdf_qr import _cells, _inside
+    from .test_pdf_support import image_boxes, overlaps, word_boxes
+
+    logins = _longest_in_each_state()
+    data = pdf(post_pdf(client, "profile=Relative&profile=Student", template="cards", renew="without_email"))
+    (words,) = word_boxes(data)
+    (images,) = image_boxes(data)
+    assert len(images) == len(logins)
+    for word in words:
+        for qr in images:
+            assert not overlaps(word, qr), (word, qr)
+        # Every word inside one card's cell: nothing runs over the cut lines.
+        assert word.y0 < 20 or any(_inside(word, cell) for cell in _cells()), word
+    text = pages_text(data)[0].replace("\n", " ")
+    assert "Connexion avec ÉduConnect : aucun code." in text
+    assert "(code valable jusqu'au 31/12/2099)" in text and "(code valable jusqu'au 30/11/2026)" in text
