@@ -466,7 +466,9 @@ class TestWithoutTheFields:
         page = raw(client.get(f"{URL}/", "adml_a"))
         for param in ("federated", "code", "blocked", "renew"):
             assert f'name="{param}"' not in page
-        assert counters(client)["blocked_left_out"] == 0
+        # The JSON is the one it was: no key of the states.
+        assert set(counters(client)) == {"selected", "without_email", "not_activated"}
+        assert not {"federated", "blocked", "code_expired", "code_valid_until"} & set(shown["paul.federe"])
 
 
 # -- the new contents fit their page and their card -----------------------------------------------------
@@ -531,3 +533,65 @@ def test_every_card_of_a_state_keeps_clear_of_its_qr_code(app_ctx: Flask, client
     text = pages_text(data)[0].replace("\n", " ")
     assert "Connexion avec ÉduConnect : aucun code." in text
     assert "(code valable jusqu'au 31/12/2099)" in text and "(code valable jusqu'au 30/11/2026)" in text
+
+
+# -- in Chromium: the filters and the renewal option drive the page and the PDF ------------------------
+
+
+def test_the_page_in_chromium(app: Flask, states: States, tmp_path: Any) -> None:
+    from .browser import admin_page, launched_browser, live_server, require_chromium
+
+    sync_api = require_chromium()
+
+    def wait_selected(page: Any, count: int) -> None:
+        page.wait_for_function(
+            "n => { const c = document.querySelector('#pp-results .pp-counters');"
+            " return c && c.dataset.selected === String(n) && !document.getElementById('pp-results').hasAttribute('aria-busy'); }",
+            arg=count,
+        )
+
+    with live_server(app) as base, launched_browser(sync_api) as browser, admin_page(browser, base) as page:
+        page.goto(f"{URL}/")
+        wait_selected(page, 5)
+        assert page.is_checked("input[name=blocked][value=exclude]")
+        assert "1 compte bloqué écarté" in page.inner_text("#pp-results")
+        assert "1 code d'activation a expiré" in page.inner_text("#pp-results")
+        page.get_by_label("Uniquement les comptes bloqués").check()
+        wait_selected(page, 1)
+        assert "blocked=only" in page.url
+        page.get_by_label("Sauf les comptes bloqués").check()
+        wait_selected(page, 5)
+        assert "blocked" not in page.url  # the default stays out of the address
+        page.get_by_label("Code expiré", exact=True).check()
+        wait_selected(page, 1)
+        assert "code=expired" in page.url
+        page.get_by_label("Générer un nouveau code pour les comptes dont le code d'activation a expiré").check()
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Générer en PDF").click()
+        path = tmp_path / "renewed.pdf"
+        download.value.save_as(path)
+    (letter,) = pages_text(path.read_bytes())
+    codes = renewal_codes()
+    assert set(codes) == {"ines.expire"} and codes["ines.expire"] in letter and "Code de renouvellement" in letter
+
+
+def test_the_journal_names_the_filters(client: Any, states: States) -> None:
+    pdf(post_pdf(client, "blocked=only"))
+    pdf(post_pdf(client, "federated=exclude&code=valid"))
+    journal = text(client.get(f"{URL}/journal", "adml_a"))
+    assert "Uniquement les comptes bloqués" in journal
+    assert "Sauf les comptes fédérés · Code encore valable" in journal
+
+
+def test_upgrade_db_adds_the_renewal_column(app: Flask) -> None:
+    with app.app_context():
+        with db.engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE publipostage_run_item DROP COLUMN renewal_issued_at"))
+    result = app.test_cli_runner().invoke(args=["publipostage", "upgrade-db"])
+    assert result.exit_code == 0, result.output
+    assert "quand un code de renouvellement a été émis" in result.output
+    with app.app_context():
+        columns = {c["name"] for c in sa.inspect(db.engine).get_columns("publipostage_run_item")}
+    assert "renewal_issued_at" in columns
+    again = app.test_cli_runner().invoke(args=["publipostage", "upgrade-db"])
+    assert "renouvellement" not in again.output
