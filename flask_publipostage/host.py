@@ -93,7 +93,9 @@ class HostModels:
     :param fields: logical field -> attribute name, or a SQL expression built on the
         user model (``User.activated_flag.is_(True)``). ``classes`` and ``children``
         name relationships (user -> classes, parent -> pupils). ``postal_address``
-        may be a list of attribute names, printed one per line.
+        may be a list of attribute names, printed one per line. The optional
+        :data:`STATE_FIELDS` (``federated``, ``blocked``, ``code_valid_until``)
+        each bring a filter, counters and their letters (:meth:`maps`).
     :param profiles: host profile value -> canonical profile name, when the host
         stores other values ("ELEVE" -> "Student").
     :param school_model: the host's school ("établissement") model, for the
