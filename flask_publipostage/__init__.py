@@ -13,6 +13,7 @@ from typing import Any
 _EXPORTS = {
     "CAPABILITIES": "access",
     "PRINT": "access",
+    "RENEW": "access",
     "SEND": "access",
     "VIEW": "access",
     "Scope": "access",

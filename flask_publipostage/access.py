@@ -5,7 +5,8 @@ The host gives two callables to ``init_app``:
 * ``scope() -> Scope | None``: the accounts and classes the current admin may see
   (``None`` when nobody is logged in);
 * ``permission(capability) -> bool`` for the capabilities ``view``, ``print``
-  (PDF, CSV) and ``send`` (mail).
+  (PDF, CSV), ``send`` (mail) and ``renew`` (have the host issue renewal codes,
+  printed on the letters: only with a ``renew`` callable given to ``init_app``).
 
 Without them ``init_app`` refuses to start: the page fails closed.
 
@@ -30,7 +31,10 @@ from .state import state
 VIEW = "view"
 PRINT = "print"
 SEND = "send"
-CAPABILITIES = (VIEW, PRINT, SEND)
+#: Asking the host for new codes changes the accounts (an earlier code stops
+#: working): a capability of its own, on top of ``print``.
+RENEW = "renew"
+CAPABILITIES = (VIEW, PRINT, SEND, RENEW)
 
 #: Whom the page speaks to: an ENT admin (the ENT guide's advice for every
 #: profile), or a teacher handing their classes' credentials out in person.

@@ -137,6 +137,12 @@ def _upgrade() -> None:
         if OLD_ITEM_CONSTRAINT in constraints:
             _items_per_bundle(engine, {i["name"] for i in inspector.get_indexes(core.item_t.name)})
             click.echo(_("A PDF may now hold an account in several bundles (a bundle for every class)."))
+    item_columns = {c["name"] for c in inspector.get_columns("publipostage_run_item")} if "publipostage_run_item" in existing else set()
+    if item_columns and "renewal_issued_at" not in item_columns:
+        timestamp = sa.DateTime().compile(dialect=engine.dialect)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE publipostage_run_item ADD COLUMN renewal_issued_at {timestamp}"))
+        click.echo(_("The runs now record when a renewal code was issued."))
     if OLD_TABLES[0] not in existing:
         click.echo(_("Nothing to upgrade: no table of version 0.1."))
         return

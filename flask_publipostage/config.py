@@ -30,6 +30,14 @@ DEFAULTS: dict[str, Any] = {
     "ACTIVATION_URL": None,
     #: Page "Mot de passe oublié"; default ``ENT_URL + /auth/forgot``.
     "RESET_URL": None,
+    #: Page where a renewal code is entered (see ``renew`` of ``init_app``);
+    #: default ``RESET_URL``.
+    "RENEWAL_URL": None,
+    #: The academic identity federated accounts sign in with (the optional field
+    #: ``federated``): its name, printed on their letters and emails...
+    "FEDERATION_NAME": "ÉduConnect",
+    #: ...and its address.
+    "FEDERATION_URL": "https://educonnect.education.gouv.fr",
     #: The password rule shown in the activation steps; ``None`` uses the catalog's text.
     "PASSWORD_RULE": None,
     #: Path of the logo printed on letters (PNG or JPEG); the PDF renderer may read
@@ -209,22 +217,30 @@ def check_time_zones(app: Any) -> None:
 
 @dataclass(frozen=True)
 class EntLinks:
-    """The ENT's name, addresses and password rule, as letters and emails print them."""
+    """The ENT's name, addresses and password rule, and the academic identity of
+    federated accounts, as letters and emails print them."""
 
     name: str
     url: str
     activation_url: str
     reset_url: str
     password_rule: str
+    renewal_url: str = ""
+    federation_name: str = ""
+    federation_url: str = ""
 
     @classmethod
     def from_config(cls, app: Any = None) -> "EntLinks":
         url = str(config_value("ENT_URL", app) or "").rstrip("/")
+        reset_url = str(config_value("RESET_URL", app) or f"{url}/auth/forgot")
         return cls(
             name=str(config_value("ENT_NAME", app) or ""),
             url=url,
             activation_url=str(config_value("ACTIVATION_URL", app) or f"{url}/auth/activation"),
-            reset_url=str(config_value("RESET_URL", app) or f"{url}/auth/forgot"),
+            reset_url=reset_url,
+            renewal_url=str(config_value("RENEWAL_URL", app) or reset_url),
+            federation_name=str(config_value("FEDERATION_NAME", app) or ""),
+            federation_url=str(config_value("FEDERATION_URL", app) or ""),
             password_rule=str(
                 config_value("PASSWORD_RULE", app)
                 or _("at least 8 characters, with an upper-case letter, a lower-case letter and a digit")

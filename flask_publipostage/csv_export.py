@@ -51,6 +51,8 @@ class _Texts:
 
     def __init__(self) -> None:
         self.activated = _("Account activated")
+        self.federated = _("Federated account")
+        self.expired = _("Code expired")
         self.profiles: dict[Any, str] = {}
         self.parent_of = parent_of_formatter()
 
@@ -69,6 +71,15 @@ def classes_cell(recipient: Recipient, texts: _Texts | None = None) -> str:
             for c in recipient.children
         )
     return ", ".join(recipient.classes)
+
+
+def code_cell(recipient: Recipient, texts: _Texts) -> str:
+    """As in the preview: the code, or why there is none (an expired code is not given)."""
+    if recipient.activation_code:
+        return recipient.activation_code
+    if recipient.federated:
+        return texts.federated
+    return texts.expired if recipient.code_expired else texts.activated
 
 
 def header(schools: bool = False) -> list[str]:
@@ -96,7 +107,7 @@ def row(
         recipient.first_name,
         texts.profile(recipient),
         recipient.login,
-        recipient.activation_code or texts.activated,
+        code_cell(recipient, texts),
         recipient.email or "",
         classes_cell(recipient, texts),
         f"{created.day:02d}/{created.month:02d}/{created.year:04d}" if created else "",

@@ -102,6 +102,7 @@ class Publipostage:
         permission: Callable[[str], bool],
         profiles: Mapping[Any, str] | None = None,
         school_model: Any = None,
+        renew: Callable[[list[Any]], Mapping[Any, Any]] | None = None,
     ) -> None:
         """Mount the page on ``app``.
 
@@ -115,6 +116,10 @@ class Publipostage:
         :param profiles: host profile value -> canonical profile, if they differ.
         :param school_model: the host's school model, with the fields ``school``,
             ``school_name`` and ``class_school``: the optional school dimension.
+        :param renew: ``(ids) -> {id: (code, valid_until)}``, optional: creates a
+            renewal code for each account (in the host's tables) and returns them;
+            called while a PDF is rendered, without a request
+            (:mod:`~flask_publipostage.renewal`). Admins need the capability ``renew``.
 
         Reads every ``PUBLIPOSTAGE_*`` key of :data:`flask_publipostage.config.DEFAULTS`.
         """
@@ -122,6 +127,8 @@ class Publipostage:
             raise RuntimeError("flask-publipostage is already registered on this app")
         if not callable(scope) or not callable(permission):
             raise TypeError("init_app needs a scope and a permission callable (fail closed)")
+        if renew is not None and not callable(renew):
+            raise TypeError("renew must be a callable (ids) -> {id: (code, valid_until)}")
         check_renamed(app.config)
         for key, value in DEFAULTS.items():
             app.config.setdefault(f"PUBLIPOSTAGE_{key}", value)
@@ -137,6 +144,7 @@ class Publipostage:
             permission_callback=permission,
             domain=make_domain(tuple(config_value("TRANSLATION_DIRECTORIES", app))),
             runner=backends.make_runner(app, watch=core.resume_stale),
+            renew_callback=renew,
         )
         app.extensions[KEY] = found
         app.register_blueprint(create_blueprint(), url_prefix=config_value("URL_PREFIX", app))

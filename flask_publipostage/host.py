@@ -32,9 +32,14 @@ SCALAR_FIELDS = (
     "created_at",
     "local_admin",
 )
-#: Logical fields of the user model: the scalar ones, then relationships and the
-#: address lines.
-USER_FIELDS = (*SCALAR_FIELDS, "classes", "children", "postal_address", "school")
+#: The account's state beyond activation, each optional: ``federated`` (signs in
+#: with an academic identity: no code), ``blocked`` (left out unless asked for),
+#: ``code_valid_until`` (the activation code's last valid moment: a datetime, or a
+#: date valid through that day).
+STATE_FIELDS = ("federated", "blocked", "code_valid_until")
+#: Logical fields of the user model: the scalar ones, the state ones, then
+#: relationships and the address lines.
+USER_FIELDS = (*SCALAR_FIELDS, *STATE_FIELDS, "classes", "children", "postal_address", "school")
 #: Logical fields of the class model.
 CLASS_FIELDS = ("class_name", "class_school")
 #: Logical field of the school model (``school_model`` of ``init_app``).
@@ -43,7 +48,9 @@ SCHOOL_FIELDS = ("school_name",)
 #: out: class names are then never qualified by their school).
 SCHOOL_MAPPING = ("school", "school_name")
 #: Fields a host may leave out (``activated`` defaults to ``activation_code IS NULL``).
-OPTIONAL_FIELDS = ("activated", "children", "postal_address", "school", "class_school", "school_name")
+OPTIONAL_FIELDS = (
+    "activated", *STATE_FIELDS, "children", "postal_address", "school", "class_school", "school_name",
+)
 REQUIRED_USER_FIELDS = tuple(f for f in USER_FIELDS if f not in OPTIONAL_FIELDS)
 
 
@@ -86,7 +93,9 @@ class HostModels:
     :param fields: logical field -> attribute name, or a SQL expression built on the
         user model (``User.activated_flag.is_(True)``). ``classes`` and ``children``
         name relationships (user -> classes, parent -> pupils). ``postal_address``
-        may be a list of attribute names, printed one per line.
+        may be a list of attribute names, printed one per line. The optional
+        :data:`STATE_FIELDS` (``federated``, ``blocked``, ``code_valid_until``)
+        each bring a filter, counters and their letters (:meth:`maps`).
     :param profiles: host profile value -> canonical profile name, when the host
         stores other values ("ELEVE" -> "Student").
     :param school_model: the host's school ("établissement") model, for the
@@ -117,7 +126,7 @@ class HostModels:
             if name in self.fields and not isinstance(self.fields[name], str):
                 raise MappingError(f"{name!r} must name a relationship of the user model")
         for name in self.fields:
-            if name in SCALAR_FIELDS:
+            if name in SCALAR_FIELDS or name in STATE_FIELDS:
                 self.user_column(name)  # fail now, not at the first request
         self.class_name_column()
         self._check_schools()
@@ -253,6 +262,18 @@ class HostModels:
             return sa.inspect(model)._adapt_element(value)
         return value
 
+    def maps(self, name: str) -> bool:
+        """The host mapped the optional logical field ``name`` (``"school"``: the
+        whole school dimension). What depends on it (a filter, a column, a counter)
+        exists only then."""
+        if name == "school":
+            return self.has_schools
+        return name in self.fields
+
+    def state_columns(self, model: Any = None) -> list[Any]:
+        """The mapped :data:`STATE_FIELDS`, labelled by their logical names."""
+        return [self.user_column(name, model).label(name) for name in STATE_FIELDS if name in self.fields]
+
     def relationship(self, name: str, model: Any = None) -> QueryableAttribute[Any] | None:
         if name not in self.fields:
             return None
@@ -294,12 +315,13 @@ class HostModels:
         return self.user_column("profile")
 
     def scalar_columns(self, model: Any = None) -> list[Any]:
-        """The id and every scalar field, labelled by their logical names, then
-        ``school_id`` (the account's school, when mapped) and ``address_<n>`` for
-        each postal address line."""
+        """The id and every scalar field, labelled by their logical names, the
+        mapped state fields, then ``school_id`` (the account's school, when mapped)
+        and ``address_<n>`` for each postal address line."""
         model = model if model is not None else self.user_model
         columns = [self.user_column_pk(model).label("id")]
         columns += [self.user_column(name, model).label(name) for name in SCALAR_FIELDS]
+        columns += self.state_columns(model)
         if self.has_schools:
             columns.append(self.school_of_user(model).label("school_id"))
         if model is self.user_model:

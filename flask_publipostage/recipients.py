@@ -67,10 +67,24 @@ def _starts_with_vowel(name: str) -> bool:
 
 _VOWELS = frozenset("aeiouy")
 
+#: What an account's letter, card and email say (:attr:`Recipient.content`):
+#: first login with the activation code; a renewal code and how to use it; sign
+#: in with the academic identity; how to choose a new password; or nothing at
+#: all, the code having expired (never printed nor sent).
+ACTIVATION = "activation"
+RENEWAL = "renewal"
+FEDERATED = "federated"
+ACTIVATED = "activated"
+EXPIRED = "expired"
+
 
 @dataclass(frozen=True, slots=True)
 class Recipient:
-    """One selected account, as every output sees it."""
+    """One selected account, as every output sees it.
+
+    ``activation_code`` is the code to print, or None: none once activated, none
+    for a federated account, none once expired (``code_expired``).
+    """
 
     id: Any
     login: str
@@ -91,6 +105,18 @@ class Recipient:
     postal_address: tuple[str, ...] = ()
     #: The account's own school (the school dimension), "" when not mapped.
     school: str = ""
+    #: Signs in with the academic identity (the optional field ``federated``).
+    federated: bool = False
+    blocked: bool = False
+    #: The activation code's validity end (a datetime of the host, or a date
+    #: valid through that day), when mapped and a code is printed.
+    code_valid_until: datetime | date | None = None
+    #: The activation code has expired: it is not given (``activation_code`` None).
+    code_expired: bool = False
+    #: A renewal code the host issued for this very output (never stored by the
+    #: extension), and its validity end.
+    renewal_code: str | None = None
+    renewal_valid_until: datetime | date | None = None
 
     @property
     def full_name(self) -> str:
@@ -115,6 +141,35 @@ class Recipient:
     def created_on(self) -> date | None:
         """Creation day in the school's time zone, as the date filters count it."""
         return local_date(self.created_at)
+
+    @property
+    def content(self) -> str:
+        """What this account's letter, card or email says: the one rule every
+        output follows (:data:`ACTIVATION`, :data:`RENEWAL`, :data:`FEDERATED`,
+        :data:`ACTIVATED` or :data:`EXPIRED`, which nothing prints nor sends)."""
+        if self.federated:
+            return FEDERATED
+        if self.renewal_code:
+            return RENEWAL
+        if self.activation_code:
+            return ACTIVATION
+        if self.code_expired:
+            return EXPIRED
+        return ACTIVATED
+
+    @property
+    def code_valid_until_day(self) -> date | None:
+        """The last day the activation code works, in the school's time zone."""
+        return local_date(self.code_valid_until) if self.activation_code else None
+
+    @property
+    def code_expired_on(self) -> date | None:
+        """The day an expired code stopped working (for the preview)."""
+        return local_date(self.code_valid_until) if self.code_expired else None
+
+    @property
+    def renewal_valid_until_day(self) -> date | None:
+        return local_date(self.renewal_valid_until) if self.renewal_code else None
 
 
 #: Between the levels of a group's label.
@@ -245,6 +300,10 @@ def build(
         at = fields.index("class_key")
         class_keys = [row[at] for row in rows]
     address_at = [i for i, name in enumerate(fields) if name.startswith("address_")]
+    i_federated, i_blocked, i_until, i_expired = (
+        fields.index(name) if name in fields else None
+        for name in ("federated", "blocked", "code_valid_until", "code_expired")
+    )
     i_school = fields.index("school_id") if "school_id" in fields else None
     schools = related.school_names(session, [row[i_school] for row in rows]) if i_school is not None else {}
     ids = list(dict.fromkeys(row[i_id] for row in rows))
@@ -282,6 +341,11 @@ def build(
                 )
             groups.append(name or without[level])
         activated = bool(values[i_activated])
+        federated = bool(values[i_federated]) if i_federated is not None else False
+        expired = bool(values[i_expired]) if i_expired is not None else False
+        # The one place deciding whether a code is given: never once activated,
+        # never to a federated account, never once expired.
+        code = None if activated or federated or expired else (values[i_code] or None)
         recipients.append(
             Recipient(
                 id=user_id,
@@ -290,7 +354,7 @@ def build(
                 last_name=values[i_last] or "",
                 profile=profile,
                 email=values[i_email] or None,
-                activation_code=None if activated else (values[i_code] or None),
+                activation_code=code,
                 activated=activated,
                 created_at=values[i_created],
                 local_admin=bool(values[i_admin]),
@@ -299,6 +363,10 @@ def build(
                 groups=tuple(groups),
                 postal_address=tuple(str(values[i]) for i in address_at if values[i]) if address_at else (),
                 school=school,
+                federated=federated,
+                blocked=bool(values[i_blocked]) if i_blocked is not None else False,
+                code_valid_until=values[i_until] if i_until is not None and (code or expired) else None,
+                code_expired=expired,
             )
         )
     return recipients

@@ -75,6 +75,12 @@ class Filter:
     :param default: the value when the parameter is absent.
     :param banner: ``(selection, value) -> str``: an output's restriction shows on
         the page as a banner saying what it keeps, until the admin removes it.
+    :param requires: the optional logical field the host must map
+        (:meth:`HostModels.maps`) for the filter to exist: without it the form
+        does not offer it and the parameter is unknown (400).
+    :param restricts_by_default: its default value restricts too (``blocked``:
+        blocked accounts are left out unless asked for), where the default of
+        every other filter keeps every account.
     """
 
     param: str
@@ -88,10 +94,16 @@ class Filter:
     default: Any = None
     help: str = ""
     banner: Callable[["Selection", Any], str] | None = None
+    requires: str | None = None
+    restricts_by_default: bool = False
 
     def __post_init__(self) -> None:
         if self.choices and self.default is None:
             object.__setattr__(self, "default", self.choices[0][0])
+
+    def available(self, host: HostModels) -> bool:
+        """The host maps what the filter needs."""
+        return self.requires is None or host.maps(self.requires)
 
     def parse(self, values: list[str]) -> Any:
         if not self.multiple and len(values) > 1:
@@ -124,6 +136,12 @@ def register(filter_: Filter) -> Filter:
     """Add a filter (an output's restriction) to the table; idempotent."""
     FILTERS[filter_.param] = filter_
     return filter_
+
+
+def available_filters(host: HostModels) -> dict[str, Filter]:
+    """The filters this host's mapping allows, in the form's order: what the form,
+    its script and the preview offer."""
+    return {param: found for param, found in FILTERS.items() if found.available(host)}
 
 
 def field_label(param: str) -> str:
@@ -192,8 +210,6 @@ def _read_classes(values: list[str]) -> tuple[Any, ...]:
 
 def _read_schools(values: list[str]) -> tuple[Any, ...]:
     host = state().host
-    if not host.has_schools:
-        raise SelectionError(_("Unknown parameter “%(name)s”.", name="school"), field="school")
     return _read_keys(
         values, host.school_id, "school",
         _("Invalid school “%(value)s”."), _("Too many schools: choose at most %(max)d."),
@@ -301,6 +317,76 @@ def _local_admin_condition(selection: "Selection", host: HostModels, value: str)
     return is_admin if value == "only" else sa.not_(is_admin)
 
 
+def _flag(host: HostModels, name: str) -> Any:
+    """A boolean field of the host (``federated``, ``blocked``) as a true/false
+    condition, NULL read as false."""
+    return sa.func.coalesce(host.user_column(name), sa.false()) == sa.true()
+
+
+def is_federated(host: HostModels) -> Any:
+    """The account signs in with its academic identity (false when not mapped)."""
+    return _flag(host, "federated") if host.maps("federated") else sa.false()
+
+
+def is_blocked(host: HostModels) -> Any:
+    """The account is blocked (false when not mapped)."""
+    return _flag(host, "blocked") if host.maps("blocked") else sa.false()
+
+
+def _validity_now(column: Any) -> date | datetime:
+    """This moment as ``column`` (``code_valid_until``) stores a validity end:
+    today in the school's zone for a date (valid through that day), an aware
+    moment for ``DateTime(timezone=True)``, else the naive wall-clock time of
+    ``HOST_TIMEZONE``, as for ``created_at``."""
+    now = datetime.now(time_zone("TIMEZONE"))
+    if isinstance(column.type, sa.Date):
+        return now.date()
+    if getattr(column.type, "timezone", False):
+        return now
+    return now.astimezone(time_zone("HOST_TIMEZONE")).replace(tzinfo=None)
+
+
+def has_code(host: HostModels) -> Any:
+    """An activation code to print: not activated, not federated, a code."""
+    code = host.user_column("activation_code")
+    return sa.and_(sa.not_(host.user_column("activated")), code.is_not(None), code != "", sa.not_(is_federated(host)))
+
+
+def code_expired(host: HostModels) -> Any:
+    """The one rule of an expired code, in SQL: an activation code to print whose
+    validity (``code_valid_until``) has ended; false when not mapped. The filter
+    ``code``, the counters and every output (the column ``code_expired`` of
+    :func:`state_columns`) read it."""
+    if not host.maps("code_valid_until"):
+        return sa.false()
+    until = host.user_column("code_valid_until")
+    return sa.and_(has_code(host), until.is_not(None), until < _validity_now(until))
+
+
+def state_columns(host: HostModels) -> list[Any]:
+    """Columns the outputs read beside :meth:`HostModels.scalar_columns`:
+    ``code_expired`` when the host maps the code's validity."""
+    if not host.maps("code_valid_until"):
+        return []
+    return [sa.case((code_expired(host), True), else_=False).label("code_expired")]
+
+
+def _federated_condition(selection: "Selection", host: HostModels, value: str) -> Any:
+    return is_federated(host) if value == "only" else sa.not_(is_federated(host))
+
+
+def _code_condition(selection: "Selection", host: HostModels, value: str) -> Any:
+    if value == "expired":
+        return code_expired(host)
+    return sa.and_(has_code(host), sa.not_(code_expired(host)))
+
+
+def _blocked_condition(selection: "Selection", host: HostModels, value: str) -> Any:
+    if value == "all":
+        return None
+    return is_blocked(host) if value == "only" else sa.not_(is_blocked(host))
+
+
 def _day_start(day: date, column: Any) -> datetime:
     """Midnight of ``day`` in the school's time zone, as the column stores it: an
     aware value for a ``DateTime(timezone=True)`` column, else the naive wall-clock
@@ -338,7 +424,7 @@ for _filter in (
     Filter(
         "school", _l("School"), multiple=True, read=_read_schools, default=(),
         write=lambda ids: [str(i) for i in ids], condition=_school_condition, check=_check_schools,
-        help="School id (repeatable), when the host maps schools.",
+        help="School id (repeatable), when the host maps schools.", requires="school",
     ),
     Filter(
         "activation", _l("Activation"),
@@ -354,6 +440,24 @@ for _filter in (
         "local_admin", _l("Local administrators"),
         choices=(_ALL, ("only", _l("Local administrators only")), ("exclude", _l("Excluding local administrators"))),
         condition=_local_admin_condition,
+    ),
+    Filter(
+        "federated", _l("Federated accounts"),
+        choices=(_ALL, ("only", _l("Federated accounts only")), ("exclude", _l("Excluding federated accounts"))),
+        condition=_federated_condition, requires="federated",
+        help="Accounts signing in with their academic identity, when the host maps them.",
+    ),
+    Filter(
+        "code", _l("Activation code"),
+        choices=(_ALL, ("valid", _l("Code still valid")), ("expired", _l("Code expired"))),
+        condition=_code_condition, requires="code_valid_until",
+        help="Activation codes still valid or expired, when the host maps their validity.",
+    ),
+    Filter(
+        "blocked", _l("Blocked accounts"),
+        choices=(("exclude", _l("Excluding blocked accounts")), ("only", _l("Blocked accounts only")), _ALL),
+        condition=_blocked_condition, requires="blocked", restricts_by_default=True,
+        help="Blocked accounts are left out unless asked for, when the host maps them.",
     ),
     Filter(
         "created_since", _l("Created since"), read=_reader_of_date("created_since"),
@@ -451,8 +555,9 @@ class Selection:
         """The selection of :meth:`to_dict`'s output (no scope check: the caller
         checked it when the selection was first made)."""
         values = {}
+        host = state().host
         for param, raw in data.items():
-            if param not in FILTERS:
+            if param not in FILTERS or not FILTERS[param].available(host):
                 raise SelectionError(_("Unknown parameter “%(name)s”.", name=param[:40]))
             values[param] = FILTERS[param].parse([str(v) for v in raw])
         first, then = values.get("sort", "none"), values.get("then", "none")
@@ -503,13 +608,19 @@ class Selection:
     # -- SQL ---------------------------------------------------------------------------------
 
     def conditions(self, host: HostModels) -> list[Any]:
+        """The scope's condition, then each filter's: those given, and those whose
+        default restricts too (``blocked``)."""
         conds: list[Any] = []
         if self.scope is not None and self.scope.users is not None:
             conds.append(self.scope.users)
-        for param, value in self.values.items():
-            condition = FILTERS[param].condition
+        for param, found in FILTERS.items():
+            if found.condition is None or not (param in self.values or found.restricts_by_default):
+                continue
+            if not found.available(host):
+                continue
+            condition = found.condition(self, host, self.get(param))
             if condition is not None:
-                conds.append(condition(self, host, value))
+                conds.append(condition)
         return conds
 
     def class_key(self, host: HostModels) -> tuple[Any, list[tuple[Any, Any]]]:
@@ -642,7 +753,7 @@ class Selection:
     def ordered_statement(self, host: HostModels) -> tuple[sa.Select[Any], list[Any]]:
         """:meth:`statement` and its ORDER BY expressions (keyset pages compare them)."""
         source, class_key, _levels, keys = self._query(host)
-        stmt = sa.select(*host.scalar_columns(), class_key.label("class_key")).select_from(source)
+        stmt = sa.select(*host.scalar_columns(), *state_columns(host), class_key.label("class_key")).select_from(source)
         return stmt.where(*self.conditions(host)).order_by(*keys), keys
 
     def numbered(self, host: HostModels, *, every_class: bool = False) -> sa.Select[Any]:
@@ -701,11 +812,20 @@ class Selection:
         return sa.select(sa.func.count()).select_from(source).where(*self.conditions(host))
 
     def counters_statement(self, host: HostModels) -> sa.Select[Any]:
-        """Selected accounts, those without email, those not activated: one query."""
+        """Selected accounts, those without email, not activated, federated, with
+        an expired code, blocked, with a code to give: one query."""
+
+        def how_many(condition: Any) -> Any:
+            return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
+
         return sa.select(
             sa.func.count(),
-            sa.func.coalesce(sa.func.sum(sa.case((sa.not_(has_email(host)), 1), else_=0)), 0),
-            sa.func.coalesce(sa.func.sum(sa.case((sa.not_(host.user_column("activated")), 1), else_=0)), 0),
+            how_many(sa.not_(has_email(host))),
+            how_many(sa.not_(host.user_column("activated"))),
+            how_many(is_federated(host)),
+            how_many(code_expired(host)),
+            how_many(is_blocked(host)),
+            how_many(sa.and_(has_code(host), sa.not_(code_expired(host)))),
         ).where(*self.conditions(host))
 
 
@@ -714,12 +834,27 @@ class Counters:
     selected: int
     without_email: int
     not_activated: int
+    #: Accounts signing in with their academic identity (0 when not mapped).
+    federated: int = 0
+    #: Activation codes whose validity has ended: never printed nor sent.
+    expired: int = 0
+    #: Blocked accounts in the selection (``blocked`` = ``only`` or ``all``).
+    blocked: int = 0
+    #: Activation codes given: not activated, not federated, not expired.
+    codes: int = 0
+    #: Blocked accounts the default ``blocked=exclude`` left out.
+    blocked_left_out: int = 0
 
 
 def count(selection: Selection) -> Counters:
     found = state()
     row = found.session.execute(selection.counters_statement(found.host)).one()
-    return Counters(int(row[0]), int(row[1]), int(row[2]))
+    left_out = 0
+    if found.host.maps("blocked") and selection.get("blocked") == "exclude":
+        blocked = selection.with_values(blocked="only")
+        stmt = sa.select(sa.func.count()).select_from(found.host.user_model).where(*blocked.conditions(found.host))
+        left_out = int(found.session.execute(stmt).scalar_one())
+    return Counters(*(int(value) for value in row), blocked_left_out=left_out)
 
 
 def count_sheets(selection: Selection) -> int:

@@ -31,6 +31,9 @@ class PublipostageState:
     domain: Any
     #: The background runner (:mod:`flask_publipostage.runs.backends`).
     runner: Any = None
+    #: ``(ids) -> {id: (code, valid_until)}``: the host issues renewal codes
+    #: (:mod:`flask_publipostage.renewal`); None when it gave none.
+    renew_callback: Callable[[list[Any]], Any] | None = None
     #: Optional host hooks, e.g. ``cli_scope(actor, scope_key) -> Scope`` for the CLI.
     extras: dict[str, Any] = field(default_factory=dict)
 

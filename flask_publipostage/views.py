@@ -26,8 +26,8 @@ from flask import (
 )
 from flask_wtf import FlaskForm
 
-from . import audit, csv_export
-from .access import PRINT, TEACHER, VIEW, current_scope, has_capability, require
+from . import audit, csv_export, renewal
+from .access import PRINT, RENEW, TEACHER, VIEW, current_scope, has_capability, require
 from .config import config_value
 from .host import parse_key
 from .i18n import gettext as _
@@ -39,6 +39,7 @@ from .selection import (
     FILTERS,
     Selection,
     SelectionError,
+    available_filters,
     check_size,
     count,
     count_sheets,
@@ -134,13 +135,14 @@ def filter_options() -> dict[str, Any]:
         related.school_names(session, {row[2] for row in rows})
     schools = perimeter_schools(scope)
     sort_choices = [c for c in FILTERS["sort"].choices if c[0] != "school" or len(schools) > 1]
+    filters = available_filters(host)
     return {
         "profiles": [p for p in PROFILE_ORDER if p in present],
         "classes": [(str(row[0]), related.label(row[1], row[2] if len(row) > 2 else None)) for row in rows],
         "schools": [(str(key), name) for key, name in schools] if len(schools) > 1 else [],
         "sort_choices": sort_choices,
-        "filters": FILTERS,
-        "defaults": {param: f.default for param, f in FILTERS.items() if f.choices},
+        "filters": filters,
+        "defaults": {param: f.default for param, f in filters.items() if f.choices},
         "school_year_start": school_year_start(),
     }
 
@@ -239,6 +241,7 @@ def preview_context(selection: Selection, endpoint: str = "publipostage.index") 
         "page_size": page_size,
         "first_row": (number - 1) * page_size + 1,
         "can_print": can_print,
+        "can_renew": renewal.available() and can_print and has_capability(RENEW),
         "several_schools": len(perimeter_schools(selection.scope)) > 1,
         "template": template,
         "every_class": every_class_chosen(),
@@ -300,23 +303,40 @@ def preview_json() -> Response:
     """The preview as JSON, for scripts: the same selection, the same pages."""
     context = preview_context(current_selection(PAGE_PARAMS), "publipostage.preview_json")
     counters, can_print = context["counters"], context["can_print"]
+    # The account states' keys exist when the host maps them.
+    states = [name for name in STATE_KEYS if state().host.maps(name)]
     response = jsonify(
         {
             "counters": {
                 "selected": counters.selected,
                 "without_email": counters.without_email,
                 "not_activated": counters.not_activated,
+                **{key: getattr(counters, key) for name in states for key in STATE_KEYS[name][0]},
             },
             "page": context["page"],
             "pages": context["pages"],
             "links": context["page_links"],
-            "accounts": [_account_json(r, can_print) for r in context["rows"]],
+            "accounts": [_account_json(r, can_print, states) for r in context["rows"]],
         }
     )
     return _private(response)
 
 
-def _account_json(r: Any, can_print: bool) -> dict[str, Any]:
+#: Optional field -> (its counters, its keys of an account) in ``/preview.json``.
+STATE_KEYS = {
+    "federated": (("federated",), ("federated",)),
+    "code_valid_until": (("expired",), ("code_valid_until", "code_expired")),
+    "blocked": (("blocked", "blocked_left_out"), ("blocked",)),
+}
+
+
+def _account_json(r: Any, can_print: bool, states: list[str]) -> dict[str, Any]:
+    values = {
+        "federated": r.federated,
+        "code_valid_until": r.code_valid_until_day.isoformat() if r.code_valid_until_day else None,
+        "code_expired": r.code_expired,
+        "blocked": r.blocked,
+    }
     return {
         "id": r.id,
         "login": r.login,
@@ -325,13 +345,14 @@ def _account_json(r: Any, can_print: bool) -> dict[str, Any]:
         "profile": r.profile.value if r.profile else None,
         "email": r.email,
         "activated": r.activated,
-        # Shown to those who may print it, as on the page.
+        # Shown to those who may print it, as on the page (never an expired one).
         "activation_code": r.activation_code if can_print else None,
         "classes": list(r.classes),
         "children": [{"first_name": c.first_name, "last_name": c.last_name, "classes": list(c.classes)} for c in r.children],
         "created_on": r.created_on.isoformat() if r.created_on else None,
         "group": r.group,
         "school": r.school or None,
+        **{key: values[key] for name in states for key in STATE_KEYS[name][1]},
     }
 
 

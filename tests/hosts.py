@@ -6,6 +6,7 @@ French table names, a boolean activation column, host profile codes ("ELEVE",
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -59,6 +60,10 @@ class Personne(db.Model):  # type: ignore[name-defined]
     referent = sa.Column(sa.Boolean, nullable=False, default=False)
     super_admin = sa.Column(sa.Boolean, nullable=False, default=False)
     ecole = sa.Column(sa.String(20))
+    # The account states, mapped only by the tests of states (``states=True``).
+    federe = sa.Column(sa.Boolean, nullable=False, default=False)
+    bloque = sa.Column(sa.Boolean, nullable=False, default=False)
+    jeton_expire_le = sa.Column(sa.DateTime)
     rue = sa.Column(sa.String(200))
     ville = sa.Column(sa.String(200))
     divisions = db.relationship(Division, secondary=inscription, lazy="select")
@@ -69,6 +74,39 @@ class Personne(db.Model):  # type: ignore[name-defined]
         secondaryjoin=uid == filiation.c.enfant_uid,
         lazy="select",
     )
+
+
+class Renouvellement(db.Model):  # type: ignore[name-defined]
+    """The host's own renewal codes (one per account): what ``renew_codes`` writes."""
+
+    __tablename__ = "renouvellement"
+    uid = sa.Column(sa.ForeignKey("personne.uid"), primary_key=True)
+    code = sa.Column(sa.String(40), nullable=False)
+    valable_jusqu_au = sa.Column(sa.DateTime, nullable=False)
+
+
+#: Every call of ``renew_codes``: the ids it was given (tests read them).
+RENEW_CALLS: list[list[Any]] = []
+#: The validity the test host gives its renewal codes (naive UTC: 30/11/2026 in Paris).
+RENEWAL_UNTIL = datetime(2026, 11, 30, 18, 0)
+
+
+def renew_codes(ids: list[Any]) -> dict[Any, tuple[str, datetime]]:
+    """The test host's ``renew`` callable: a new code for each account, written in
+    its own table (an earlier one is replaced), and returned."""
+    RENEW_CALLS.append(list(ids))
+    issued = {}
+    for uid in ids:
+        found = db.session.get(Renouvellement, uid)
+        serial = len(RENEW_CALLS)
+        code = f"RENEW{uid}X{serial}"
+        if found is None:
+            db.session.add(Renouvellement(uid=uid, code=code, valable_jusqu_au=RENEWAL_UNTIL))
+        else:
+            found.code, found.valable_jusqu_au = code, RENEWAL_UNTIL
+        issued[uid] = (code, RENEWAL_UNTIL)
+    db.session.commit()
+    return issued
 
 
 PROFILE_CODES = {
@@ -94,6 +132,8 @@ FIELDS = {
     "class_name": "libelle",
     "postal_address": ["rue", "ville"],
 }
+#: The account states: see ``make_app(states=True)``.
+STATE_FIELDS = {"federated": "federe", "blocked": "bloque", "code_valid_until": "jeton_expire_le"}
 #: The school dimension, as plain key columns (no relationship): see ``make_app(schools=True)``.
 SCHOOL_FIELDS = {"school": "ecole", "school_name": "appellation", "class_school": "ecole"}
 
@@ -110,10 +150,11 @@ def current_actor() -> dict[str, Any] | None:
 
 
 ROLES: dict[str, dict[str, Any]] = {
-    "super": {"actor": "super", "school": None, "caps": {"view", "print", "send"}},
-    "adml_a": {"actor": "adml_a", "school": "A", "caps": {"view", "print", "send"}},
-    "adml_b": {"actor": "adml_b", "school": "B", "caps": {"view", "print", "send"}},
+    "super": {"actor": "super", "school": None, "caps": {"view", "print", "send", "renew"}},
+    "adml_a": {"actor": "adml_a", "school": "A", "caps": {"view", "print", "send", "renew"}},
+    "adml_b": {"actor": "adml_b", "school": "B", "caps": {"view", "print", "send", "renew"}},
     "viewer_a": {"actor": "viewer_a", "school": "A", "caps": {"view"}},
+    "printer_a": {"actor": "printer_a", "school": "A", "caps": {"view", "print", "send"}},
     "teacher": {"actor": "teacher", "school": "A", "caps": set()},
 }
 
@@ -141,9 +182,20 @@ def permission(capability: str) -> bool:
     return actor is not None and capability in actor["caps"]
 
 
-def make_app(database_url: str, instance_path: str, *, reset: bool = True, schools: bool = False, **config: Any) -> Flask:
+def make_app(
+    database_url: str,
+    instance_path: str,
+    *,
+    reset: bool = True,
+    schools: bool = False,
+    states: bool = False,
+    renew: Callable[[list[Any]], Any] | None = None,
+    **config: Any,
+) -> Flask:
     """The test host on ``database_url``: tables emptied (``reset``) or kept
-    (benchmarks); ``schools``: with the school dimension mapped."""
+    (benchmarks); ``schools``: with the school dimension mapped; ``states``: with
+    the account states (federated, blocked, code expiry) mapped; ``renew``: the
+    renewal callable given to ``init_app``."""
     app = Flask(__name__, instance_path=instance_path)
     app.config.update(
         TESTING=True,
@@ -173,11 +225,12 @@ def make_app(database_url: str, instance_path: str, *, reset: bool = True, schoo
         db=db,
         user_model=Personne,
         class_model=Division,
-        fields={**FIELDS, **SCHOOL_FIELDS} if schools else FIELDS,
+        fields={**FIELDS, **(SCHOOL_FIELDS if schools else {}), **(STATE_FIELDS if states else {})},
         scope=scope,
         permission=permission,
         profiles=PROFILE_CODES,
         school_model=Ecole if schools else None,
+        renew=renew,
     )
 
     @app.route("/")
@@ -214,6 +267,9 @@ def add_person(
     token: str | None = None,
     rue: str | None = None,
     ville: str | None = None,
+    federated: bool = False,
+    blocked: bool = False,
+    code_until: datetime | None = None,
 ) -> Personne:
     person = Personne(
         identifiant=login,
@@ -229,6 +285,9 @@ def add_person(
         ecole=school,
         rue=rue,
         ville=ville,
+        federe=federated,
+        bloque=blocked,
+        jeton_expire_le=code_until,
     )
     person.divisions = divisions or []
     person.enfants = enfants or []

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,107 @@ def test_wrong_password(client: FlaskClient) -> None:
     assert "incorrect" in _login(client, "minh-chau.nguyen", "demo").get_data(as_text=True)
     # Empty fields: WTForms' own message, in French.
     assert "Ce champ est requis." in _login(client, "adml.ecole", "").get_data(as_text=True)
+
+
+# -- renewal codes: printed by the extension, accepted by the login page ----------------------
+
+
+def _activated_pupil_without_email(school: str = "École élémentaire Jules Ferry") -> Utilisateur:
+    found = db.session.scalar(
+        sa.select(Utilisateur)
+        .join(Etablissement, Utilisateur.etablissement_id == Etablissement.id)
+        .where(
+            Etablissement.nom == school,
+            Utilisateur.profil == "Student",
+            Utilisateur.code_activation.is_(None),
+            Utilisateur.courriel.is_(None),
+            Utilisateur.federe.is_(False),
+            Utilisateur.bloque.is_(False),
+        )
+        .order_by(Utilisateur.id)
+    )
+    assert found is not None
+    return found
+
+
+def test_login_with_a_renewal_code_printed_on_the_letter(client: FlaskClient, app: Flask) -> None:
+    with app.app_context():
+        pupil = _activated_pupil_without_email()
+        login, classe_id = pupil.login, pupil.classes[0].id
+    _login(client, "adml.ecole")
+    response = client.post(
+        f"{PAGE}/pdf?class={classe_id}&profile=Student&activation=active&email=without",
+        data={"template": "letter", "renew": "without_email"},
+    )
+    assert response.status_code == 200 and response.mimetype == "application/pdf"
+    letters = [page.extract_text() or "" for page in PdfReader(io.BytesIO(response.data)).pages]
+    (letter,) = [text for text in letters if re.search(rf"^{re.escape(login)}$", text, re.M)]
+    assert "Code de renouvellement" in letter and "https://ent.lumiere.example.fr/login" in letter
+    code = re.search(r"Code de renouvellement · valable jusqu'au \d\d/\d\d/\d{4}\n(\S+)", letter)
+    assert code is not None, letter
+    renewal_code = code.group(1)
+    with app.app_context():
+        # The console keeps a digest only; the extension keeps nothing.
+        stored = db.session.execute(sa.text("SELECT empreinte FROM code_renouvellement")).scalars().all()
+        assert stored and renewal_code not in " ".join(stored)
+        kept = db.session.execute(sa.text("SELECT * FROM publipostage_run_item")).all()
+        assert renewal_code not in repr(kept)
+    client.post("/logout")
+
+    # The wrong code, then the right one (in lower case, as typed): a new password to choose.
+    assert "incorrect" in _login(client, login, "ABCDEFGHJK").get_data(as_text=True)
+    response = _login(client, login, renewal_code.lower())
+    assert response.request.path == "/mot-de-passe"
+    assert "Code de renouvellement accepté" in response.get_data(as_text=True)
+    response = client.post("/mot-de-passe", data={"mot_de_passe": "court", "confirmation": "court"})
+    assert "Au moins 8 caractères." in response.get_data(as_text=True)
+    response = client.post(
+        "/mot-de-passe", data={"mot_de_passe": "Nouveau-mot-2026", "confirmation": "Nouveau-mot-2026"},
+        follow_redirects=True,
+    )
+    assert response.request.path == "/" and "Votre nouveau mot de passe est enregistré." in response.get_data(as_text=True)
+    client.post("/logout")
+    # The code worked once; the new password works from now on.
+    assert "incorrect" in _login(client, login, renewal_code).get_data(as_text=True)
+    assert _login(client, login, "Nouveau-mot-2026").request.path == "/"
+
+
+def test_an_expired_renewal_code_is_refused(client: FlaskClient, app: Flask) -> None:
+    from examples.ent_console import renouvellement
+
+    with app.app_context():
+        pupil = _activated_pupil_without_email()
+        login = pupil.login
+        ((code, until),) = renouvellement.emettre_codes([pupil.id]).values()
+        db.session.execute(sa.text("UPDATE code_renouvellement SET valable_jusqu_au = :past"),
+                           {"past": datetime(2020, 1, 1)})
+        db.session.commit()
+    assert "incorrect" in _login(client, login, code).get_data(as_text=True)
+
+
+def test_the_demo_has_accounts_in_every_state(client: FlaskClient, app: Flask) -> None:
+    with app.app_context():
+        now = datetime.now(UTC).replace(tzinfo=None)
+        for school in ("École élémentaire Jules Ferry", "Collège Victor Hugo"):
+            etab = db.session.scalar(sa.select(Etablissement.id).where(Etablissement.nom == school))
+
+            def count(*conditions: Any, etab: Any = etab) -> int:
+                return db.session.scalar(
+                    sa.select(sa.func.count()).select_from(Utilisateur).where(Utilisateur.etablissement_id == etab, *conditions)
+                ) or 0
+
+            assert count(Utilisateur.federe.is_(True)) > 10, school
+            assert count(Utilisateur.bloque.is_(True)) > 0, school
+            assert count(Utilisateur.code_activation_expire_le < now) > 0, school
+            assert count(Utilisateur.code_activation_expire_le >= now) > 100, school
+            assert count(Utilisateur.code_activation.is_(None), Utilisateur.courriel.is_(None)) > 10, school
+        # The demo logins keep none of these states.
+        for login in ("admin.ent", "adml.ecole", "adml.college", "prof.ecole"):
+            user = db.session.scalar(sa.select(Utilisateur).where(Utilisateur.login == login))
+            assert not user.federe and not user.bloque
+    _login(client, "adml.ecole")
+    counters = client.get(f"{PAGE}/preview.json").get_json()["counters"]
+    assert counters["federated"] > 0 and counters["expired"] > 0 and counters["blocked_left_out"] > 0
 
 
 def test_login_redirects_only_inside_the_site(client: FlaskClient) -> None:
@@ -345,6 +447,19 @@ class _Classroom:
     class_id: int
     pupils: frozenset[str]
     parents: frozenset[str]
+    #: Blocked accounts: left out of the list unless asked for.
+    blocked: frozenset[str] = frozenset()
+    #: Accounts whose activation code expired: no card, no letter.
+    expired: frozenset[str] = frozenset()
+
+    @property
+    def listed(self) -> frozenset[str]:
+        """Who the list shows by default: every account but the blocked ones."""
+        return (self.pupils | self.parents) - self.blocked
+
+    @property
+    def listed_pupils(self) -> frozenset[str]:
+        return self.pupils - self.blocked
 
 
 def _classroom(name: str = CLASS_OF_PROF) -> _Classroom:
@@ -352,10 +467,17 @@ def _classroom(name: str = CLASS_OF_PROF) -> _Classroom:
     classe = db.session.scalar(sa.select(Classe).where(Classe.nom == name))
     assert classe is not None
     pupils = [u for u in classe.membres if u.profil == "Student"]
+    everyone = pupils + [p for u in pupils for p in u.parents]
+    now = datetime.now(UTC).replace(tzinfo=None)
     return _Classroom(
         classe.id,
         frozenset(u.login for u in pupils),
         frozenset(p.login for u in pupils for p in u.parents),
+        frozenset(u.login for u in everyone if u.bloque),
+        frozenset(
+            u.login for u in everyone
+            if u.code_activation and not u.federe and u.code_activation_expire_le and u.code_activation_expire_le < now
+        ),
     )
 
 
@@ -364,7 +486,9 @@ def _card_logins(data: bytes) -> list[str]:
     found = []
     for page in PdfReader(io.BytesIO(data)).pages:
         text = page.extract_text() or ""
-        for login in re.findall(r"Identifiant :\n(.*?)\n(?:Code d'activation :|Compte déjà activé)", text, re.S):
+        for login in re.findall(
+            r"Identifiant :\n(.*?)\n(?:Code d'activation :|Code de renouvellement :|Compte déjà activé|Connexion avec)", text, re.S
+        ):
             found.append(re.sub(r"\s+", "", login))
     return found
 
@@ -419,9 +543,10 @@ def test_a_class_teacher_sees_only_their_class(client: FlaskClient, app: Flask) 
     assert "aux élèves de vos classes et à leurs parents" in html
 
     everyone = _preview_logins(client)
-    assert len(everyone) == len(set(everyone)) == len(classroom.pupils | classroom.parents)
-    assert set(everyone) == classroom.pupils | classroom.parents
-    assert set(_preview_logins(client, f"class={classroom.class_id}&profile=Student")) == classroom.pupils
+    assert len(everyone) == len(set(everyone)) == len(classroom.listed)
+    assert set(everyone) == classroom.listed
+    assert set(_preview_logins(client, f"class={classroom.class_id}&profile=Student")) == classroom.listed_pupils
+    assert set(_preview_logins(client, "blocked=all")) == classroom.pupils | classroom.parents
 
 
 def test_an_admin_page_is_unchanged(client: FlaskClient) -> None:
@@ -454,13 +579,15 @@ def test_a_class_teacher_prints_their_class_cards(client: FlaskClient, app: Flas
     response = client.post(f"{PAGE}/pdf?profile=Student&sort=class", data={"template": "cards"})
     assert response.status_code == 200 and response.mimetype == "application/pdf"
     printed = _card_logins(response.data)
-    assert len(printed) == len(classroom.pupils) and set(printed) == classroom.pupils
+    carded = classroom.listed_pupils - classroom.expired
+    assert len(printed) == len(carded) and set(printed) == carded
     assert CLASS_OF_PROF in PdfReader(io.BytesIO(response.data)).pages[0].extract_text()
 
-    # Without a filter: the whole class, pupils and parents, and nobody else.
+    # Without a filter: the whole class, pupils and parents, and nobody else (no
+    # card for a blocked account, nor for an expired code).
     response = client.post(f"{PAGE}/pdf", data={"template": "cards"})
     assert response.status_code == 200 and response.mimetype == "application/pdf"
-    assert sorted(_card_logins(response.data)) == sorted(classroom.pupils | classroom.parents)
+    assert sorted(_card_logins(response.data)) == sorted(classroom.listed - classroom.expired)
 
 
 def test_a_class_of_another_teacher_is_refused(client: FlaskClient, app: Flask) -> None:
@@ -511,14 +638,14 @@ def test_the_class_teachers_page_in_chromium(app: Flask) -> None:
         page.get_by_label("Élève", exact=True).check()
         page.wait_for_function(
             "n => document.querySelector('#pp-results .pp-counters').dataset.selected === String(n)",
-            arg=len(classroom.pupils),
+            arg=len(classroom.listed_pupils),
         )
         assert page.eval_on_selector_all(rows, shown) == ["Student"]
 
         page.get_by_role("link", name="Mes élèves : cartes par classe, 8 par page").click()
         page.wait_for_selector("#pp-results .pp-counters")
         assert page.is_checked("#pp-pdf input[name=template][value=cards]")
-        assert page.get_attribute("#pp-results .pp-counters", "data-selected") == str(len(classroom.pupils))
+        assert page.get_attribute("#pp-results .pp-counters", "data-selected") == str(len(classroom.listed_pupils))
         context.close()
     assert not errors, errors
 

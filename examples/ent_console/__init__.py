@@ -22,6 +22,7 @@ from flask_publipostage import Publipostage
 
 from .access import current_admin_can, current_admin_scope
 from .models import Classe, Etablissement, Utilisateur, db
+from .renouvellement import emettre_codes
 
 __all__ = [
     "create_app",
@@ -55,6 +56,10 @@ PUBLIPOSTAGE_FIELDS: dict[str, Any] = {
     "school": "etablissement",
     "class_school": "etablissement",
     "school_name": "nom",
+    # The account states: ÉduConnect accounts, blocked accounts, codes that expire.
+    "federated": "federe",
+    "blocked": "bloque",
+    "code_valid_until": "code_activation_expire_le",
 }
 
 
@@ -108,6 +113,8 @@ def create_app(
         BABEL_DEFAULT_TIMEZONE="Europe/Paris",
         PUBLIPOSTAGE_ENT_NAME="ENT Lumière",
         PUBLIPOSTAGE_ENT_URL="https://ent.lumiere.example.fr",
+        # The console's login page takes the renewal codes.
+        PUBLIPOSTAGE_RENEWAL_URL="https://ent.lumiere.example.fr/login",
         MAIL_SERVER="127.0.0.1",
         MAIL_PORT=env_port("ENT_CONSOLE_SMTP_PORT", 8025),
         MAIL_DEFAULT_SENDER="ENT Lumière <ne-pas-repondre@ent.lumiere.example.fr>",
@@ -142,5 +149,6 @@ def create_app(
         school_model=Etablissement,
         scope=current_admin_scope,
         permission=current_admin_can,
+        renew=emettre_codes,
     )
     return app

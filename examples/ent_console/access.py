@@ -21,7 +21,7 @@ from flask_publipostage import Scope
 
 from .models import Classe, Etablissement, Utilisateur, db, lien_parent_enfant, utilisateur_classe
 
-CAPACITES = ("view", "print", "send")
+CAPACITES = ("view", "print", "send", "renew")
 #: A class teacher prints for their class; sending stays with the admins.
 CAPACITES_ENSEIGNANT = ("view", "print")
 
@@ -117,8 +117,8 @@ def _scope_of_a_class_teacher(user: Utilisateur, etablissement: Etablissement, n
 
 
 def current_admin_can(capability: str) -> bool:
-    """Super admins and local admins may view, print and send; a class teacher may
-    view and print (their class); nobody else anything."""
+    """Super admins and local admins may view, print, send and have renewal codes
+    issued; a class teacher may view and print (their class); nobody else anything."""
     user = _utilisateur_connecte()
     if user is None or capability not in CAPACITES:
         return False

@@ -1,17 +1,23 @@
-"""Login and logout of the console (Flask-Login, a CSRF-protected form)."""
+"""Login and logout of the console (Flask-Login, a CSRF-protected form).
+
+The login form takes a password, or a renewal code printed by the extension
+(``renouvellement.py``): it works once, then the user chooses a new password.
+"""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
+from werkzeug.security import generate_password_hash
 from wtforms import PasswordField, StringField, SubmitField
-from wtforms.validators import DataRequired
+from wtforms.validators import DataRequired, EqualTo, Length
 
+from . import renouvellement
 from .models import Utilisateur, db
 
 login_manager = LoginManager()
@@ -40,8 +46,24 @@ def load_user(user_id: str) -> Utilisateur | None:
 
 class LoginForm(FlaskForm):
     identifiant = StringField("Identifiant", validators=[DataRequired()])
-    mot_de_passe = PasswordField("Mot de passe", validators=[DataRequired()])
+    mot_de_passe = PasswordField("Mot de passe ou code de renouvellement", validators=[DataRequired()])
     submit = SubmitField("Se connecter")
+
+
+class NouveauMotDePasseForm(FlaskForm):
+    mot_de_passe = PasswordField(
+        "Nouveau mot de passe",
+        validators=[DataRequired(), Length(min=8, message="Au moins 8 caractères.")],
+    )
+    confirmation = PasswordField(
+        "Confirmez le mot de passe",
+        validators=[DataRequired(), EqualTo("mot_de_passe", message="Les deux mots de passe diffèrent.")],
+    )
+    submit = SubmitField("Enregistrer le mot de passe")
+
+
+#: Set in the session once a renewal code was accepted: the user must choose a password.
+CHOISIR = "console_choisir_mot_de_passe"
 
 
 def _safe_next(target: str | None) -> str:
@@ -66,8 +88,31 @@ def login() -> ResponseReturnValue:
             login_user(user)
             flash(f"Bienvenue, {user.nom_complet}.", "success")
             return redirect(_safe_next(request.args.get("next")))
+        if user is not None and renouvellement.utiliser(user, form.mot_de_passe.data):
+            login_user(user)
+            session[CHOISIR] = True
+            flash("Code de renouvellement accepté : choisissez votre nouveau mot de passe.", "success")
+            return redirect(url_for("auth.nouveau_mot_de_passe"))
         flash("Identifiant ou mot de passe incorrect.", "error")
     return render_template("login.html", form=form, demo_accounts=DEMO_ACCOUNTS)
+
+
+@bp.route("/mot-de-passe", methods=["GET", "POST"])
+@login_required
+def nouveau_mot_de_passe() -> ResponseReturnValue:
+    """After a renewal code: the new password (it activates an account not yet activated)."""
+    if not session.get(CHOISIR):
+        return redirect(url_for("console.home"))
+    form = NouveauMotDePasseForm()
+    if form.validate_on_submit():
+        user = current_user._get_current_object()  # type: ignore[attr-defined]
+        user.mot_de_passe_hash = generate_password_hash(form.mot_de_passe.data)
+        user.code_activation = None
+        db.session.commit()
+        session.pop(CHOISIR, None)
+        flash("Votre nouveau mot de passe est enregistré.", "success")
+        return redirect(url_for("console.home"))
+    return render_template("nouveau_mot_de_passe.html", form=form)
 
 
 @bp.route("/logout", methods=["POST"])

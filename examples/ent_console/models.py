@@ -92,6 +92,12 @@ class Utilisateur(UserMixin, db.Model):  # type: ignore[name-defined,misc]
     courriel: Mapped[str | None] = mapped_column(sa.String(254))
     #: NULL once the account is activated.
     code_activation: Mapped[str | None] = mapped_column(sa.String(20))
+    #: The last moment the activation code works (naive UTC); NULL: no limit.
+    code_activation_expire_le: Mapped[datetime | None] = mapped_column(sa.DateTime)
+    #: Signs in with ÉduConnect: no activation code, no password of the console.
+    federe: Mapped[bool] = mapped_column(default=False)
+    #: Blocked by an admin: may not sign in.
+    bloque: Mapped[bool] = mapped_column(default=False)
     #: Naive UTC.
     date_creation: Mapped[datetime] = mapped_column(sa.DateTime)
     etablissement_id: Mapped[int | None] = mapped_column(sa.ForeignKey("etablissement.id"))
@@ -132,6 +138,8 @@ class Utilisateur(UserMixin, db.Model):  # type: ignore[name-defined,misc]
         return bool(self.is_super_admin or self.is_adml)
 
     def verifier_mot_de_passe(self, mot_de_passe: str) -> bool:
+        if self.bloque:
+            return False
         # Accounts created by imports have no console password at all.
         if not self.mot_de_passe_hash:
             return False
@@ -139,3 +147,16 @@ class Utilisateur(UserMixin, db.Model):  # type: ignore[name-defined,misc]
 
     def __repr__(self) -> str:
         return f"<Utilisateur {self.login}>"
+
+
+class CodeRenouvellement(db.Model):  # type: ignore[name-defined,misc]
+    """A renewal code issued for an account (see ``renouvellement.py``): only its
+    keyed digest is kept, the code itself is printed on the letter."""
+
+    __tablename__ = "code_renouvellement"
+
+    utilisateur_id: Mapped[int] = mapped_column(sa.ForeignKey("utilisateur.id", ondelete="CASCADE"), primary_key=True)
+    empreinte: Mapped[str] = mapped_column(sa.String(64))
+    #: Naive UTC.
+    valable_jusqu_au: Mapped[datetime] = mapped_column(sa.DateTime)
+    cree_le: Mapped[datetime] = mapped_column(sa.DateTime)

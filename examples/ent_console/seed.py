@@ -227,6 +227,9 @@ class _Builder:
                 profil=profil,
                 courriel=email,
                 code_activation=None if activated else self.activation_code(),
+                code_activation_expire_le=None,
+                federe=False,
+                bloque=False,
                 date_creation=created,
                 etablissement_id=etablissement_id,
                 is_adml=is_adml,
@@ -602,6 +605,32 @@ def _college(builder: _Builder, specials: Sequence[int]) -> int:
     return etab
 
 
+#: Accounts in each state besides activation (a generator of their own, so the
+#: accounts, logins and codes stay those of the seed): parents and collège pupils
+#: who sign in with ÉduConnect (federated), blocked accounts, codes that expired.
+_FEDERATED = {("Relative", "école"): 0.25, ("Relative", "collège"): 0.35, ("Student", "collège"): 0.2}
+_BLOCKED = 0.02
+_EXPIRED = 0.06
+#: How long an activation code is valid from the seeding; an expired one ended this long ago.
+_CODE_VALIDITY = timedelta(days=120)
+_EXPIRED_SINCE = timedelta(days=20)
+
+
+def _states(builder: _Builder, rng: random.Random, college: int) -> None:
+    """Give the generated accounts their states; the demo accounts and the admins keep none.
+    Code validity counts from today, so a reseeded demo always has valid and expired codes."""
+    now = datetime.now(UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    for user in builder.users:
+        if user["is_super_admin"] or user["is_adml"] or user["mot_de_passe_hash"]:
+            continue
+        kind = "collège" if user["etablissement_id"] == college else "école"
+        user["federe"] = rng.random() < _FEDERATED.get((user["profil"], kind), 0.0)
+        user["bloque"] = rng.random() < _BLOCKED
+        if user["code_activation"] is not None:
+            expired = rng.random() < _EXPIRED
+            user["code_activation_expire_le"] = now - _EXPIRED_SINCE if expired else now + _CODE_VALIDITY
+
+
 def seed_database(session: SessionLike, seed: int = DEFAULT_SEED) -> list[Etablissement]:
     """Create the two demo schools and the demo accounts; return the schools.
 
@@ -625,6 +654,7 @@ def seed_database(session: SessionLike, seed: int = DEFAULT_SEED) -> list[Etabli
     specials = list(range(len(names.SPECIAL_PEOPLE)))
     ecole = _ecole(builder, specials[0::2])
     college = _college(builder, specials[1::2])
+    _states(builder, random.Random(seed + 1), college)
     builder.write()
     return [session.get(Etablissement, ecole), session.get(Etablissement, college)]  # type: ignore[list-item]
 
@@ -869,6 +899,15 @@ def _summary(session: SessionLike) -> str:
         or 0
     )
     lines.append(f"  {total} comptes, dont {activated} activés ({activated / max(total, 1):.0%})")
+    federes, bloques, expires = (
+        session.scalar(sa.select(sa.func.count()).select_from(Utilisateur).where(condition)) or 0
+        for condition in (
+            Utilisateur.federe.is_(True),
+            Utilisateur.bloque.is_(True),
+            Utilisateur.code_activation_expire_le < datetime.now(UTC).replace(tzinfo=None),
+        )
+    )
+    lines.append(f"  {federes} comptes ÉduConnect, {bloques} bloqués, {expires} codes d'activation expirés")
     return "\n".join(lines)
 
 

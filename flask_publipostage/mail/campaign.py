@@ -31,7 +31,7 @@ from ..runs.models import (
     Run,
     RunItem,
 )
-from ..selection import Filter, Selection, SelectionError, check_size, count, register
+from ..selection import Counters, Filter, Selection, SelectionError, check_size, count, register
 from ..sql import name_order
 from ..state import state
 from ..views import stalled_label, time_left_label
@@ -47,9 +47,12 @@ def start(selection: Selection) -> tuple[Run, bool]:
     MailSettings.load(selection.scope.school_name)  # refuses to start without a sender
     counters = count(selection)
     check_size(counters)
-    to_send = counters.selected - counters.without_email
-    if to_send <= 0:
+    if counters.selected - counters.without_email <= 0:
         raise SelectionError(_("No selected account has an email address: there is nothing to send."))
+    to_send = sendable(selection, counters)
+    if to_send <= 0:
+        raise SelectionError(_("The activation code of every selected account with an email address has "
+                               "expired: there is nothing to send."))
 
     def columns(rows: Any) -> dict[str, Any]:
         has_email = rows.c.email.is_not(None)
@@ -64,6 +67,16 @@ def start(selection: Selection) -> tuple[Run, bool]:
         KIND, selection, {}, item_kind="email", columns=columns,
         audit_action="mail", audit_template="mail", audit_count=to_send,
     )
+
+
+def sendable(selection: Selection, counters: Counters) -> int:
+    """The messages a campaign of ``selection`` sends: one per account with an
+    address, but none for an expired code (each is skipped, with the reason,
+    when its turn comes)."""
+    to_send = counters.selected - counters.without_email
+    if counters.expired:
+        to_send -= count(selection.with_values(email="with")).expired
+    return to_send
 
 
 def find_active(selection: Selection) -> Run | None:

@@ -85,7 +85,7 @@ def send_command(dry_run: bool, yes: bool, **options: Any) -> None:
     with force_locale("fr"):
         selection, scope = selection_from_options(options)
         counters = count(selection)
-        to_send = counters.selected - counters.without_email
+        to_send = campaigns.sendable(selection, counters)
         click.echo(
             _(
                 "%(accounts)s: %(emails)s, %(skipped)s.",
@@ -98,6 +98,9 @@ def send_command(dry_run: bool, yes: bool, **options: Any) -> None:
                 ),
             )
         )
+        if counters.expired:
+            click.echo(ngettext("%(num)d activation code has expired: never sent.",
+                                "%(num)d activation codes have expired: never sent.", counters.expired))
         if scope.key != "*" and not selection.class_ids and not callable(state().extras.get("cli_scope")):
             click.echo(
                 _(

@@ -1,7 +1,10 @@
 """The credential email: French, plain text and HTML, one per account.
 
-Rendered from ``publipostage/email/credentials_{activated,not_activated}.{txt,html}``
-(a host overrides them by putting files at the same paths in its own templates).
+Rendered from ``publipostage/email/credentials_{not_activated,federated,activated}.{txt,html}``
+(a host overrides them by putting files at the same paths in its own templates),
+by the account's :attr:`~flask_publipostage.recipients.Recipient.content`, the
+rule letters follow too. An expired code is never sent (the campaign skips the
+account).
 Header values never carry CR/LF; names are encoded by Flask-Mail; body lines are
 wrapped because relays refuse lines over 998 bytes. Bodies go as 8-bit UTF-8 to a
 relay that announces 8BITMIME (the connection declares it), as quoted-printable
@@ -30,7 +33,7 @@ from flask_mail import Mail, Message, sanitize_address
 
 from ..config import EntLinks, config_value
 from ..i18n import gettext as _
-from ..recipients import Recipient
+from ..recipients import ACTIVATION, FEDERATED, Recipient
 
 LINE_WIDTH = 78
 #: RFC 5321 allows 1000 bytes with CRLF; stay well below when a word is longer.
@@ -178,6 +181,8 @@ class MailSettings:
     ent_url = property(lambda self: self.links.url)
     activation_url = property(lambda self: self.links.activation_url)
     reset_url = property(lambda self: self.links.reset_url)
+    federation_name = property(lambda self: clean_header(self.links.federation_name))
+    federation_url = property(lambda self: self.links.federation_url)
     password_rule = property(lambda self: self.links.password_rule)
 
     @classmethod
@@ -209,8 +214,12 @@ class RenderedMail:
     html: str
 
 
+#: The email of each :attr:`Recipient.content` (activated accounts, and any other).
+EMAIL_KINDS = {ACTIVATION: "not_activated", FEDERATED: "federated"}
+
+
 def template_names(recipient: Recipient) -> tuple[str, str]:
-    kind = "not_activated" if recipient.activation_code else "activated"
+    kind = EMAIL_KINDS.get(recipient.content, "activated")
     return (
         f"publipostage/email/credentials_{kind}.txt",
         f"publipostage/email/credentials_{kind}.html",
@@ -220,7 +229,10 @@ def template_names(recipient: Recipient) -> tuple[str, str]:
 def subject_for(recipient: Recipient, settings: MailSettings) -> str:
     if settings.subject:
         return clean_header(str(settings.subject).replace("%(ent_name)s", settings.ent_name))
-    if recipient.activation_code:
+    if recipient.content == FEDERATED:
+        text = _("Your %(ent_name)s account: sign in with %(federation)s", ent_name=settings.ent_name,
+                 federation=settings.federation_name)
+    elif recipient.activation_code:
         text = _("Your %(ent_name)s account: login and activation code", ent_name=settings.ent_name)
     else:
         text = _("Your %(ent_name)s account: your login, and how to choose a new password", ent_name=settings.ent_name)
@@ -255,7 +267,11 @@ def render(recipient: Recipient, settings: MailSettings, translate: CachedGettex
         "ent_url": settings.ent_url,
         "activation_url": settings.activation_url,
         "reset_url": settings.reset_url,
+        "federation_name": settings.federation_name,
+        "federation_url": settings.federation_url,
         "password_rule": settings.password_rule,
+        # The last day the activation code works ("" when the host does not say).
+        "valid_until": day.strftime("%d/%m/%Y") if (day := recipient.code_valid_until_day) else "",
         # The account's own school (a territory's campaign spans many).
         "school_name": clean_header(recipient.school) or settings.school_name,
         "can_reply": settings.reply_to is not None,

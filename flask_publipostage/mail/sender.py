@@ -45,7 +45,7 @@ from ..config import config_value
 from ..i18n import gettext as _
 from ..i18n import lazy_gettext as _l
 from ..models import utcnow
-from ..recipients import Recipient, Related
+from ..recipients import EXPIRED, Recipient, Related
 from ..runs import backends, core
 from ..runs.core import ItemRow
 from ..runs.models import ITEM_FAILED, PENDING, SENT, SKIPPED, Run
@@ -472,6 +472,10 @@ class Lane:
         address = (recipient.email or "").strip()
         if not address:
             return journal.Outcome(row.id, SKIPPED, reason=_("No email address."), possibly_duplicate=dup)
+        if recipient.content == EXPIRED:
+            # An expired code is never sent (checked now: it may expire after the start).
+            return journal.Outcome(row.id, SKIPPED, reason=_("The activation code has expired: the email was not sent."),
+                                   possibly_duplicate=dup)
         problem = address_problem(address, smtputf8=connection.smtputf8)
         if problem:
             return journal.Outcome(row.id, ITEM_FAILED, reason=problem, email=address[:320], possibly_duplicate=dup)

@@ -11,11 +11,11 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, stream_with_context, url_for
 
-from .. import audit
-from ..access import PRINT, SEND, current_scope, has_capability, require
+from .. import audit, renewal
+from ..access import PRINT, RENEW, SEND, current_scope, has_capability, require
 from ..csv_export import stamped_name
 from ..i18n import gettext as _
-from ..recipients import Recipient
+from ..recipients import EXPIRED, Recipient
 from ..recipients import page as recipients_page
 from ..runs import core
 from ..runs.models import Run
@@ -60,12 +60,17 @@ def _selection_args(selection: Selection) -> dict[str, Any]:
     return selection.to_args().to_dict(flat=False)
 
 
+#: Accounts read to find one whose message goes out (an expired code is not sent).
+FIRST_ROWS = 20
+
+
 def first_recipient(selection: Selection) -> Recipient | None:
-    """The first account of the selection that has an address (for the preview)."""
+    """The first account of the selection whose message goes out: an address, a
+    code not expired (for the preview and the sample)."""
     if selection.email == "without":
         return None
-    rows = recipients_page(selection.with_values(email="with"), 1, 1)
-    return rows[0] if rows else None
+    rows = recipients_page(selection.with_values(email="with"), 1, FIRST_ROWS)
+    return next((r for r in rows if r.content != EXPIRED), None)
 
 
 def shown_to_admin(recipient: Recipient) -> Recipient:
@@ -76,6 +81,14 @@ def shown_to_admin(recipient: Recipient) -> Recipient:
     return recipient
 
 
+def renew_expired_url(args: dict[str, Any]) -> str | None:
+    """The page with the accounts whose code expired, ready for new codes in a
+    PDF; None when the host issues none or the admin may not ask for them."""
+    if not (renewal.available() and has_capability(PRINT) and has_capability(RENEW)):
+        return None
+    return url_for("publipostage.index", **{**args, "code": ["expired"]}, _anchor="pp-pdf")
+
+
 @require(SEND)
 def mail_confirm() -> Response:
     selection = current_selection(extra_params=("page", "sample"))
@@ -84,7 +97,8 @@ def mail_confirm() -> Response:
     scope = current_scope()
     # Who receives what: counted among the recipients (accounts with an address).
     recipients = count(selection.with_values(email="with")) if selection.email != "without" else None
-    to_send = recipients.selected if recipients else 0
+    # An expired code is never sent: those accounts are skipped.
+    to_send = recipients.selected - recipients.expired if recipients else 0
     # Before sending again: who already got their credentials by email.
     already = 0
     if to_send and selection.get("emailed") == "all":
@@ -104,7 +118,9 @@ def mail_confirm() -> Response:
         selection=selection,
         counters=counters,
         to_send=to_send,
-        codes=recipients.not_activated if recipients else 0,
+        codes=recipients.codes if recipients else 0,
+        federated=recipients.federated if recipients else 0,
+        expired=recipients.expired if recipients else 0,
         already=already,
         leave_out_url=url_for("publipostage.mail_confirm", **{**_selection_args(selection), "emailed": ["never"]}),
         recipient=recipient,
@@ -119,6 +135,7 @@ def mail_confirm() -> Response:
         sample=request.args.get("sample"),
         args=args,
         without_email_url=url_for("publipostage.index", **{**args, "email": ["without"]}),
+        renew_expired_url=renew_expired_url(args) if recipients and recipients.expired else None,
     )
     # The preview shows a real activation code: never kept by a cache.
     return Response(page, headers={"Cache-Control": "no-store"})

@@ -36,14 +36,16 @@ from typing import Any, cast
 import sqlalchemy as sa
 from flask_babel import force_locale
 
+from .. import renewal
 from ..access import Scope
 from ..config import config_value
 from ..csv_export import filename
 from ..i18n import gettext as _
 from ..i18n import lazy_gettext as _l
-from ..recipients import Recipient, Related
+from ..models import utcnow
+from ..recipients import EXPIRED, Recipient, Related
 from ..runs import backends, core, files
-from ..runs.models import DONE, ITEM_FAILED, PENDING, PRINTED, RENDERED, Run, RunItem
+from ..runs.models import DONE, ITEM_FAILED, PENDING, PRINTED, RENDERED, SKIPPED, Run, RunItem
 from ..selection import Selection
 from ..state import state
 from . import render, worker
@@ -293,13 +295,20 @@ def chunk_done(run: Run, index: int) -> None:
 
 
 def chunks_on_disk(run: Run, chunks: Sequence[tuple[int, int]]) -> set[int]:
-    """Chunks rendered by an earlier driver: file on disk, no item left pending."""
+    """Chunks rendered already: no item left pending, and their file on disk, or
+    none needed (not one of their accounts got a page: each was deleted, or had
+    an expired code)."""
     c = item_t.c
     with core.engine().connect() as conn:
         pending = set(conn.execute(
             sa.select(c.chunk).where(c.run_id == run.id, c.state == PENDING).distinct()
         ).scalars())
-    return {i for i in range(len(chunks)) if i not in pending and chunk_path(run, i).exists()}
+        printed = set(conn.execute(
+            sa.select(c.chunk).where(c.run_id == run.id, c.state.in_((RENDERED, PRINTED))).distinct()
+        ).scalars())
+    return {
+        i for i in range(len(chunks)) if i not in pending and (i not in printed or chunk_path(run, i).exists())
+    }
 
 
 # -- driving --------------------------------------------------------------------------------------
@@ -321,6 +330,7 @@ class Job:
         self.ahead = ahead
         self.related = Related(state().host, self.selection)
         self._read: dict[int, Recipient] = {}
+        self._items: dict[int, int] = {}  # position -> item id, of _read
         self._span = (0, -1)  # the positions in _read
 
     def accounts(self, lo: int, hi: int) -> dict[int, Recipient]:
@@ -335,12 +345,41 @@ class Job:
                     conn.execute(sa.update(item_t).where(item_t.c.id.in_(gone)).values(
                         state=ITEM_FAILED, reason=_("The account no longer exists (or left the perimeter).")))
             self._read = {item.position: recipient for item, recipient in found if recipient is not None}
+            self._items = {item.position: item.id for item, recipient in found if recipient is not None}
             self._span = (lo, stop)
         return {p: r for p, r in self._read.items() if lo <= p <= hi}
 
     def bundle_of(self, index: int) -> int:
         """The bundle (its rank) of chunk ``index``'s first account."""
         return bisect_right([b.start for b in self.bundles], self.chunks[index][0]) - 1
+
+    def printed(self, by_position: dict[int, Recipient], lo: int, hi: int) -> list[Recipient]:
+        """The accounts at positions ``lo`` .. ``hi`` as their letters print.
+
+        Renewal codes are asked of the host now, for these accounts only
+        (:mod:`~flask_publipostage.renewal`): the codes stay in memory until the
+        chunk is rendered, their items record when. An expired code is never
+        printed: its account gets no letter, its item is skipped with the reason.
+        """
+        found = [(p, by_position[p]) for p in range(lo, hi + 1) if p in by_position]
+        recipients, renewed = renewal.issue(
+            [r for _p, r in found], self.options.renew, self.options.renew_expired, self.selection.scope
+        )
+        # By position: with a bundle for every class, an account has a sheet (an
+        # item) in each of its classes, all with the one code issued.
+        items = [self._items[p] for p, _r in found]
+        got = {str(i) for i in renewed}
+        renewed_items = [item for item, r in zip(items, recipients) if str(r.id) in got]
+        expired = [item for item, r in zip(items, recipients) if r.content == EXPIRED]
+        c = item_t.c
+        if renewed_items or expired:
+            with core.engine().begin() as conn:
+                if renewed_items:
+                    conn.execute(sa.update(item_t).where(c.id.in_(renewed_items)).values(renewal_issued_at=utcnow()))
+                if expired:
+                    conn.execute(sa.update(item_t).where(c.id.in_(expired), c.state == PENDING).values(
+                        state=SKIPPED, reason=_("The activation code has expired: no letter was printed.")))
+        return [r for r in recipients if r.content != EXPIRED]
 
     def html(self, index: int) -> str:
         """The HTML of one chunk (empty when none of its accounts exists any more);
@@ -356,7 +395,13 @@ class Job:
         missing: list[list[str]] = []
         bundle = ""  # the label of the chunk's first bundle
         for part in parts:
-            recipients = [by_position[p] for p in range(part.start, part.start + part.count) if p in by_position]
+            last = part.start + part.count - 1
+            if part.kind == SIGNOFF:
+                # Whoever gets a letter signs for it: not an account whose code expired.
+                recipients = [by_position[p] for p in range(part.start, last + 1) if p in by_position
+                              and (by_position[p].content != EXPIRED or self.options.renew_expired)]
+            else:
+                recipients = self.printed(by_position, part.start, last)
             if not recipients:
                 continue
             if grouped:

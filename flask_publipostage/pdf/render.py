@@ -21,7 +21,7 @@ from flask import current_app
 from ..config import EntLinks, config_value
 from ..i18n import gettext as _
 from ..i18n import ngettext
-from ..recipients import Recipient, parent_of
+from ..recipients import ACTIVATION, FEDERATED, RENEWAL, Recipient, parent_of
 from . import fonts
 
 LETTER = "letter"
@@ -95,6 +95,15 @@ class Options:
     every_class: bool = False
     #: One PDF per class bundle, in a ZIP file (sorted by class first).
     zip: bool = False
+    #: Renewal codes asked of the host (:mod:`~flask_publipostage.renewal`):
+    #: ``""`` (none), ``"without_email"`` or ``"activated"``...
+    renew: str = ""
+    #: ...and for the accounts whose activation code has expired.
+    renew_expired: bool = False
+
+    @property
+    def renews(self) -> bool:
+        return bool(self.renew or self.renew_expired)
 
     @property
     def unit(self) -> int:
@@ -126,6 +135,8 @@ class Options:
             signoff=bool(data.get("signoff")),
             every_class=bool(data.get("every_class")),
             zip=bool(data.get("zip")),
+            renew=str(data.get("renew") or ""),
+            renew_expired=bool(data.get("renew_expired")),
         )
 
 
@@ -149,6 +160,9 @@ class Settings:
     ent_url = property(lambda self: self.links.url)
     activation_url = property(lambda self: self.links.activation_url)
     reset_url = property(lambda self: self.links.reset_url)
+    renewal_url = property(lambda self: self.links.renewal_url)
+    federation_name = property(lambda self: self.links.federation_name)
+    federation_url = property(lambda self: self.links.federation_url)
     password_rule = property(lambda self: self.links.password_rule)
 
     @property
@@ -215,20 +229,40 @@ def qr_data_uri(data: str) -> str:
 
 def qr_for(recipient: Recipient, settings: Settings) -> str | None:
     """The account's QR code (letters and cards alike), or None when
-    ``PDF_QR_CODE`` is off: the activation page, or the password reset page once
-    activated; ``PDF_QR_PARAMS`` added, the code only if the host put ``{code}``
-    there."""
+    ``PDF_QR_CODE`` is off: the activation page; the renewal page with a renewal
+    code; the ENT for a federated account (its sign-in page offers the academic
+    identity); the password reset page once activated. ``PDF_QR_PARAMS`` added,
+    a code only if the host put ``{code}`` there."""
     if not settings.qr_code:
         return None
-    url = settings.reset_url if recipient.activated else settings.activation_url
-    if settings.qr_params and not recipient.activated:
-        url += settings.qr_params.format(
-            login=quote(recipient.login, safe=""),
-            code=quote(recipient.activation_code or "", safe=""),
-        )
-    elif settings.qr_params and "{code}" not in settings.qr_params:
-        url += settings.qr_params.format(login=quote(recipient.login, safe=""), code="")
+    content = recipient.content
+    code: str | None = None
+    if content == RENEWAL:
+        url, code = settings.renewal_url, recipient.renewal_code or ""
+    elif content == FEDERATED:
+        url = settings.ent_url
+    elif recipient.activated:
+        url = settings.reset_url
+    else:
+        url, code = settings.activation_url, recipient.activation_code or ""
+    if settings.qr_params and (code is not None or "{code}" not in settings.qr_params):
+        url += settings.qr_params.format(login=quote(recipient.login, safe=""), code=quote(code or "", safe=""))
     return qr_data_uri(url)
+
+
+def _day(value: Any) -> str:
+    return value.strftime("%d/%m/%Y") if value else ""
+
+
+def printed_code(recipient: Recipient) -> tuple[str | None, str]:
+    """The code a letter or card prints (activation or renewal; None for the
+    others) and the last day it works ("30/11/2026", or "" when unknown)."""
+    content = recipient.content
+    if content == RENEWAL:
+        return recipient.renewal_code, _day(recipient.renewal_valid_until_day)
+    if content == ACTIVATION:
+        return recipient.activation_code, _day(recipient.code_valid_until_day)
+    return None, ""
 
 
 # -- per-account views -------------------------------------------------------------
@@ -261,7 +295,8 @@ def letter_view(recipient: Recipient, settings: Settings, postal: bool = False) 
         recipient.full_name, LETTER_WIDTH, LETTER_NAME_SIZES, lines=2, most=LETTER_NAME_MOST, bold=True
     )
     login_lines = t.fit_lines(recipient.login, LETTER_BOX, 15, lines=4, family="PPMono", bold=True)
-    code_lines = t.fit_lines(recipient.activation_code or "", LETTER_BOX, 15, lines=4, family="PPMono", bold=True)
+    code, until = printed_code(recipient)
+    code_lines = t.fit_lines(code or "", LETTER_BOX, 15, lines=4, family="PPMono", bold=True)
     used = _height(len(name_lines), name_size) + _height(max(0, len(login_lines) - 1) + max(0, len(code_lines) - 1), 15)
     child_lines = [t.fit_lines(c, LETTER_WIDTH - 8, 11, lines=LETTER_CHILD_LINES) for c in shown]
     if used + _height(1 + sum(map(len, child_lines)) + (1 if more else 0), 11) > LETTER_ROOM[postal]:
@@ -281,8 +316,10 @@ def letter_view(recipient: Recipient, settings: Settings, postal: bool = False) 
         "children": child_lines,
         "more_children": more,
         "login_lines": login_lines,
-        "code": recipient.activation_code,
+        "content": recipient.content,
+        "code": code,
         "code_lines": code_lines,
+        "valid_until": until,
         "address": address,
         "address_name": address_name,
         "window_size": window_size,
@@ -303,8 +340,18 @@ def card_view(recipient: Recipient, settings: Settings) -> dict[str, Any]:
     t = settings.typesetter
     qr = qr_for(recipient, settings)
     beside = CARD_BESIDE_QR if qr else CARD_WIDTH
-    if recipient.activated:
+    content = recipient.content
+    code, until = printed_code(recipient)
+    if content == FEDERATED:
+        where = _("Sign in at %(url)s with %(federation)s", url=settings.ent_url, federation=settings.federation_name)
+    elif content == RENEWAL and until:
+        where = _("Choose a new password at %(url)s (code valid until %(date)s)", url=settings.renewal_url, date=until)
+    elif content == RENEWAL:
+        where = _("Choose a new password at %(url)s", url=settings.renewal_url)
+    elif recipient.activated:
         where = _("Forgot password: %(url)s", url=settings.reset_url)
+    elif until:
+        where = _("Activate your account at %(url)s (code valid until %(date)s)", url=settings.activation_url, date=until)
     else:
         where = _("Activate your account at %(url)s", url=settings.activation_url)
     url_size, url_lines = t.fit_block(where, beside, CARD_URL_SIZES, lines=2, most=3)
@@ -317,7 +364,7 @@ def card_view(recipient: Recipient, settings: Settings) -> dict[str, Any]:
             detail = _("%(profile)s, %(classes)s", profile=detail, classes=", ".join(recipient.classes)) if detail else ", ".join(recipient.classes)
         lines = t.fit_lines(detail, CARD_WIDTH, 8.5, lines=2)
     # The ENT, what the card is, then the account's own school: cut first if too long.
-    title = _("My first login") if recipient.activation_code else _("My account")
+    title = {ACTIVATION: _("My first login"), RENEWAL: _("New password")}.get(content, _("My account"))
     head = " · ".join(p for p in (settings.ent_name, title, recipient.school or settings.school_name) if p)
     name_lines = t.fit_lines(recipient.full_name, CARD_WIDTH, 11, lines=2, bold=True)
     login_lines = t.fit_lines(recipient.login, CARD_WIDTH, 10.5, lines=3, family="PPMono", bold=True)
@@ -330,8 +377,12 @@ def card_view(recipient: Recipient, settings: Settings) -> dict[str, Any]:
         "detail_lines": lines,
         "profile": recipient.profile_label if recipient.children else "",
         "login_lines": login_lines,
-        "code": recipient.activation_code,
-        "code_lines": t.fit_lines(recipient.activation_code or "", beside, 10.5, lines=3, family="PPMono", bold=True),
+        "content": content,
+        "code": code,
+        "code_lines": t.fit_lines(code or "", beside, 10.5, lines=3, family="PPMono", bold=True),
+        # In place of the code's label and value (two lines at least): never cut.
+        "federation": t.fit_lines(_("Sign in with %(federation)s: no code needed.", federation=settings.federation_name),
+                                  beside, 8.5, lines=2) if content == FEDERATED else [],
         "url_size": url_size,
         "url_lines": url_lines,
         "qr": qr,

@@ -12,12 +12,13 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, RadioField
 from wtforms.validators import InputRequired
 
-from ..access import PRINT, current_scope, has_capability, require
+from .. import renewal
+from ..access import PRINT, RENEW, current_scope, has_capability, require
 from ..i18n import gettext as _
 from ..i18n import lazy_gettext as _l
 from ..i18n import ngettext
 from ..runs import core, files
-from ..runs.models import DONE, Run
+from ..runs.models import DONE, SKIPPED, Run
 from ..selection import Selection, SelectionError, check_size, count, count_sheets
 from ..state import state
 from ..views import PostForm, current_selection, form_error, stalled_label, time_left_label
@@ -39,18 +40,44 @@ class PdfForm(FlaskForm):
     signoff = BooleanField(_l("Add a sign-off sheet at the head of each class (sorted by class)"))
     every_class = BooleanField(_l("A bundle per class: each account in each of its classes"))
     zip = BooleanField(_l("One PDF file per class, together in a ZIP file"))
+    #: Renewal codes on the letters of activated accounts (offered when the host
+    #: issues them and the admin holds ``renew``).
+    renew = RadioField(
+        _l("Renewal codes"),
+        choices=[
+            ("", _l("No renewal code")),
+            (renewal.WITHOUT_EMAIL, _l("Generate a renewal code for the activated accounts without an email address")),
+            (renewal.ACTIVATED, _l("Generate a renewal code for every selected activated account")),
+        ],
+        default="",
+        validate_choice=False,
+    )
+    renew_expired = BooleanField(_l("Generate a new code for the accounts whose activation code has expired"))
     #: Sent by the button of the check page: print although some names show boxes.
     print_anyway = BooleanField()
 
     def options(self, selection: Selection) -> render.Options:
         """The options chosen; one that cannot apply is refused, never ignored."""
+        renew = self.renew.data or ""
+        if renew not in ("", *renewal.CHOICES):
+            raise SelectionError(_("Invalid choice of renewal codes."), field="renew")
         options = render.Options(
             template=self.template.data,
             postal=bool(self.postal.data),
             signoff=bool(self.signoff.data),
             every_class=bool(self.every_class.data),
             zip=bool(self.zip.data),
+            renew=renew,
+            renew_expired=bool(self.renew_expired.data),
         )
+        if options.renews:
+            # Asking the host for codes changes accounts: its own capability.
+            if not renewal.available():
+                raise SelectionError(_("This console does not issue renewal codes."), field="renew")
+            if not has_capability(RENEW):
+                raise SelectionError(_("You may not generate renewal codes."), status=403, field="renew")
+            if options.renew_expired and not state().host.maps("code_valid_until"):
+                raise SelectionError(_("This console does not say when activation codes expire."), field="renew_expired")
         if options.postal and options.template != render.LETTER:
             raise SelectionError(_("Postal mail needs the template “1 per page”."), field="postal")
         if options.signoff and selection.group_by != "class":
@@ -83,6 +110,9 @@ def pdf_context() -> dict[str, Any]:
         "pdf_form": form,
         "pdf_recent_jobs": recent,
         "pdf_postal_available": lambda: state().host.has_postal_address,
+        # Renewal codes: the host issues them, the admin may ask for them.
+        "pdf_renew_available": lambda: renewal.available() and has_capability(RENEW),
+        "pdf_expiry_known": lambda: state().host.maps("code_valid_until"),
         "pdf_view": JobView,
     }
 
@@ -105,6 +135,16 @@ class JobView:
         self.template = self.options.template
         #: The PDF files of a ZIP ready to download, by name.
         self.zip_files = _zip_names(run) if self.downloadable and self.options.zip else []
+        #: Accounts left without a letter (their activation code had expired).
+        self.skipped = counts[SKIPPED]
+        self.renewal_failed = run.last_error == renewal.FAILED
+
+    @property
+    def renewed(self) -> int:
+        """Accounts whose letter carries a renewal code issued for this file."""
+        if not self.options.renews:
+            return 0
+        return core.count_items(self.run.id, condition=core.item_t.c.renewal_issued_at.is_not(None))
 
     def status(self) -> dict[str, Any]:
         run, progress = self.run, self.progress
@@ -165,6 +205,8 @@ def generate_pdf() -> Any:
     core.drive(run.id)
     run = core.get(run.id)
     assert run is not None
+    if run.last_error == renewal.FAILED:
+        raise SelectionError(renewal.failed_message(), status=502)
     if run.state != DONE:
         raise SelectionError(_("The PDF could not be generated. Try again; if it fails again, contact your administrator."),
                              status=500 if run.state == "failed" else 409)
@@ -200,7 +242,8 @@ def pdf_jobs() -> str:
 def pdf_job(job_id: str) -> str:
     view = JobView(_owned(job_id))
     return render_template(
-        "publipostage/pdf_job.html", job=view, status=view.status(), cancel_form=PostForm(), can_print=has_capability(PRINT)
+        "publipostage/pdf_job.html", job=view, status=view.status(), cancel_form=PostForm(), can_print=has_capability(PRINT),
+        renewal_failed_message=renewal.failed_message(),
     )
 
 

@@ -40,7 +40,7 @@ from ..host import parse_key
 from ..i18n import gettext as _
 from ..models import utcnow
 from ..recipients import Recipient, Related, build
-from ..selection import Selection, SelectionError
+from ..selection import Selection, SelectionError, state_columns
 from ..state import state
 from . import backends
 from .models import (
@@ -320,7 +320,7 @@ def accounts(selection: Selection, items: Sequence[ItemRow], related: Related | 
     wanted = list(dict.fromkeys(k for k in keys if k is not None))
     rows = {}
     if wanted:
-        stmt = sa.select(*host.scalar_columns()).where(host.user_id.in_(wanted))
+        stmt = sa.select(*host.scalar_columns(), *state_columns(host)).where(host.user_id.in_(wanted))
         rows = {row.id: row for row in found.session.connection().execute(stmt)}
     present = [(item, rows[key]) for item, key in zip(items, keys) if key in rows]
     built = build(selection, [row for _item, row in present], related,
@@ -622,6 +622,15 @@ class Counts:
     @property
     def remaining(self) -> int:
         return self[PENDING] + self[SENDING]
+
+
+def count_items(run_id: int, conn: Any = None, condition: Any = None) -> int:
+    """The run's items (those meeting ``condition``)."""
+    stmt = sa.select(sa.func.count()).where(item_t.c.run_id == run_id, *(() if condition is None else (condition,)))
+    if conn is not None:
+        return int(conn.execute(stmt).scalar() or 0)
+    with engine().connect() as own:
+        return int(own.execute(stmt).scalar() or 0)
 
 
 def count_accounts(run_ids: Iterable[int], conn: Any = None) -> dict[int, int]:

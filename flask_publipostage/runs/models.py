@@ -168,6 +168,9 @@ class RunItem(Base):
     reason: Mapped[str | None] = mapped_column(sa.String(REASON_LENGTH))
     #: When it was sent, or printed.
     done_at: Mapped[datetime | None] = mapped_column()
+    #: When the host issued a renewal code for this account's letter (the code
+    #: itself is printed, never kept).
+    renewal_issued_at: Mapped[datetime | None] = mapped_column()
     message_id: Mapped[str | None] = mapped_column(sa.String(255))
     #: Sent again after a crash or a lost connection: the first copy may have arrived.
     possibly_duplicate: Mapped[bool] = mapped_column(default=False)
