@@ -34,6 +34,10 @@ from .sender import (
     open_connection,
 )
 
+#: The message preview is the email itself, styled inline for mail clients (no
+#: stylesheet reaches them): it is served apart, in the page's sandboxed frame,
+#: under a policy of its own: no script, nothing fetched, framed by the page only.
+PREVIEW_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'; sandbox"
 #: The activation code of "m'envoyer un exemple": plainly not one of the ENT's.
 SAMPLE_CODE = "EXEMPLE-0000"
 #: Failures and skips listed on the report page (all of them are in the CSV).
@@ -119,9 +123,25 @@ def mail_confirm() -> Response:
         sample=request.args.get("sample"),
         args=args,
         without_email_url=url_for("publipostage.index", **{**args, "email": ["without"]}),
+        preview_url=url_for("publipostage.mail_preview", **args),
     )
     # The preview shows a real activation code: never kept by a cache.
     return Response(page, headers={"Cache-Control": "no-store"})
+
+
+@require(SEND)
+def mail_preview() -> Response:
+    """The HTML message of the confirmation's preview, alone (its frame's document)."""
+    selection = current_selection(extra_params=())
+    recipient = first_recipient(selection)
+    if recipient is None:
+        raise SelectionError(_("No selected account has an email address: there is nothing to send."), status=404)
+    try:
+        settings = MailSettings.load(current_scope().school_name)
+    except MailConfigError as exc:
+        raise SelectionError(str(exc)) from None
+    html = render(shown_to_admin(recipient), settings).html
+    return Response(html, headers={"Cache-Control": "no-store", "Content-Security-Policy": PREVIEW_POLICY})
 
 
 @require(SEND)
@@ -269,6 +289,7 @@ def mail_campaign_resume(campaign_id: str) -> Any:
 def register(bp: Blueprint) -> None:
     bp.context_processor(mail_context)
     bp.add_url_rule("/mail", view_func=mail_confirm)
+    bp.add_url_rule("/mail/preview", view_func=mail_preview)
     bp.add_url_rule("/mail/send", view_func=mail_send, methods=["POST"])
     bp.add_url_rule("/mail/sample", view_func=mail_sample, methods=["POST"])
     bp.add_url_rule("/mail/campaigns", view_func=mail_campaigns)
