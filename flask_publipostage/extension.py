@@ -102,6 +102,8 @@ class Publipostage:
         permission: Callable[[str], bool],
         profiles: Mapping[Any, str] | None = None,
         school_model: Any = None,
+        step_up: Callable[[], bool] | None = None,
+        step_up_url: Callable[[str], str] | None = None,
     ) -> None:
         """Mount the page on ``app``.
 
@@ -115,6 +117,10 @@ class Publipostage:
         :param profiles: host profile value -> canonical profile, if they differ.
         :param school_model: the host's school model, with the fields ``school``,
             ``school_name`` and ``class_school``: the optional school dimension.
+        :param step_up: ``() -> bool``, whether the admin's authentication is
+            recent or strong enough to show, print or send codes (optional).
+        :param step_up_url: ``(back) -> str``, the host's re-authentication page,
+            returning to the path ``back``; given with ``step_up``.
 
         Reads every ``PUBLIPOSTAGE_*`` key of :data:`flask_publipostage.config.DEFAULTS`.
         """
@@ -122,6 +128,8 @@ class Publipostage:
             raise RuntimeError("flask-publipostage is already registered on this app")
         if not callable(scope) or not callable(permission):
             raise TypeError("init_app needs a scope and a permission callable (fail closed)")
+        if (step_up is None) != (step_up_url is None) or not all(callable(f) for f in (step_up, step_up_url) if f):
+            raise TypeError("init_app takes step_up and step_up_url together: two callables, or neither")
         check_renamed(app.config)
         for key, value in DEFAULTS.items():
             app.config.setdefault(f"PUBLIPOSTAGE_{key}", value)
@@ -135,6 +143,8 @@ class Publipostage:
             host=HostModels(user_model, class_model, fields, profiles, school_model),
             scope_callback=scope,
             permission_callback=permission,
+            step_up_callback=step_up,
+            step_up_url_callback=step_up_url,
             domain=make_domain(tuple(config_value("TRANSLATION_DIRECTORIES", app))),
             runner=backends.make_runner(app, watch=core.resume_stale),
         )

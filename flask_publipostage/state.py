@@ -31,6 +31,11 @@ class PublipostageState:
     domain: Any
     #: The background runner (:mod:`flask_publipostage.runs.backends`).
     runner: Any = None
+    #: ``() -> bool``: is the admin's authentication recent or strong enough for
+    #: codes? None: no step-up (:mod:`flask_publipostage.access`).
+    step_up_callback: Callable[[], bool] | None = None
+    #: ``(back) -> str``: the host's re-authentication page, returning to ``back``.
+    step_up_url_callback: Callable[[str], str] | None = None
     #: Optional host hooks, e.g. ``cli_scope(actor, scope_key) -> Scope`` for the CLI.
     extras: dict[str, Any] = field(default_factory=dict)
 

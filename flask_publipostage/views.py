@@ -27,7 +27,16 @@ from flask import (
 from flask_wtf import FlaskForm
 
 from . import audit, csv_export
-from .access import PRINT, TEACHER, VIEW, current_scope, has_capability, require
+from .access import (
+    PRINT,
+    TEACHER,
+    VIEW,
+    current_scope,
+    has_capability,
+    require,
+    require_recent_authentication,
+    step_up_url,
+)
 from .config import config_value
 from .host import parse_key
 from .i18n import gettext as _
@@ -197,6 +206,10 @@ def preview_context(selection: Selection, endpoint: str = "publipostage.index") 
     def page_url(n: int, **where: Any) -> str:
         return url_for(endpoint, **query, page=n, **where)
 
+    can_print = has_capability(PRINT)
+    # Codes show to those who may print them, once their authentication is recent.
+    step_up = step_up_url(url_for("publipostage.index", **query)) if can_print else None
+
     links: dict[str, str] = {}
     if rows and number > 1:
         links["first"] = page_url(1)
@@ -212,7 +225,9 @@ def preview_context(selection: Selection, endpoint: str = "publipostage.index") 
         "pages": pages,
         "page_size": page_size,
         "first_row": (number - 1) * page_size + 1,
-        "can_print": has_capability(PRINT),
+        "can_print": can_print,
+        "show_codes": can_print and step_up is None,
+        "step_up_url": step_up,
         "several_schools": len(perimeter_schools(selection.scope)) > 1,
         "template": template,
         "page_url": page_url,
@@ -272,7 +287,7 @@ def preview() -> Response:
 def preview_json() -> Response:
     """The preview as JSON, for scripts: the same selection, the same pages."""
     context = preview_context(current_selection(PAGE_PARAMS), "publipostage.preview_json")
-    counters, can_print = context["counters"], context["can_print"]
+    counters, show_codes = context["counters"], context["show_codes"]
     response = jsonify(
         {
             "counters": {
@@ -283,13 +298,15 @@ def preview_json() -> Response:
             "page": context["page"],
             "pages": context["pages"],
             "links": context["page_links"],
-            "accounts": [_account_json(r, can_print) for r in context["rows"]],
+            "accounts": [_account_json(r, show_codes) for r in context["rows"]],
+            # Set when the codes wait for the admin to authenticate again, there.
+            "step_up_url": context["step_up_url"],
         }
     )
     return _private(response)
 
 
-def _account_json(r: Any, can_print: bool) -> dict[str, Any]:
+def _account_json(r: Any, show_codes: bool) -> dict[str, Any]:
     return {
         "id": r.id,
         "login": r.login,
@@ -299,7 +316,7 @@ def _account_json(r: Any, can_print: bool) -> dict[str, Any]:
         "email": r.email,
         "activated": r.activated,
         # Shown to those who may print it, as on the page.
-        "activation_code": r.activation_code if can_print else None,
+        "activation_code": r.activation_code if show_codes else None,
         "classes": list(r.classes),
         "children": [{"first_name": c.first_name, "last_name": c.last_name, "classes": list(c.classes)} for c in r.children],
         "created_on": r.created_on.isoformat() if r.created_on else None,
@@ -340,6 +357,7 @@ def export_csv() -> Response:
     (:func:`_check_same_site`)."""
     _check_same_site()
     selection = current_selection(extra_params=())
+    require_recent_authentication(url_for("publipostage.index", **selection.to_args().to_dict(flat=False)))
     counters = count(selection)
     check_size(counters)
     filename = csv_export.filename(selection)

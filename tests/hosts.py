@@ -6,11 +6,12 @@ French table names, a boolean activation column, host profile codes ("ELEVE",
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask, render_template_string
+from flask import Flask, redirect, render_template_string, request, session, url_for
 from flask_babel import Babel
 from flask_sqlalchemy import SQLAlchemy
 
@@ -141,9 +142,36 @@ def permission(capability: str) -> bool:
     return actor is not None and capability in actor["caps"]
 
 
-def make_app(database_url: str, instance_path: str, *, reset: bool = True, schools: bool = False, **config: Any) -> Flask:
+def recently_authenticated() -> bool:
+    """The test host's step-up: the session passed ``/reauth`` less than
+    ``TEST_STEP_UP_SECONDS`` ago."""
+    from flask import current_app
+
+    return time.time() - float(session.get("auth_at", 0)) < float(current_app.config["TEST_STEP_UP_SECONDS"])
+
+
+def reauth_url(back: str) -> str:
+    return url_for("reauth", next=back)
+
+
+#: The policy a careful host serves its console under (``make_app(csp=True)``).
+STRICT_CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:"
+
+
+def make_app(
+    database_url: str,
+    instance_path: str,
+    *,
+    reset: bool = True,
+    schools: bool = False,
+    step_up: bool = False,
+    csp: bool = False,
+    **config: Any,
+) -> Flask:
     """The test host on ``database_url``: tables emptied (``reset``) or kept
-    (benchmarks); ``schools``: with the school dimension mapped."""
+    (benchmarks); ``schools``: with the school dimension mapped; ``step_up``: a
+    recent authentication asked before codes (``/reauth`` gives one); ``csp``:
+    every page under :data:`STRICT_CSP`."""
     app = Flask(__name__, instance_path=instance_path)
     app.config.update(
         TESTING=True,
@@ -155,6 +183,7 @@ def make_app(database_url: str, instance_path: str, *, reset: bool = True, schoo
         PUBLIPOSTAGE_ENT_NAME="ENT Test",
         PUBLIPOSTAGE_ENT_URL="https://ent.test.example",
         MAIL_DEFAULT_SENDER="ENT Test <noreply@ent.test.example>",
+        TEST_STEP_UP_SECONDS=600,
     )
     app.config.update(config)
     app.jinja_loader = _layout_loader(app)
@@ -178,7 +207,22 @@ def make_app(database_url: str, instance_path: str, *, reset: bool = True, schoo
         permission=permission,
         profiles=PROFILE_CODES,
         school_model=Ecole if schools else None,
+        step_up=recently_authenticated if step_up else None,
+        step_up_url=reauth_url if step_up else None,
     )
+
+    @app.route("/reauth")
+    def reauth() -> Any:
+        """The host's re-authentication, passed at once (the tests' password)."""
+        session["auth_at"] = time.time()
+        return redirect(request.args["next"])
+
+    if csp:
+        @app.after_request
+        def policy(response: Any) -> Any:
+            # A response with a policy of its own (the message preview) keeps it.
+            response.headers.setdefault("Content-Security-Policy", STRICT_CSP)
+            return response
 
     @app.route("/")
     def home() -> str:

@@ -12,7 +12,16 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, stream_with_context, url_for
 
 from .. import audit
-from ..access import PRINT, SEND, current_scope, has_capability, require
+from ..access import (
+    PRINT,
+    SEND,
+    authenticated_recently,
+    current_scope,
+    has_capability,
+    require,
+    require_recent_authentication,
+    step_up_url,
+)
 from ..csv_export import stamped_name
 from ..i18n import gettext as _
 from ..recipients import Recipient
@@ -73,9 +82,9 @@ def first_recipient(selection: Selection) -> Recipient | None:
 
 
 def shown_to_admin(recipient: Recipient) -> Recipient:
-    """The recipient as the preview and the sample show it: the code itself only
-    to an admin who may see codes anyway (print), else hidden."""
-    if recipient.activation_code and not has_capability(PRINT):
+    """The recipient as the preview shows it: the code itself only to an admin who
+    may see codes anyway (print) and authenticated recently enough, else hidden."""
+    if recipient.activation_code and not (has_capability(PRINT) and authenticated_recently()):
         return dataclasses.replace(recipient, activation_code="•" * len(recipient.activation_code))
     return recipient
 
@@ -124,6 +133,8 @@ def mail_confirm() -> Response:
         args=args,
         without_email_url=url_for("publipostage.index", **{**args, "email": ["without"]}),
         preview_url=url_for("publipostage.mail_preview", **args),
+        # Sending asks for a recent authentication: said before the button.
+        step_up_url=step_up_url(url_for("publipostage.mail_confirm", **args)),
     )
     # The preview shows a real activation code: never kept by a cache.
     return Response(page, headers={"Cache-Control": "no-store"})
@@ -150,6 +161,7 @@ def mail_send() -> Any:
     form = PostForm()
     if not form.validate_on_submit():
         raise form_error(form)
+    require_recent_authentication(url_for("publipostage.mail_confirm", **_selection_args(selection)))
     try:
         campaign, _created = campaigns.start(selection)
     except MailConfigError as exc:
@@ -164,6 +176,7 @@ def mail_sample() -> Any:
     form = PostForm()
     if not form.validate_on_submit():
         raise form_error(form)
+    require_recent_authentication(url_for("publipostage.mail_confirm", **_selection_args(selection)))
     scope = current_scope()
     to = (scope.actor_email or "").strip()
     if not to:
@@ -281,6 +294,7 @@ def mail_campaign_resume(campaign_id: str) -> Any:
     form = PostForm()
     if not form.validate_on_submit():
         raise form_error(form)
+    require_recent_authentication(url_for("publipostage.mail_campaign", campaign_id=campaign.id))
     if not core.resume(campaign):
         raise SelectionError(_("Only a stopped campaign can be resumed."))
     return redirect(url_for("publipostage.mail_campaign", campaign_id=campaign.id), code=303)

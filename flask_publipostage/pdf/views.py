@@ -11,7 +11,7 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, RadioField
 from wtforms.validators import InputRequired
 
-from ..access import PRINT, current_scope, has_capability, require
+from ..access import PRINT, current_scope, has_capability, require, require_recent_authentication
 from ..i18n import gettext as _
 from ..i18n import lazy_gettext as _l
 from ..i18n import ngettext
@@ -111,6 +111,9 @@ def generate_pdf() -> Any:
             raise SelectionError(_("Invalid PDF template: choose “1 per page” or “8 per page”."), field="template")
         raise form_error(form)
     options = form.options(selection.group_by)
+    # Back to the same selection and template, at the button, once authenticated again.
+    require_recent_authentication(url_for("publipostage.index", **selection.to_args().to_dict(flat=False),
+                                          template=options.template, _anchor="pp-pdf"))
     if options.postal and not state().host.has_postal_address:
         raise SelectionError(
             _("Postal letters need postal addresses, which this console does not provide."), field="postal"
@@ -190,7 +193,9 @@ def pdf_cancel(job_id: str) -> Any:
 
 @require(PRINT)
 def pdf_download(job_id: str) -> Any:
-    return _download(_owned(job_id))
+    run = _owned(job_id)
+    require_recent_authentication(url_for("publipostage.pdf_job", job_id=run.token))
+    return _download(run)
 
 
 def _download(run: Run) -> Response:
