@@ -113,6 +113,8 @@ def create_app(
         MAIL_DEFAULT_SENDER="ENT Lumière <ne-pas-repondre@ent.lumiere.example.fr>",
         ENT_CONSOLE_OUTBOX_DIR=os.environ.get("ENT_CONSOLE_OUTBOX_DIR")
         or os.path.join(app.instance_path, "outbox"),
+        # The password is asked again before codes when it was typed longer ago.
+        ENT_CONSOLE_STEP_UP_MINUTES=15,
     )
     if config:
         app.config.update(config)
@@ -142,5 +144,7 @@ def create_app(
         school_model=Etablissement,
         scope=current_admin_scope,
         permission=current_admin_can,
+        step_up=auth.authentification_recente,
+        step_up_url=auth.page_de_reauthentification,
     )
     return app
