@@ -365,7 +365,7 @@ def export_csv() -> Response:
     mimetype = "text/csv"  # Werkzeug adds "; charset=utf-8" to text types
     if request.method == "HEAD":
         return Response(mimetype=mimetype, headers=headers)
-    audit.record("csv", selection, counters.selected, template="csv")
+    audit.record("csv", selection, counters.selected, template="csv", accounts=audit.selected_accounts(selection))
     state().session.commit()
     return Response(stream_with_context(csv_export.stream(selection)), mimetype=mimetype, headers=headers)
 
@@ -389,7 +389,7 @@ class JournalQuery:
             if key not in ("output", "since", "until", "page"):
                 raise SelectionError(_("Unknown parameter “%(name)s”.", name=key[:40]))
         output = args.get("output", "")
-        if output and output not in audit.OUTPUTS:
+        if output and output not in audit.ACTIONS:
             raise SelectionError(_("Invalid value “%(value)s” for the field “%(name)s”.", value=output[:40], name=_("Output")))
         days = {key: read_date(args[key], _("From") if key == "since" else _("Until"), key) if args.get(key) else None
                 for key in ("since", "until")}
@@ -411,19 +411,31 @@ class JournalQuery:
 
 
 def names_of(entries: Any) -> dict[str, dict[str, str]]:
-    """Names of the classes and schools the journal's rows name (a query each)."""
+    """Names of the classes and schools the journal's rows name (a query each),
+    those of the admin's perimeter only: a row of another perimeter (a super
+    admin's) may name classes of other schools, which stay ids."""
     host = state().host
+    scope = current_scope()
     found: dict[str, dict[str, str]] = {}
-    models = [("class", host.class_id, host.class_name_column())]
+    models = [("class", host.class_id, host.class_name_column(), scope.classes)]
     if host.has_schools:
-        models.append(("school", host.school_id, host.school_name_column()))
-    for param, key_column, name in models:
+        schools = None if scope.is_global else host.school_id.in_([key for key, _ in perimeter_schools(scope)])
+        models.append(("school", host.school_id, host.school_name_column(), schools))
+    for param, key_column, name, within in models:
         ids = {v for e in entries for v in e.selection_args.get(param, [])}
         keys = [k for k in (parse_key(key_column, v) for v in ids) if k is not None]
         if keys:
-            rows = state().session.execute(sa.select(key_column, name).where(key_column.in_(keys)))
-            found[param] = {str(key): value for key, value in rows}
+            stmt = sa.select(key_column, name).where(key_column.in_(keys))
+            if within is not None:
+                stmt = stmt.where(within)
+            found[param] = {str(key): value for key, value in state().session.execute(stmt)}
     return found
+
+
+def by_whom(entry: audit.AuditEntry, viewer: Any) -> str:
+    """Who did it, marked when the row comes from another perimeter."""
+    mark = entry.mark(viewer)
+    return f"{entry.who} ({mark})" if mark else entry.who
 
 
 @require(VIEW)
@@ -442,7 +454,8 @@ def audit_log() -> str:
         pages=pages,
         names=names_of(entries),
         describe=describe,
-        outputs=audit.OUTPUTS,
+        outputs=audit.ACTIONS,
+        viewer=current_scope(),
     )
 
 
@@ -455,6 +468,7 @@ def audit_csv() -> Response:
         buffer = io.StringIO()
         writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
         writer.writerow([_("Date"), _("By"), _("Output"), _("Selection"), _("Accounts"), _("Result")])
+        viewer = current_scope()
         yield "\ufeff" + buffer.getvalue()
         result = state().session.execute(query.statement().execution_options(yield_per=500))
         for batch in result.scalars().partitions(500):
@@ -462,7 +476,7 @@ def audit_csv() -> Response:
             buffer.seek(0)
             buffer.truncate()
             writer.writerows(
-                [csv_export.safe_cell(v) for v in (when(e.created_at), e.who, e.output,
+                [csv_export.safe_cell(v) for v in (when(e.created_at), by_whom(e, viewer), e.output,
                                                    describe(e.selection_args, names), str(e.count), e.outcome)]
                 for e in batch
             )

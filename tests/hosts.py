@@ -116,6 +116,8 @@ ROLES: dict[str, dict[str, Any]] = {
     "adml_b": {"actor": "adml_b", "school": "B", "caps": {"view", "print", "send"}},
     "viewer_a": {"actor": "viewer_a", "school": "A", "caps": {"view"}},
     "teacher": {"actor": "teacher", "school": "A", "caps": set()},
+    # A class teacher (``audience="teacher"``): the pupils of one class and their parents.
+    "prof_a": {"actor": "prof_a", "school": "A", "caps": {"view", "print"}, "class": "CE2 de Mme Élise"},
 }
 
 
@@ -126,6 +128,8 @@ def scope() -> Scope | None:
     if actor["school"] is None:
         return Scope(actor=actor["actor"], key="*", actor_email="super@example.org", actor_name=actor.get("name", ""))
     school = actor["school"]
+    if actor.get("class"):
+        return _class_teacher_scope(actor, school)
     return Scope(
         actor=actor["actor"],
         actor_name=actor.get("name", ""),
@@ -134,6 +138,24 @@ def scope() -> Scope | None:
         key=f"ecole:{school}",
         school_name=f"École {school}",
         actor_email=f"{actor['actor']}@example.org",
+    )
+
+
+def _class_teacher_scope(actor: dict[str, Any], school: str) -> Scope:
+    taught = sa.select(Division.ref).where(Division.libelle == actor["class"], Division.ecole == school)
+    pupils = sa.select(inscription.c.personne_uid).where(inscription.c.division_ref.in_(taught))
+    parents = sa.select(filiation.c.responsable_uid).where(filiation.c.enfant_uid.in_(pupils))
+    return Scope(
+        actor=actor["actor"],
+        users=sa.and_(
+            Personne.super_admin.is_(False),
+            sa.or_(sa.and_(Personne.categorie == "ELEVE", Personne.uid.in_(pupils)),
+                   sa.and_(Personne.categorie == "PARENT", Personne.uid.in_(parents))),
+        ),
+        classes=Division.ref.in_(taught),
+        key=f"enseignant:{actor['actor']}",
+        school_name=f"École {school}",
+        audience="teacher",
     )
 
 

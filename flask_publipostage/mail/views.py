@@ -213,7 +213,9 @@ def mail_sample() -> Any:
         raise SelectionError(_("The sample could not be sent: %(reason)s", reason=reason), status=502) from None
     finally:
         close_quietly(connection)
-    audit.record("mail_sample", selection, 1, template="mail", result="sample")
+    # Filed where the recipient's admins read it too: the sample shows their account.
+    audit.record("mail_sample", selection, 1, template="mail", result="sample",
+                 accounts=sa.select(sa.literal(str(recipient.id))))
     state().session.commit()
     return redirect(url_for("publipostage.mail_confirm", **_selection_args(selection), sample="sent"), code=303)
 
@@ -284,7 +286,7 @@ def mail_campaign_cancel(campaign_id: str) -> Any:
     form = PostForm()
     if not form.validate_on_submit():
         raise form_error(form)
-    core.cancel(campaign)
+    core.cancel(campaign, current_scope())
     return redirect(url_for("publipostage.mail_campaign", campaign_id=campaign.id), code=303)
 
 
@@ -295,7 +297,7 @@ def mail_campaign_resume(campaign_id: str) -> Any:
     if not form.validate_on_submit():
         raise form_error(form)
     require_recent_authentication(url_for("publipostage.mail_campaign", campaign_id=campaign.id))
-    if not core.resume(campaign):
+    if not core.resume(campaign, current_scope()):
         raise SelectionError(_("Only a stopped campaign can be resumed."))
     return redirect(url_for("publipostage.mail_campaign", campaign_id=campaign.id), code=303)
 

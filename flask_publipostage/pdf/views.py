@@ -185,7 +185,7 @@ def pdf_cancel(job_id: str) -> Any:
     form = PostForm()
     if not form.validate_on_submit():
         raise form_error(form)
-    core.cancel(run)
+    core.cancel(run, current_scope())
     if request.headers.get("X-Requested-With") == "fetch":
         return jsonify(JobView(core.get(run.id) or run).status())
     return redirect(url_for("publipostage.pdf_job", job_id=run.token), code=303)
@@ -200,7 +200,7 @@ def pdf_download(job_id: str) -> Any:
 
 def _download(run: Run) -> Response:
     """The file, once: the download is claimed before the first byte."""
-    path = files.claim_download(run)
+    path = files.claim_download(run, current_scope())
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     return Response(
         files.stream(run.id, path, app),
