@@ -189,3 +189,22 @@ def test_a_class_outside_the_perimeter_keeps_its_name_hidden(app: Flask, client:
     seen = html.unescape(client.get(JOURNAL, "adml_a").get_data(as_text=True))
     assert "CP de Mme Émery" in seen and "CP de l'école B" not in seen
     assert "CP de l'école B" in html.unescape(client.get(JOURNAL, "super").get_data(as_text=True))
+
+
+def test_upgrade_db_adds_the_journal_columns(app: Flask, client: Any, school: None) -> None:
+    """A journal of the previous version (the run in the result: "run 12") gains its
+    columns once, with ``flask publipostage upgrade-db``, and reads the same."""
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_publipostage_audit_run_id"))
+        for column in ("run_id", "audience", "file_name"):
+            conn.execute(sa.text(f"ALTER TABLE publipostage_audit DROP COLUMN {column}"))
+        conn.execute(sa.text(
+            "INSERT INTO publipostage_audit (created_at, actor, scope_key, action, selection, template, count, result)"
+            " VALUES (CURRENT_TIMESTAMP, 'adml_a', 'ecole:A', 'mail', '{}', 'mail', 4, 'run 12')"
+        ))
+    result = app.test_cli_runner().invoke(args=["publipostage", "upgrade-db"])
+    assert result.exit_code == 0, result.output
+    assert "Le journal enregistre désormais l'arrêt, la reprise" in result.output
+    assert journal(client, "adml_a") == [("adml_a", "Envoi par courriel", "Campagne 12")]
+    client.get(f"{BASE}/export.csv", "adml_a").get_data()  # a new row goes in the new columns
+    assert [what for _by, what, _ in journal(client, "adml_a")] == ["Envoi par courriel", "Export CSV"]
