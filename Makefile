@@ -41,8 +41,9 @@ bench-mail: $(STAMP)
 clean:
 	rm -rf $(VENV) build dist *.egg-info instance
 
-# axe-core (accessibility check of tests/test_browser.py), fetched from the npm registry
-# into build/ (ignored by git); without it the test fetches it itself or skips.
+# axe-core (the accessibility check of every page, tests/test_every_page.py), fetched from
+# the npm registry into build/ (ignored by git); .ci/run runs it. Without it the test
+# fetches it itself, or skips (fails under PUBLIPOSTAGE_REQUIRE_BROWSER, as in CI).
 .PHONY: axe
 axe:
 	mkdir -p build/axe-core

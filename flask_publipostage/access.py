@@ -10,6 +10,16 @@ The host gives two callables to ``init_app``:
 
 Without them ``init_app`` refuses to start: the page fails closed.
 
+A third, optional pair asks for a *recent* authentication before codes leave
+(step-up, as ENT Core's ``@MfaProtected`` or Flask-Security's
+``auth_required(within=...)``): ``step_up() -> bool`` says whether the admin's
+authentication is recent or strong enough, ``step_up_url(back) -> str`` where the
+host asks for it again, returning to ``back`` (a path of this site) afterwards.
+When they are given, the codes in the preview stay hidden, and printing,
+exporting, downloading a file and sending (a sample, a campaign, its resumption)
+send the admin there first and back to the same selection: nothing is done on
+the way. Without them, nothing changes.
+
 The scope also says whom the page speaks to (:attr:`Scope.audience`): an ENT
 admin, or a class teacher to whom the host gave the pupils of their classes and
 those pupils' parents. Only the words change (the advice, the ready-made
@@ -24,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flask import abort, current_app
+from flask import abort, current_app, redirect
 
 from .state import state
 
@@ -121,3 +131,27 @@ def require(capability: str) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorator
+
+
+def authenticated_recently() -> bool:
+    """True when the host's step-up check passes, or when the host gave none."""
+    check = state().step_up_callback
+    return check is None or bool(check())
+
+
+def step_up_url(back: str) -> str | None:
+    """The host's re-authentication page returning to ``back``, when it is needed
+    now; None when the admin's authentication is recent enough (or no step-up)."""
+    if authenticated_recently():
+        return None
+    found = state().step_up_url_callback
+    assert found is not None  # init_app takes both or neither
+    return str(found(back))
+
+
+def require_recent_authentication(back: str) -> None:
+    """Before codes leave: a stale authentication is sent (303) to the host's
+    re-authentication page, which returns to ``back`` (the same selection)."""
+    url = step_up_url(back)
+    if url is not None:
+        abort(redirect(url, code=303))

@@ -107,6 +107,10 @@ OLD_TABLES = ("publipostage_campaign", "publipostage_delivery", "publipostage_ca
 OLD_TRANSIENT = ("publipostage_pdf_job", "publipostage_pdf_job_item", "publipostage_pdf_job_perimeter")
 
 
+#: Columns the log gained with the journal of every run's lifecycle.
+AUDIT_RUN_COLUMNS = ("run_id INTEGER", "audience VARCHAR(20)", "file_name VARCHAR(200)")
+
+
 @click.command("upgrade-db")
 @with_appcontext
 def upgrade_db() -> None:
@@ -143,6 +147,17 @@ def _upgrade() -> None:
         with engine.begin() as conn:
             conn.execute(sa.text(f"ALTER TABLE publipostage_run_item ADD COLUMN renewal_issued_at {timestamp}"))
         click.echo(_("The runs now record when a renewal code was issued."))
+    if audit_columns and "run_id" not in audit_columns:
+        with engine.begin() as conn:
+            for column in AUDIT_RUN_COLUMNS:
+                conn.execute(sa.text(f"ALTER TABLE publipostage_audit ADD COLUMN {column}"))
+            # The run a row is about was written in its result ("run 12").
+            conn.execute(sa.text(
+                "UPDATE publipostage_audit SET run_id = CAST(SUBSTR(result, 5) AS INTEGER), result = 'ok' "
+                "WHERE result LIKE 'run %'"
+            ))
+            conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_publipostage_audit_run_id ON publipostage_audit (run_id)"))
+        click.echo(_("The log now records each run's stop, resumption, take-over and download."))
     if OLD_TABLES[0] not in existing:
         click.echo(_("Nothing to upgrade: no table of version 0.1."))
         return

@@ -103,6 +103,8 @@ class Publipostage:
         profiles: Mapping[Any, str] | None = None,
         school_model: Any = None,
         renew: Callable[[list[Any]], Mapping[Any, Any]] | None = None,
+        step_up: Callable[[], bool] | None = None,
+        step_up_url: Callable[[str], str] | None = None,
     ) -> None:
         """Mount the page on ``app``.
 
@@ -120,6 +122,10 @@ class Publipostage:
             renewal code for each account (in the host's tables) and returns them;
             called while a PDF is rendered, without a request
             (:mod:`~flask_publipostage.renewal`). Admins need the capability ``renew``.
+        :param step_up: ``() -> bool``, whether the admin's authentication is
+            recent or strong enough to show, print or send codes (optional).
+        :param step_up_url: ``(back) -> str``, the host's re-authentication page,
+            returning to the path ``back``; given with ``step_up``.
 
         Reads every ``PUBLIPOSTAGE_*`` key of :data:`flask_publipostage.config.DEFAULTS`.
         """
@@ -129,6 +135,8 @@ class Publipostage:
             raise TypeError("init_app needs a scope and a permission callable (fail closed)")
         if renew is not None and not callable(renew):
             raise TypeError("renew must be a callable (ids) -> {id: (code, valid_until)}")
+        if (step_up is None) != (step_up_url is None) or not all(callable(f) for f in (step_up, step_up_url) if f):
+            raise TypeError("init_app takes step_up and step_up_url together: two callables, or neither")
         check_renamed(app.config)
         for key, value in DEFAULTS.items():
             app.config.setdefault(f"PUBLIPOSTAGE_{key}", value)
@@ -142,6 +150,8 @@ class Publipostage:
             host=HostModels(user_model, class_model, fields, profiles, school_model),
             scope_callback=scope,
             permission_callback=permission,
+            step_up_callback=step_up,
+            step_up_url_callback=step_up_url,
             domain=make_domain(tuple(config_value("TRANSLATION_DIRECTORIES", app))),
             runner=backends.make_runner(app, watch=core.resume_stale),
             renew_callback=renew,

@@ -34,6 +34,11 @@ class PublipostageState:
     #: ``(ids) -> {id: (code, valid_until)}``: the host issues renewal codes
     #: (:mod:`flask_publipostage.renewal`); None when it gave none.
     renew_callback: Callable[[list[Any]], Any] | None = None
+    #: ``() -> bool``: is the admin's authentication recent or strong enough for
+    #: codes? None: no step-up (:mod:`flask_publipostage.access`).
+    step_up_callback: Callable[[], bool] | None = None
+    #: ``(back) -> str``: the host's re-authentication page, returning to ``back``.
+    step_up_url_callback: Callable[[str], str] | None = None
     #: Optional host hooks, e.g. ``cli_scope(actor, scope_key) -> Scope`` for the CLI.
     extras: dict[str, Any] = field(default_factory=dict)
 

@@ -27,7 +27,17 @@ from flask import (
 from flask_wtf import FlaskForm
 
 from . import audit, csv_export, renewal
-from .access import PRINT, RENEW, TEACHER, VIEW, current_scope, has_capability, require
+from .access import (
+    PRINT,
+    RENEW,
+    TEACHER,
+    VIEW,
+    current_scope,
+    has_capability,
+    require,
+    require_recent_authentication,
+    step_up_url,
+)
 from .config import config_value
 from .host import parse_key
 from .i18n import gettext as _
@@ -224,6 +234,10 @@ def preview_context(selection: Selection, endpoint: str = "publipostage.index") 
     def page_url(n: int, **where: Any) -> str:
         return url_for(endpoint, **query, page=n, **where)
 
+    can_print = has_capability(PRINT)
+    # Codes show to those who may print them, once their authentication is recent.
+    step_up = step_up_url(url_for("publipostage.index", **query)) if can_print else None
+
     links: dict[str, str] = {}
     if rows and number > 1:
         links["first"] = page_url(1)
@@ -242,6 +256,8 @@ def preview_context(selection: Selection, endpoint: str = "publipostage.index") 
         "first_row": (number - 1) * page_size + 1,
         "can_print": can_print,
         "can_renew": renewal.available() and can_print and has_capability(RENEW),
+        "show_codes": can_print and step_up is None,
+        "step_up_url": step_up,
         "several_schools": len(perimeter_schools(selection.scope)) > 1,
         "template": template,
         "every_class": every_class_chosen(),
@@ -302,7 +318,7 @@ def preview() -> Response:
 def preview_json() -> Response:
     """The preview as JSON, for scripts: the same selection, the same pages."""
     context = preview_context(current_selection(PAGE_PARAMS), "publipostage.preview_json")
-    counters, can_print = context["counters"], context["can_print"]
+    counters, show_codes = context["counters"], context["show_codes"]
     # The account states' keys exist when the host maps them.
     states = [name for name in STATE_KEYS if state().host.maps(name)]
     response = jsonify(
@@ -316,7 +332,9 @@ def preview_json() -> Response:
             "page": context["page"],
             "pages": context["pages"],
             "links": context["page_links"],
-            "accounts": [_account_json(r, can_print, states) for r in context["rows"]],
+            "accounts": [_account_json(r, show_codes, states) for r in context["rows"]],
+            # Set when the codes wait for the admin to authenticate again, there.
+            "step_up_url": context["step_up_url"],
         }
     )
     return _private(response)
@@ -330,7 +348,7 @@ STATE_KEYS = {
 }
 
 
-def _account_json(r: Any, can_print: bool, states: list[str]) -> dict[str, Any]:
+def _account_json(r: Any, show_codes: bool, states: list[str]) -> dict[str, Any]:
     values = {
         "federated": r.federated,
         "code_valid_until": r.code_valid_until_day.isoformat() if r.code_valid_until_day else None,
@@ -346,7 +364,7 @@ def _account_json(r: Any, can_print: bool, states: list[str]) -> dict[str, Any]:
         "email": r.email,
         "activated": r.activated,
         # Shown to those who may print it, as on the page (never an expired one).
-        "activation_code": r.activation_code if can_print else None,
+        "activation_code": r.activation_code if show_codes else None,
         "classes": list(r.classes),
         "children": [{"first_name": c.first_name, "last_name": c.last_name, "classes": list(c.classes)} for c in r.children],
         "created_on": r.created_on.isoformat() if r.created_on else None,
@@ -388,6 +406,7 @@ def export_csv() -> Response:
     (:func:`_check_same_site`)."""
     _check_same_site()
     selection = current_selection(extra_params=())
+    require_recent_authentication(url_for("publipostage.index", **selection.to_args().to_dict(flat=False)))
     counters = count(selection)
     check_size(counters)
     filename = csv_export.filename(selection)
@@ -395,7 +414,7 @@ def export_csv() -> Response:
     mimetype = "text/csv"  # Werkzeug adds "; charset=utf-8" to text types
     if request.method == "HEAD":
         return Response(mimetype=mimetype, headers=headers)
-    audit.record("csv", selection, counters.selected, template="csv")
+    audit.record("csv", selection, counters.selected, template="csv", accounts=audit.selected_accounts(selection))
     state().session.commit()
     return Response(stream_with_context(csv_export.stream(selection)), mimetype=mimetype, headers=headers)
 
@@ -419,7 +438,7 @@ class JournalQuery:
             if key not in ("output", "since", "until", "page"):
                 raise SelectionError(_("Unknown parameter “%(name)s”.", name=key[:40]))
         output = args.get("output", "")
-        if output and output not in audit.OUTPUTS:
+        if output and output not in audit.ACTIONS:
             raise SelectionError(_("Invalid value “%(value)s” for the field “%(name)s”.", value=output[:40], name=_("Output")))
         days = {key: read_date(args[key], _("From") if key == "since" else _("Until"), key) if args.get(key) else None
                 for key in ("since", "until")}
@@ -441,19 +460,31 @@ class JournalQuery:
 
 
 def names_of(entries: Any) -> dict[str, dict[str, str]]:
-    """Names of the classes and schools the journal's rows name (a query each)."""
+    """Names of the classes and schools the journal's rows name (a query each),
+    those of the admin's perimeter only: a row of another perimeter (a super
+    admin's) may name classes of other schools, which stay ids."""
     host = state().host
+    scope = current_scope()
     found: dict[str, dict[str, str]] = {}
-    models = [("class", host.class_id, host.class_name_column())]
+    models = [("class", host.class_id, host.class_name_column(), scope.classes)]
     if host.has_schools:
-        models.append(("school", host.school_id, host.school_name_column()))
-    for param, key_column, name in models:
+        schools = None if scope.is_global else host.school_id.in_([key for key, _ in perimeter_schools(scope)])
+        models.append(("school", host.school_id, host.school_name_column(), schools))
+    for param, key_column, name, within in models:
         ids = {v for e in entries for v in e.selection_args.get(param, [])}
         keys = [k for k in (parse_key(key_column, v) for v in ids) if k is not None]
         if keys:
-            rows = state().session.execute(sa.select(key_column, name).where(key_column.in_(keys)))
-            found[param] = {str(key): value for key, value in rows}
+            stmt = sa.select(key_column, name).where(key_column.in_(keys))
+            if within is not None:
+                stmt = stmt.where(within)
+            found[param] = {str(key): value for key, value in state().session.execute(stmt)}
     return found
+
+
+def by_whom(entry: audit.AuditEntry, viewer: Any) -> str:
+    """Who did it, marked when the row comes from another perimeter."""
+    mark = entry.mark(viewer)
+    return f"{entry.who} ({mark})" if mark else entry.who
 
 
 @require(VIEW)
@@ -472,7 +503,8 @@ def audit_log() -> str:
         pages=pages,
         names=names_of(entries),
         describe=describe,
-        outputs=audit.OUTPUTS,
+        outputs=audit.ACTIONS,
+        viewer=current_scope(),
     )
 
 
@@ -485,6 +517,7 @@ def audit_csv() -> Response:
         buffer = io.StringIO()
         writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
         writer.writerow([_("Date"), _("By"), _("Output"), _("Selection"), _("Accounts"), _("Result")])
+        viewer = current_scope()
         yield "\ufeff" + buffer.getvalue()
         result = state().session.execute(query.statement().execution_options(yield_per=500))
         for batch in result.scalars().partitions(500):
@@ -492,7 +525,7 @@ def audit_csv() -> Response:
             buffer.seek(0)
             buffer.truncate()
             writer.writerows(
-                [csv_export.safe_cell(v) for v in (when(e.created_at), e.who, e.output,
+                [csv_export.safe_cell(v) for v in (when(e.created_at), by_whom(e, viewer), e.output,
                                                    describe(e.selection_args, names), str(e.count), e.outcome)]
                 for e in batch
             )

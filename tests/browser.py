@@ -1,16 +1,21 @@
-"""Real headless Chromium for the browser tests (Debian's /usr/bin/chromium + Playwright).
+"""Real headless Chromium for the browser tests (Debian's /usr/bin/chromium + Playwright),
+and axe-core, which checks the pages' accessibility in it.
 
-Where Chromium is absent the browser tests skip with the reason, except when
-``PUBLIPOSTAGE_REQUIRE_BROWSER`` is set (CI): then they fail, so a missing browser
-can never pass unnoticed.
+Where Chromium or axe-core is absent the browser tests skip with the reason,
+except when ``PUBLIPOSTAGE_REQUIRE_BROWSER`` is set (CI, whose ``.ci/run`` installs
+both): then they fail, so a missing browser can never pass unnoticed.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tarfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +29,58 @@ CHROMIUM_ARGS = [
 ]
 
 
+AXE_VERSION = "4.10"
+#: Where ``make axe`` (run by ``.ci/run``) puts axe-core; ``PUBLIPOSTAGE_AXE_JS`` overrides it.
+AXE_DEFAULT = Path(__file__).resolve().parent.parent / "build" / "axe-core" / "package" / "axe.min.js"
+#: What the accessibility checks hold the pages to (axe's rule tags).
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
+
+
+def _required() -> bool:
+    return bool(os.environ.get("PUBLIPOSTAGE_REQUIRE_BROWSER"))
+
+
+def find_axe(folder: Path) -> Path:
+    """axe-core's ``axe.min.js``: ``PUBLIPOSTAGE_AXE_JS``, ``make axe``'s copy, or
+    fetched from the npm registry into ``folder``; skip (fail in CI) without it."""
+    configured = os.environ.get("PUBLIPOSTAGE_AXE_JS")
+    for candidate in (configured, AXE_DEFAULT):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    npm = shutil.which("npm")
+    reason = "axe-core unavailable: npm is not installed (run `make axe`)"
+    if npm is not None:
+        try:
+            subprocess.run(
+                [npm, "pack", f"axe-core@{AXE_VERSION}", "--silent"],
+                cwd=folder, check=True, capture_output=True, timeout=120,
+            )
+            archive = next(folder.glob("axe-core-*.tgz"))
+            with tarfile.open(archive) as tar:
+                tar.extract("package/axe.min.js", folder, filter="data")
+            return folder / "package" / "axe.min.js"
+        except (subprocess.SubprocessError, OSError, StopIteration, KeyError) as error:
+            reason = f"axe-core unavailable: `npm pack axe-core` failed ({error})"
+    if _required():
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def axe_violations(page: Any) -> list[dict[str, Any]]:
+    """The serious and critical findings of axe-core on the page as it is now
+    (axe given to the context by :func:`watched_context`)."""
+    result = page.evaluate(
+        "async tags => (await axe.run(document, {runOnly: {type: 'tag', values: tags}})).violations"
+        ".map(v => ({id: v.id, impact: v.impact, help: v.help,"
+        " nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))",
+        AXE_TAGS,
+    )
+    return [v for v in result if v["impact"] in ("serious", "critical")]
+
+
 def require_chromium() -> Any:
     """Skip the calling test module without Chromium/Playwright (fail in CI); return sync_api."""
-    required = bool(os.environ.get("PUBLIPOSTAGE_REQUIRE_BROWSER"))
+    required = _required()
     if not os.path.exists(CHROMIUM):
         reason = f"Chromium not found at {CHROMIUM} (Debian package 'chromium')"
         if required:
@@ -62,6 +116,42 @@ def admin_page(browser: Any, base_url: str, role: str = "adml_a") -> Iterator[An
     page.on("pageerror", lambda error: errors.append(str(error)))
     yield page
     context.close()
+    assert not errors, errors
+
+
+#: Reports every Content-Security-Policy violation of a document to the test
+#: (an init script and a binding: the page's own policy does not apply to them).
+_REPORT_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", e => window.ppCspViolation(
+  [e.effectiveDirective, e.blockedURI, (e.sourceFile || "") + ":" + e.lineNumber, e.sample].join(" ")));
+"""
+
+
+@contextmanager
+def watched_context(browser: Any, base_url: str, axe: Path | None = None, role: str = "adml_a") -> Iterator[tuple[Any, list[str]]]:
+    """A browser context logged in as ``role`` of the test host, with axe-core in
+    every document (``axe``), and the list every Content-Security-Policy violation
+    of its pages and frames goes to (a console report of one too); a JavaScript
+    error fails the test."""
+    context = browser.new_context(base_url=base_url, locale="fr-FR", accept_downloads=True)
+    context.set_extra_http_headers({"X-Test-User": role})
+    violations: list[str] = []
+    errors: list[str] = []
+    context.expose_binding("ppCspViolation", lambda source, text: violations.append(f"{source['frame'].url}: {text}"))
+    context.add_init_script(script=_REPORT_VIOLATIONS)
+    if axe is not None:
+        context.add_init_script(path=str(axe))
+
+    def on_page(page: Any) -> None:
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda message: violations.append(message.text)
+                if "Content Security Policy" in message.text else None)
+
+    context.on("page", on_page)
+    try:
+        yield context, violations
+    finally:
+        context.close()
     assert not errors, errors
 
 

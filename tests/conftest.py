@@ -31,6 +31,14 @@ def postgres_url() -> Iterator[str]:
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def axe_script(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """axe-core for the accessibility checks (``make axe`` caches it under build/)."""
+    from .browser import find_axe
+
+    return find_axe(tmp_path_factory.mktemp("axe"))
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     if request.param == "postgresql":

@@ -6,12 +6,13 @@ French table names, a boolean activation column, host profile codes ("ELEVE",
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask, render_template_string
+from flask import Flask, redirect, render_template_string, request, session, url_for
 from flask_babel import Babel
 from flask_sqlalchemy import SQLAlchemy
 
@@ -156,6 +157,8 @@ ROLES: dict[str, dict[str, Any]] = {
     "viewer_a": {"actor": "viewer_a", "school": "A", "caps": {"view"}},
     "printer_a": {"actor": "printer_a", "school": "A", "caps": {"view", "print", "send"}},
     "teacher": {"actor": "teacher", "school": "A", "caps": set()},
+    # A class teacher (``audience="teacher"``): the pupils of one class and their parents.
+    "prof_a": {"actor": "prof_a", "school": "A", "caps": {"view", "print"}, "class": "CE2 de Mme Élise"},
 }
 
 
@@ -166,6 +169,8 @@ def scope() -> Scope | None:
     if actor["school"] is None:
         return Scope(actor=actor["actor"], key="*", actor_email="super@example.org", actor_name=actor.get("name", ""))
     school = actor["school"]
+    if actor.get("class"):
+        return _class_teacher_scope(actor, school)
     return Scope(
         actor=actor["actor"],
         actor_name=actor.get("name", ""),
@@ -177,9 +182,43 @@ def scope() -> Scope | None:
     )
 
 
+def _class_teacher_scope(actor: dict[str, Any], school: str) -> Scope:
+    taught = sa.select(Division.ref).where(Division.libelle == actor["class"], Division.ecole == school)
+    pupils = sa.select(inscription.c.personne_uid).where(inscription.c.division_ref.in_(taught))
+    parents = sa.select(filiation.c.responsable_uid).where(filiation.c.enfant_uid.in_(pupils))
+    return Scope(
+        actor=actor["actor"],
+        users=sa.and_(
+            Personne.super_admin.is_(False),
+            sa.or_(sa.and_(Personne.categorie == "ELEVE", Personne.uid.in_(pupils)),
+                   sa.and_(Personne.categorie == "PARENT", Personne.uid.in_(parents))),
+        ),
+        classes=Division.ref.in_(taught),
+        key=f"enseignant:{actor['actor']}",
+        school_name=f"École {school}",
+        audience="teacher",
+    )
+
+
 def permission(capability: str) -> bool:
     actor = current_actor()
     return actor is not None and capability in actor["caps"]
+
+
+def recently_authenticated() -> bool:
+    """The test host's step-up: the session passed ``/reauth`` less than
+    ``TEST_STEP_UP_SECONDS`` ago."""
+    from flask import current_app
+
+    return time.time() - float(session.get("auth_at", 0)) < float(current_app.config["TEST_STEP_UP_SECONDS"])
+
+
+def reauth_url(back: str) -> str:
+    return url_for("reauth", next=back)
+
+
+#: The policy a careful host serves its console under (``make_app(csp=True)``).
+STRICT_CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:"
 
 
 def make_app(
@@ -190,12 +229,16 @@ def make_app(
     schools: bool = False,
     states: bool = False,
     renew: Callable[[list[Any]], Any] | None = None,
+    step_up: bool = False,
+    csp: bool = False,
     **config: Any,
 ) -> Flask:
     """The test host on ``database_url``: tables emptied (``reset``) or kept
     (benchmarks); ``schools``: with the school dimension mapped; ``states``: with
     the account states (federated, blocked, code expiry) mapped; ``renew``: the
-    renewal callable given to ``init_app``."""
+    renewal callable given to ``init_app``; ``step_up``: a recent authentication
+    asked before codes (``/reauth`` gives one); ``csp``: every page under
+    :data:`STRICT_CSP`."""
     app = Flask(__name__, instance_path=instance_path)
     app.config.update(
         TESTING=True,
@@ -207,6 +250,7 @@ def make_app(
         PUBLIPOSTAGE_ENT_NAME="ENT Test",
         PUBLIPOSTAGE_ENT_URL="https://ent.test.example",
         MAIL_DEFAULT_SENDER="ENT Test <noreply@ent.test.example>",
+        TEST_STEP_UP_SECONDS=600,
     )
     app.config.update(config)
     app.jinja_loader = _layout_loader(app)
@@ -231,7 +275,22 @@ def make_app(
         profiles=PROFILE_CODES,
         school_model=Ecole if schools else None,
         renew=renew,
+        step_up=recently_authenticated if step_up else None,
+        step_up_url=reauth_url if step_up else None,
     )
+
+    @app.route("/reauth")
+    def reauth() -> Any:
+        """The host's re-authentication, passed at once (the tests' password)."""
+        session["auth_at"] = time.time()
+        return redirect(request.args["next"])
+
+    if csp:
+        @app.after_request
+        def policy(response: Any) -> Any:
+            # A response with a policy of its own (the message preview) keeps it.
+            response.headers.setdefault("Content-Security-Policy", STRICT_CSP)
+            return response
 
     @app.route("/")
     def home() -> str:

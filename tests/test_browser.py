@@ -1,14 +1,10 @@
-"""The page in real headless Chromium: live preview, history, keyboard, accessibility."""
+"""The page in real headless Chromium: live preview, history, keyboard (its
+accessibility and that of every other page: tests/test_every_page.py)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tarfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,9 +15,6 @@ from .hosts import Division, db
 from .school_matrix import MatrixSchool, build_matrix_school
 
 PAGE = "/imports-exports/publipostage/"
-AXE_VERSION = "4.10"
-#: Where ``make axe`` puts axe-core (see the Makefile); overridable.
-AXE_DEFAULT = Path(__file__).resolve().parent.parent / "build" / "axe-core" / "package" / "axe.min.js"
 #: A filter change must show the new list within this many ms (debounce included).
 UPDATE_BUDGET_MS = 300
 
@@ -312,59 +305,6 @@ def test_without_javascript(browser: Any, server: str) -> None:
     assert "profile=Relative" in page.url and "email=with" in page.url
     assert logins(page) == ["marie.abel", "hugo.sansclasse"]
     context.close()
-
-
-# -- accessibility ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def axe_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """axe-core from the npm registry; ``make axe`` caches it under build/."""
-    configured = os.environ.get("PUBLIPOSTAGE_AXE_JS")
-    for candidate in (configured, AXE_DEFAULT):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip("axe-core unavailable: npm is not installed (run `make axe` elsewhere)")
-    folder = tmp_path_factory.mktemp("axe")
-    try:
-        subprocess.run(
-            [npm, "pack", f"axe-core@{AXE_VERSION}", "--silent"],
-            cwd=folder, check=True, capture_output=True, timeout=120,
-        )
-        archive = next(folder.glob("axe-core-*.tgz"))
-        with tarfile.open(archive) as tar:
-            tar.extract("package/axe.min.js", folder, filter="data")
-    except (subprocess.SubprocessError, OSError, StopIteration, KeyError) as error:
-        pytest.skip(f"axe-core unavailable: `npm pack axe-core` failed ({error})")
-    return folder / "package" / "axe.min.js"
-
-
-def axe_violations(page: Any, script: Path) -> list[dict[str, Any]]:
-    page.add_script_tag(path=str(script))
-    result = page.evaluate(
-        "async () => (await axe.run(document, {runOnly: {type: 'tag',"
-        " values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']}})).violations"
-        ".map(v => ({id: v.id, impact: v.impact, help: v.help,"
-        " nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))"
-    )
-    return [v for v in result if v["impact"] in ("serious", "critical")]
-
-
-def test_axe(page: Any, axe_script: Path) -> None:
-    page.goto(PAGE + "?sort=class")
-    assert axe_violations(page, axe_script) == []
-    # After a live update and with an error shown.
-    page.get_by_label("Parent", exact=True).check()
-    wait_selected(page, 3)
-    assert axe_violations(page, axe_script) == []
-    page.fill("#pp-created-since", "2026-01-15")
-    page.fill("#pp-created-before", "2025-09-01")
-    page.wait_for_selector("#pp-results [role=alert]")
-    assert axe_violations(page, axe_script) == []
-    page.goto(PAGE + "?profile=Guest&activation=active")
-    assert axe_violations(page, axe_script) == []
 
 
 def test_update_timing(page: Any) -> None:

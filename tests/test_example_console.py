@@ -650,6 +650,83 @@ def test_the_class_teachers_page_in_chromium(app: Flask) -> None:
     assert not errors, errors
 
 
+# -- the password again before codes (step-up) ---------------------------------------------------
+
+
+def _sixteen_minutes_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console's step-up clock moves on past its 15 minutes."""
+    from examples.ent_console import auth
+
+    later = time.time() + 16 * 60
+    monkeypatch.setattr(auth, "now", lambda: later)
+
+
+def test_the_password_is_asked_again_after_15_minutes(
+    client: FlaskClient, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with app.app_context():
+        classroom = _classroom()
+    _login(client, "adml.ecole")
+    selection = f"class={classroom.class_id}&profile=Student"
+    assert "Confirmer mon identité" not in client.get(f"{PAGE}/?{selection}").get_data(as_text=True)
+    _sixteen_minutes_later(monkeypatch)
+    page = client.get(f"{PAGE}/?{selection}").get_data(as_text=True)
+    assert "Confirmer mon identité" in page and "Non activé (code masqué)" in page
+    refused = client.post(f"{PAGE}/pdf?{selection}", data={"template": "cards"})
+    assert refused.status_code == 303 and refused.headers["Location"].startswith("/reauth?next=")
+    asked = client.get(refused.headers["Location"])
+    assert "Confirmez votre identité" in asked.get_data(as_text=True)
+    wrong = client.post(refused.headers["Location"], data={"mot_de_passe": "nope"})
+    assert wrong.status_code == 200 and "Mot de passe incorrect." in wrong.get_data(as_text=True)
+    back = client.post(refused.headers["Location"], data={"mot_de_passe": "demo"})
+    assert back.status_code == 302
+    assert back.headers["Location"] == f"{PAGE}/?profile=Student&class={classroom.class_id}&template=cards#pp-pdf"
+    printed = client.post(f"{PAGE}/pdf?{selection}", data={"template": "cards"})
+    assert printed.status_code == 200 and set(_card_logins(printed.data)) == classroom.listed_pupils - classroom.expired
+
+
+def test_the_step_up_round_trip_in_chromium(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Filters chosen, then 16 minutes later "Générer en PDF": the password, then
+    the same selection, and the PDF."""
+    sync_api = require_chromium()
+    with app.app_context():
+        classroom = _classroom()
+    with live_server(app) as base, launched_browser(sync_api) as browser:
+        context = browser.new_context(base_url=base, locale="fr-FR", accept_downloads=True)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto("/login")
+        page.get_by_label("Identifiant").fill("adml.ecole")
+        page.get_by_label("Mot de passe").fill("demo")
+        page.get_by_role("button", name="Se connecter").click()
+        page.goto(PAGE + "/")
+        page.get_by_label("Élève", exact=True).check()
+        page.get_by_label(CLASS_OF_PROF, exact=True).check()
+        page.get_by_role("radio", name="8 par page").check()
+        page.wait_for_function(
+            "n => document.querySelector('#pp-results .pp-counters').dataset.selected === String(n)",
+            arg=len(classroom.listed_pupils),
+        )
+        _sixteen_minutes_later(monkeypatch)
+        page.get_by_role("button", name="Générer en PDF").click()
+        page.wait_for_url(lambda url: "/reauth?next=" in url)
+        page.get_by_label("Mot de passe").fill("demo")
+        page.get_by_role("button", name="Confirmer").click()
+        page.wait_for_url(lambda url: f"{PAGE}/?" in url)
+        assert page.is_checked(f"input[name=class][value='{classroom.class_id}']")
+        assert page.is_checked("input[name=profile][value=Student]")
+        assert page.is_checked("#pp-pdf input[name=template][value=cards]")
+        assert page.get_attribute("#pp-results .pp-counters", "data-selected") == str(len(classroom.listed_pupils))
+        assert page.locator("#pp-results code.pp-code").count() > 0  # the codes show again
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Générer en PDF").click()
+        with open(download.value.path(), "rb") as handle:
+            assert set(_card_logins(handle.read())) == classroom.listed_pupils - classroom.expired
+        context.close()
+    assert not errors, errors
+
+
 # -- demo outbox -------------------------------------------------------------------------------
 
 

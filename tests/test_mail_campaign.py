@@ -187,7 +187,7 @@ def test_campaign_report_and_pdf_for_the_unreached(client: RoleClient, school: A
     assert "6</strong>" in text(page)
 
     entry = db.session.execute(sa.select(AuditEntry).where(AuditEntry.action == "mail")).scalar_one()
-    assert (entry.actor, entry.count, entry.result) == ("adml_a", 4, f"run {campaign.id}")
+    assert (entry.actor, entry.count, entry.run_id) == ("adml_a", 4, campaign.id)
 
     listing = text(client.get(f"{BASE}/mail/campaigns", "adml_a"))
     assert f"/mail/campaigns/{campaign.id}" in listing
@@ -226,7 +226,7 @@ def test_same_selection_twice_while_running_is_one_campaign(app_ctx: Flask, scho
     assert created_other and other.id != first.id
     assert len(campaign_rows()) == 2
     # Once it is over, the same selection may be sent again.
-    core.cancel(first)
+    core.cancel(first, scope)
     _third, created_third = campaigns.start(Selection.from_args({"profile": "Teacher"}, scope))
     assert created_third
 

@@ -168,7 +168,8 @@ def pdf_of(selection: Any, options: Any) -> bytes:
 
     run, _created = pipeline.start(selection, options, inline=True)
     core.drive(run.id)
-    return files.claim_download(core.get(run.id)).read_bytes()
+    done = core.get(run.id)
+    return files.claim_download(done, core.frozen_scope(done)).read_bytes()
 
 
 def post_pdf(client: Any, query: str, role: str = "adml_a", **data: Any) -> Any:

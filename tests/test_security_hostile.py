@@ -10,6 +10,7 @@ checked with a Python audit hook around every render.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import re
 import sys
@@ -173,8 +174,15 @@ def test_page_and_preview_show_text(client: Any, hostile: Hostile) -> None:
             assert "{{7*7}}" in body
         assert "<script>alert" not in body and "<pdf:" not in body and '<img src="' not in body
         assert SECRET_KEY not in body
-    # The confirmation page's preview is the email's HTML, escaped into a sandboxed frame.
-    assert "&amp;lt;script&amp;gt;alert(3)" in body and "<iframe" in body and "sandbox" in body
+    # The confirmation page's preview is the email's HTML, in a sandboxed frame of
+    # its own address, escaped there and under a policy that runs no script.
+    frame = re.search(r'<iframe[^>]* sandbox src="([^"]+)"', body)
+    assert frame is not None
+    message = client.get(html.unescape(frame.group(1)), "adml_a")
+    assert message.status_code == 200 and "&lt;script&gt;alert(3)" in message.get_data(as_text=True)
+    assert "<script>alert" not in message.get_data(as_text=True)
+    rules = message.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in rules and "sandbox" in rules and "script-src" not in rules
 
 
 # -- the CSV -----------------------------------------------------------------------

@@ -83,6 +83,8 @@ MATRIX: tuple[Row, ...] = (
     Row("publipostage.pdf_download", "GET", "print", OWNER_ONLY, "/pdf/jobs/{job}/download",
         note="then 410: the file is deleted"),
     Row("publipostage.mail_confirm", "GET", "send", ALL_SEND, "/mail"),
+    Row("publipostage.mail_preview", "GET", "send", ALL_SEND, "/mail/preview",
+        note="the message of the confirmation's frame, under its own policy"),
     Row("publipostage.mail_send", "POST", "send", (*DENIED, 303, 303, 303), "/mail/send",
         query="profile=Relative&email=with", note="303 to the campaign"),
     Row("publipostage.mail_sample", "POST", "send", (*DENIED, 303, 303, 303), "/mail/sample",

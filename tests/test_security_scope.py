@@ -69,6 +69,7 @@ SELECTION_ROUTES = (
     ("GET", "/export.csv"),
     ("POST", "/pdf"),
     ("GET", "/mail"),
+    ("GET", "/mail/preview"),
     ("POST", "/mail/send"),
     ("POST", "/mail/sample"),
 )
@@ -250,6 +251,7 @@ def test_relations_across_perimeters_stay_hidden(app: Flask, client: Any, school
         "csv": client.get(f"{BASE}/export.csv?sort=class", "adml_a").data.decode("utf-8-sig"),
         "pdf": pdftotext(post_pdf(client, "adml_a", "profile=Relative&profile=Student&email=with&sort=class").data),
         "mail preview": client.get(f"{BASE}/mail?email=with&profile=Relative", "adml_a").get_data(as_text=True),
+        "mail message": client.get(f"{BASE}/mail/preview?email=with&profile=Relative", "adml_a").get_data(as_text=True),
     }
     app.config["PUBLIPOSTAGE_PDF_SYNC_LIMIT"] = 1
     job = job_id_of(post_pdf(client, "adml_a", "profile=Relative&profile=Student&sort=class"))

@@ -120,6 +120,8 @@ def create_app(
         MAIL_DEFAULT_SENDER="ENT Lumière <ne-pas-repondre@ent.lumiere.example.fr>",
         ENT_CONSOLE_OUTBOX_DIR=os.environ.get("ENT_CONSOLE_OUTBOX_DIR")
         or os.path.join(app.instance_path, "outbox"),
+        # The password is asked again before codes when it was typed longer ago.
+        ENT_CONSOLE_STEP_UP_MINUTES=15,
     )
     if config:
         app.config.update(config)
@@ -150,5 +152,7 @@ def create_app(
         scope=current_admin_scope,
         permission=current_admin_can,
         renew=emettre_codes,
+        step_up=auth.authentification_recente,
+        step_up_url=auth.page_de_reauthentification,
     )
     return app

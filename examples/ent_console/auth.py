@@ -1,15 +1,23 @@
-"""Login and logout of the console (Flask-Login, a CSRF-protected form).
+"""Login and logout of the console (Flask-Login, a CSRF-protected form), and the
+password asked again before activation codes are shown, printed or sent.
 
 The login form takes a password, or a renewal code printed by the extension
 (``renouvellement.py``): it works once, then the user chooses a new password.
+
+The time of the last password typed is kept in the session (``auth_at``): the
+extension's ``step_up`` check (:func:`authentification_recente`) asks whether it
+is more recent than ``ENT_CONSOLE_STEP_UP_MINUTES`` (15 by default); when it is
+not, the extension sends the admin to ``/reauth`` (:func:`page_de_reauthentification`),
+which brings them back to the page they were on, with the same selection.
 """
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
@@ -42,6 +50,23 @@ def load_user(user_id: str) -> Utilisateur | None:
         return db.session.get(Utilisateur, int(user_id))
     except ValueError:
         return None
+
+
+def now() -> float:
+    """The clock of the step-up (a function, so that a test can move it on)."""
+    return time.time()
+
+
+def authentification_recente() -> bool:
+    """The extension's ``step_up``: the password was typed less than
+    ``ENT_CONSOLE_STEP_UP_MINUTES`` ago in this session."""
+    minutes = float(current_app.config["ENT_CONSOLE_STEP_UP_MINUTES"])
+    return now() - float(session.get("auth_at", 0)) < minutes * 60
+
+
+def page_de_reauthentification(back: str) -> str:
+    """The extension's ``step_up_url``: the password again, then back to ``back``."""
+    return url_for("auth.reauthenticate", next=back)
 
 
 class LoginForm(FlaskForm):
@@ -86,6 +111,7 @@ def login() -> ResponseReturnValue:
         )
         if user is not None and user.verifier_mot_de_passe(form.mot_de_passe.data):
             login_user(user)
+            session["auth_at"] = now()
             flash(f"Bienvenue, {user.nom_complet}.", "success")
             return redirect(_safe_next(request.args.get("next")))
         if user is not None and renouvellement.utiliser(user, form.mot_de_passe.data):
@@ -113,6 +139,23 @@ def nouveau_mot_de_passe() -> ResponseReturnValue:
         flash("Votre nouveau mot de passe est enregistré.", "success")
         return redirect(url_for("console.home"))
     return render_template("nouveau_mot_de_passe.html", form=form)
+class ReauthForm(FlaskForm):
+    mot_de_passe = PasswordField("Mot de passe", validators=[DataRequired()])
+    submit = SubmitField("Confirmer")
+
+
+@bp.route("/reauth", methods=["GET", "POST"])
+@login_required
+def reauthenticate() -> ResponseReturnValue:
+    """The password again, for what hands out activation codes."""
+    form = ReauthForm()
+    if form.validate_on_submit():
+        if current_user.verifier_mot_de_passe(form.mot_de_passe.data):
+            session["auth_at"] = now()
+            return redirect(_safe_next(request.args.get("next")))
+        flash("Mot de passe incorrect.", "error")
+    minutes = int(current_app.config["ENT_CONSOLE_STEP_UP_MINUTES"])
+    return render_template("reauth.html", form=form, minutes=minutes)
 
 
 @bp.route("/logout", methods=["POST"])

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from flask.cli import with_appcontext
 from flask_babel import force_locale
 
+from .. import audit
 from ..commands import follow, selection_from_options, selection_options
 from ..config import config_value
 from ..host import parse_key
@@ -162,7 +163,7 @@ def resume_command(campaign_id: int, force: bool, no_wait: bool) -> None:
                          state=campaigns.state_label(campaign.state)))
             return
         states = (*ACTIVE_STATES, *RESUMABLE_STATES)
-        while not core.acquire(campaign_id, force=force, states=states):
+        while not core.acquire(campaign_id, force=force, states=states, by=audit.COMMAND_LINE):
             state().session.expire_all()
             if core.current_state(campaign_id) not in states:
                 click.echo(_("Campaign %(id)d is no longer running.", id=campaign_id))
@@ -229,7 +230,7 @@ def status_command(campaign_id: int | None, failures: bool) -> None:
 def cancel_command(campaign_id: int) -> None:
     """Stop a campaign; what was sent stays sent."""
     with force_locale("fr"):
-        if core.cancel(_campaign(campaign_id)):
+        if core.cancel(_campaign(campaign_id), audit.COMMAND_LINE):
             click.echo(_("Campaign %(id)d cancelled.", id=campaign_id))
         else:
             click.echo(_("Campaign %(id)d is not running.", id=campaign_id))

@@ -12,7 +12,17 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, stream_with_context, url_for
 
 from .. import audit, renewal
-from ..access import PRINT, RENEW, SEND, current_scope, has_capability, require
+from ..access import (
+    PRINT,
+    RENEW,
+    SEND,
+    authenticated_recently,
+    current_scope,
+    has_capability,
+    require,
+    require_recent_authentication,
+    step_up_url,
+)
 from ..csv_export import stamped_name
 from ..i18n import gettext as _
 from ..recipients import EXPIRED, Recipient
@@ -34,6 +44,10 @@ from .sender import (
     open_connection,
 )
 
+#: The message preview is the email itself, styled inline for mail clients (no
+#: stylesheet reaches them): it is served apart, in the page's sandboxed frame,
+#: under a policy of its own: no script, nothing fetched, framed by the page only.
+PREVIEW_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'; sandbox"
 #: The activation code of "m'envoyer un exemple": plainly not one of the ENT's.
 SAMPLE_CODE = "EXEMPLE-0000"
 #: Failures and skips listed on the report page (all of them are in the CSV).
@@ -74,9 +88,9 @@ def first_recipient(selection: Selection) -> Recipient | None:
 
 
 def shown_to_admin(recipient: Recipient) -> Recipient:
-    """The recipient as the preview and the sample show it: the code itself only
-    to an admin who may see codes anyway (print), else hidden."""
-    if recipient.activation_code and not has_capability(PRINT):
+    """The recipient as the preview shows it: the code itself only to an admin who
+    may see codes anyway (print) and authenticated recently enough, else hidden."""
+    if recipient.activation_code and not (has_capability(PRINT) and authenticated_recently()):
         return dataclasses.replace(recipient, activation_code="•" * len(recipient.activation_code))
     return recipient
 
@@ -136,9 +150,27 @@ def mail_confirm() -> Response:
         args=args,
         without_email_url=url_for("publipostage.index", **{**args, "email": ["without"]}),
         renew_expired_url=renew_expired_url(args) if recipients and recipients.expired else None,
+        preview_url=url_for("publipostage.mail_preview", **args),
+        # Sending asks for a recent authentication: said before the button.
+        step_up_url=step_up_url(url_for("publipostage.mail_confirm", **args)),
     )
     # The preview shows a real activation code: never kept by a cache.
     return Response(page, headers={"Cache-Control": "no-store"})
+
+
+@require(SEND)
+def mail_preview() -> Response:
+    """The HTML message of the confirmation's preview, alone (its frame's document)."""
+    selection = current_selection(extra_params=())
+    recipient = first_recipient(selection)
+    if recipient is None:
+        raise SelectionError(_("No selected account has an email address: there is nothing to send."), status=404)
+    try:
+        settings = MailSettings.load(current_scope().school_name)
+    except MailConfigError as exc:
+        raise SelectionError(str(exc)) from None
+    html = render(shown_to_admin(recipient), settings).html
+    return Response(html, headers={"Cache-Control": "no-store", "Content-Security-Policy": PREVIEW_POLICY})
 
 
 @require(SEND)
@@ -147,6 +179,7 @@ def mail_send() -> Any:
     form = PostForm()
     if not form.validate_on_submit():
         raise form_error(form)
+    require_recent_authentication(url_for("publipostage.mail_confirm", **_selection_args(selection)))
     try:
         campaign, _created = campaigns.start(selection)
     except MailConfigError as exc:
@@ -161,6 +194,7 @@ def mail_sample() -> Any:
     form = PostForm()
     if not form.validate_on_submit():
         raise form_error(form)
+    require_recent_authentication(url_for("publipostage.mail_confirm", **_selection_args(selection)))
     scope = current_scope()
     to = (scope.actor_email or "").strip()
     if not to:
@@ -197,7 +231,9 @@ def mail_sample() -> Any:
         raise SelectionError(_("The sample could not be sent: %(reason)s", reason=reason), status=502) from None
     finally:
         close_quietly(connection)
-    audit.record("mail_sample", selection, 1, template="mail", result="sample")
+    # Filed where the recipient's admins read it too: the sample shows their account.
+    audit.record("mail_sample", selection, 1, template="mail", result="sample",
+                 accounts=sa.select(sa.literal(str(recipient.id))))
     state().session.commit()
     return redirect(url_for("publipostage.mail_confirm", **_selection_args(selection), sample="sent"), code=303)
 
@@ -268,7 +304,7 @@ def mail_campaign_cancel(campaign_id: str) -> Any:
     form = PostForm()
     if not form.validate_on_submit():
         raise form_error(form)
-    core.cancel(campaign)
+    core.cancel(campaign, current_scope())
     return redirect(url_for("publipostage.mail_campaign", campaign_id=campaign.id), code=303)
 
 
@@ -278,7 +314,8 @@ def mail_campaign_resume(campaign_id: str) -> Any:
     form = PostForm()
     if not form.validate_on_submit():
         raise form_error(form)
-    if not core.resume(campaign):
+    require_recent_authentication(url_for("publipostage.mail_campaign", campaign_id=campaign.id))
+    if not core.resume(campaign, current_scope()):
         raise SelectionError(_("Only a stopped campaign can be resumed."))
     return redirect(url_for("publipostage.mail_campaign", campaign_id=campaign.id), code=303)
 
@@ -286,6 +323,7 @@ def mail_campaign_resume(campaign_id: str) -> Any:
 def register(bp: Blueprint) -> None:
     bp.context_processor(mail_context)
     bp.add_url_rule("/mail", view_func=mail_confirm)
+    bp.add_url_rule("/mail/preview", view_func=mail_preview)
     bp.add_url_rule("/mail/send", view_func=mail_send, methods=["POST"])
     bp.add_url_rule("/mail/sample", view_func=mail_sample, methods=["POST"])
     bp.add_url_rule("/mail/campaigns", view_func=mail_campaigns)

@@ -13,7 +13,7 @@ from wtforms import BooleanField, RadioField
 from wtforms.validators import InputRequired
 
 from .. import renewal
-from ..access import PRINT, RENEW, current_scope, has_capability, require
+from ..access import PRINT, RENEW, current_scope, has_capability, require, require_recent_authentication
 from ..i18n import gettext as _
 from ..i18n import lazy_gettext as _l
 from ..i18n import ngettext
@@ -184,6 +184,9 @@ def generate_pdf() -> Any:
             raise SelectionError(_("Invalid PDF template: choose “1 per page” or “8 per page”."), field="template")
         raise form_error(form)
     options = form.options(selection)
+    # Back to the same selection and template, at the button, once authenticated again.
+    require_recent_authentication(url_for("publipostage.index", **selection.to_args().to_dict(flat=False),
+                                          template=options.template, _anchor="pp-pdf"))
     if options.postal and not state().host.has_postal_address:
         raise SelectionError(
             _("Postal letters need postal addresses, which this console does not provide."), field="postal"
@@ -260,7 +263,7 @@ def pdf_cancel(job_id: str) -> Any:
     form = PostForm()
     if not form.validate_on_submit():
         raise form_error(form)
-    core.cancel(run)
+    core.cancel(run, current_scope())
     if request.headers.get("X-Requested-With") == "fetch":
         return jsonify(JobView(core.get(run.id) or run).status())
     return redirect(url_for("publipostage.pdf_job", job_id=run.token), code=303)
@@ -268,12 +271,14 @@ def pdf_cancel(job_id: str) -> Any:
 
 @require(PRINT)
 def pdf_download(job_id: str) -> Any:
-    return _download(_owned(job_id))
+    run = _owned(job_id)
+    require_recent_authentication(url_for("publipostage.pdf_job", job_id=run.token))
+    return _download(run)
 
 
 def _download(run: Run) -> Response:
     """The file, once: the download is claimed before the first byte."""
-    path = files.claim_download(run)
+    path = files.claim_download(run, current_scope())
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     return Response(
         files.stream(run.id, path, app),

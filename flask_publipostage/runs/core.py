@@ -12,6 +12,11 @@ kind carries on from what its items say is done. A run whose settings are wrong
 from there when the admin resumes it (:func:`resume`, or ``resume`` on the
 command line), exactly as a failed run does.
 
+Every step of that lifecycle writes its journal row here, once, in the
+transaction of the change: the start, a cancel, a resumption and a take-over
+(:func:`~flask_publipostage.audit.record_run`), whoever asked for it (an admin,
+the command line, or no one: a process taking a silent run over).
+
 What a run does with a batch of accounts is its :class:`Kind`'s business (the
 ``pdf`` and ``mail`` packages); who may see it is the kind's :attr:`Kind.visibility`.
 """
@@ -183,7 +188,7 @@ def start(
     _freeze_perimeter(run, scope)
     if audit_count is None:
         audit_count = count_accounts([run.id], session.connection())[run.id]
-    audit.record(audit_action, selection, audit_count, template=audit_template, result=f"run {run.id}")
+    audit.record(audit_action, selection, audit_count, template=audit_template, run_id=run.id)
     session.commit()
     log.info("publipostage %s run %d started by %s", kind.name, run.id, scope.actor)
     if not inline:
@@ -348,13 +353,19 @@ def get(run_id: int) -> Run | None:
     return state().session.get(Run, run_id, populate_existing=True)  # type: ignore[no-any-return]
 
 
-def acquire(run_id: int, *, force: bool = False, states: Sequence[str] = ACTIVE_STATES) -> bool:
+def acquire(
+    run_id: int, *, force: bool = False, states: Sequence[str] = ACTIVE_STATES, by: str = audit.AUTOMATIC
+) -> bool:
     """Become the one process driving ``run_id``.
 
     Succeeds when nobody gave a sign of life for ``STALE_AFTER`` seconds (or ever),
     or with ``force``, or at once for a stopped run (nobody drives it). Claims left by the previous driver are released, and items
     it left "sending" go back to the pool flagged as possible duplicates. A run
     taken over more than ``MAX_TAKEOVERS`` times is failed instead.
+
+    Taking over a run that had a driver, or going on with a stopped one, is
+    journaled as done ``by`` (:data:`~flask_publipostage.audit.AUTOMATIC`, or the
+    command line); a first start is not (the admin's start row says it).
     """
     now = utcnow()
     c = run_t.c
@@ -363,6 +374,9 @@ def acquire(run_id: int, *, force: bool = False, states: Sequence[str] = ACTIVE_
         condition.append(sa.or_(c.state.in_(RESUMABLE_STATES), c.heartbeat_at.is_(None),
                                 c.heartbeat_at < stale_before(now)))
     with engine().begin() as conn:
+        before = conn.execute(
+            sa.select(c.state, c.heartbeat_at).where(c.id == run_id).with_for_update()
+        ).first()
         taken = conn.execute(
             sa.update(run_t)
             .where(*condition)
@@ -386,6 +400,9 @@ def acquire(run_id: int, *, force: bool = False, states: Sequence[str] = ACTIVE_
             )
             log.warning("publipostage run %d failed: taken over %d times", run_id, taken[0])
             return False
+        if before is not None and (before.state in RESUMABLE_STATES or before.heartbeat_at is not None):
+            action = "resume" if before.state in RESUMABLE_STATES else "takeover"
+            audit.record_run(conn, action, _run_row(conn, run_id), by)
         i = item_t.c
         released = conn.execute(
             sa.update(item_t)
@@ -400,6 +417,12 @@ def acquire(run_id: int, *, force: bool = False, states: Sequence[str] = ACTIVE_
     if released:
         log.info("publipostage run %d taken over: %d items may have been sent twice", run_id, released)
     return True
+
+
+def _run_row(conn: sa.Connection, run_id: int) -> Run:
+    """The run as ``conn`` sees it now (a transient copy, for its journal row)."""
+    row = conn.execute(sa.select(run_t).where(run_t.c.id == run_id)).one()
+    return Run(**row._mapping)
 
 
 def drive_now(run: Run) -> None:
@@ -544,28 +567,35 @@ def suspend(run_id: int, reason: str) -> bool:
     return bool(stopped)
 
 
-def cancel(run: Run) -> bool:
-    """Stop the run; what was done stays done, the rest is never done."""
+def cancel(run: Run, by: Scope | str) -> bool:
+    """Stop the run; what was done stays done, the rest is never done. ``by``:
+    the admin's scope, or :data:`~flask_publipostage.audit.COMMAND_LINE`."""
     with engine().begin() as conn:
         cancelled = conn.execute(
             sa.update(run_t).where(run_t.c.id == run.id, run_t.c.state.in_(ACTIVE_STATES))
             .values(state=CANCELLED, active_key=None, finished_at=utcnow())
         ).rowcount
+        if cancelled:
+            audit.record_run(conn, "cancel", run, by)
     state().session.expire_all()
     if cancelled:
         log.info("publipostage run %d cancelled", run.id)
     return bool(cancelled)
 
 
-def resume(run: Run) -> bool:
-    """Start again a run that stopped (failed or suspended), from where its items say."""
+def resume(run: Run, by: Scope) -> bool:
+    """Start again a run that stopped (failed or suspended), from where its items
+    say; ``by``: the admin asking."""
     if run.state not in RESUMABLE_STATES:
         return False
     with engine().begin() as conn:
-        conn.execute(
+        resumed = conn.execute(
             sa.update(run_t).where(run_t.c.id == run.id, run_t.c.state.in_(RESUMABLE_STATES))
             .values(state=QUEUED, heartbeat_at=None, waiting_since=None, finished_at=None, takeovers=0)
-        )
+        ).rowcount
+        if not resumed:
+            return False
+        audit.record_run(conn, "resume", run, by)
     backends.submit(DRIVE, run_id=run.id, resume=True)
     state().session.expire_all()
     return True

@@ -18,6 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask, current_app
 
+from .. import audit
+from ..access import Scope
 from ..config import config_value
 from ..i18n import gettext as _
 from ..models import utcnow
@@ -75,9 +77,10 @@ def gone() -> SelectionError:
     )
 
 
-def claim_download(run: Run) -> Path:
-    """Claim the run's one download, atomically; 410 when it is gone, expired or
-    being downloaded by another request. The caller streams :func:`stream`."""
+def claim_download(run: Run, by: Scope) -> Path:
+    """Claim the run's one download, atomically, and journal it (who, which file,
+    when); 410 when it is gone, expired or being downloaded by another request.
+    The caller streams :func:`stream`."""
     now = utcnow()
     c = run_t.c
     with engine().begin() as conn:
@@ -88,6 +91,8 @@ def claim_download(run: Run) -> Path:
             .values(downloaded_at=now)
             .returning(c.file_path)
         ).first()
+        if claimed is not None and Path(claimed[0]).is_file():
+            audit.record_run(conn, "download", run, by)
     state().session.expire_all()
     if claimed is None or not Path(claimed[0]).is_file():
         purge(now)  # an expired file goes now, whoever asked for it
