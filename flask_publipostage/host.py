@@ -17,8 +17,9 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import QueryableAttribute
 from sqlalchemy.sql.elements import BinaryExpression
 
+from .class_order import host_rank, school_order, text_rank
 from .profiles import Profile
-from .sql import name_key
+from .sql import bytewise
 
 #: The scalar fields every output reads, in the order of the selection's columns.
 SCALAR_FIELDS = (
@@ -35,11 +36,13 @@ SCALAR_FIELDS = (
 #: Logical fields of the user model: the scalar ones, then relationships and the
 #: address lines.
 USER_FIELDS = (*SCALAR_FIELDS, "classes", "children", "postal_address")
-#: Fields a host may leave out (``activated`` defaults to ``activation_code IS NULL``).
-OPTIONAL_FIELDS = ("activated", "children", "postal_address")
+#: Fields a host may leave out (``activated`` defaults to ``activation_code IS NULL``;
+#: without ``class_order``, classes follow the school levels of their names).
+OPTIONAL_FIELDS = ("activated", "children", "postal_address", "class_order")
 REQUIRED_USER_FIELDS = tuple(f for f in USER_FIELDS if f not in OPTIONAL_FIELDS)
-#: Logical field of the class model.
-CLASS_FIELDS = ("class_name",)
+#: Logical fields of the class model.
+CLASS_FIELDS = ("class_name", "class_order")
+REQUIRED_CLASS_FIELDS = tuple(f for f in CLASS_FIELDS if f not in OPTIONAL_FIELDS)
 
 
 def parse_key(column: Any, raw: str) -> Any | None:
@@ -97,7 +100,7 @@ class HostModels:
         unknown = set(self.fields) - set(USER_FIELDS) - set(CLASS_FIELDS)
         if unknown:
             raise MappingError(f"unknown logical fields: {sorted(unknown)}")
-        missing = [f for f in (*REQUIRED_USER_FIELDS, *CLASS_FIELDS) if f not in self.fields]
+        missing = [f for f in (*REQUIRED_USER_FIELDS, *REQUIRED_CLASS_FIELDS) if f not in self.fields]
         if missing:
             raise MappingError(f"the field mapping lacks: {missing}")
         self._user_pk = self._single_pk(self.user_model)
@@ -106,9 +109,10 @@ class HostModels:
             if name in self.fields and not isinstance(self.fields[name], str):
                 raise MappingError(f"{name!r} must name a relationship of the user model")
         for name in self.fields:
-            if name not in ("classes", "children", "postal_address", "class_name"):
+            if name not in ("classes", "children", "postal_address", *CLASS_FIELDS):
                 self.user_column(name)  # fail now, not at the first request
         self.class_name_column()
+        self.class_sort_key()
         if self.profiles is not None:
             bad = {v for v in self.profiles.values() if v not in {p.value for p in Profile}}
             if bad:
@@ -158,18 +162,46 @@ class HostModels:
         return value
 
     def class_name_column(self, model: Any = None) -> Any:
+        return self._class_column("class_name", model)
+
+    def _class_column(self, name: str, model: Any = None) -> Any:
+        """A logical field of the class model, on ``model`` (an alias) or the model."""
         model = model if model is not None else self.class_model
-        value = self.fields["class_name"]
+        value = self.fields[name]
         if isinstance(value, str):
-            return getattr(model, value)
+            try:
+                return getattr(model, value)
+            except AttributeError:
+                raise MappingError(f"{self.class_model.__name__} has no attribute {value!r}") from None
+        if model is not self.class_model:
+            # Built on the model itself (an expression, or a column given as one).
+            element = value.__clause_element__() if hasattr(value, "__clause_element__") else value
+            return sa.inspect(model)._adapt_element(element)
         return value
 
     def class_sort_key(self, model: Any = None) -> Any:
         """The sort key of a class (``model``: an alias of the class model), one
         text compared byte-wise: the one rule ordering classes, in the filter
         form, on a person's list of classes, in the class sort and the PDF's
-        bundles."""
-        return name_key(self.class_name_column(model))
+        bundles.
+
+        The host's ``class_order`` first when mapped (an integer, lower first, or
+        a text compared byte-wise; classes without one after), then the school
+        order of the name (:mod:`~flask_publipostage.class_order`), then the
+        class's id: two classes of the same name (two "CE1" of a territory) never
+        share a key, so never share a bundle.
+        """
+        model = model if model is not None else self.class_model
+        key = school_order(self.class_name_column(model))
+        if "class_order" in self.fields:
+            order = self._class_column("class_order", model)
+            if isinstance(order.type, sa.Integer):
+                key = host_rank(order).concat(key)
+            elif isinstance(order.type, sa.String):
+                key = text_rank(order).concat(key)
+            else:
+                raise MappingError("'class_order' must be an integer or a text (a column or an expression)")
+        return bytewise(key.concat(sa.cast(self.class_id_of(model), sa.String)))
 
     def relationship(self, name: str, model: Any = None) -> QueryableAttribute[Any] | None:
         if name not in self.fields:

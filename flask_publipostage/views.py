@@ -112,7 +112,7 @@ def filter_options() -> dict[str, Any]:
     if scope.users is not None:
         profile_stmt = profile_stmt.where(scope.users)
     present = {host.canonical_profile(v) for v in session.execute(profile_stmt).scalars()}
-    class_stmt = sa.select(host.class_id, host.class_name_column()).order_by(host.class_sort_key(), host.class_id)
+    class_stmt = sa.select(host.class_id, host.class_name_column()).order_by(host.class_sort_key())
     if scope.classes is not None:
         class_stmt = class_stmt.where(scope.classes)
     classes = session.execute(class_stmt).all()

@@ -35,6 +35,8 @@ class Division(db.Model):  # type: ignore[name-defined]
     ref = sa.Column(sa.Integer, primary_key=True)
     libelle = sa.Column(sa.String(120), nullable=False)
     ecole = sa.Column(sa.String(20), nullable=False)
+    #: The host's own order of its classes, when it keeps one (``class_order``).
+    rang = sa.Column(sa.Integer)
 
 
 class Personne(db.Model):  # type: ignore[name-defined]
@@ -131,8 +133,11 @@ def permission(capability: str) -> bool:
     return actor is not None and capability in actor["caps"]
 
 
-def make_app(database_url: str, instance_path: str, *, reset: bool = True, **config: Any) -> Flask:
-    """The test host on ``database_url``: tables emptied (``reset``) or kept (benchmarks)."""
+def make_app(
+    database_url: str, instance_path: str, *, reset: bool = True, fields: dict[str, Any] | None = None, **config: Any
+) -> Flask:
+    """The test host on ``database_url``: tables emptied (``reset``) or kept
+    (benchmarks); ``fields``: another field mapping than :data:`FIELDS`."""
     app = Flask(__name__, instance_path=instance_path)
     app.config.update(
         TESTING=True,
@@ -162,7 +167,7 @@ def make_app(database_url: str, instance_path: str, *, reset: bool = True, **con
         db=db,
         user_model=Personne,
         class_model=Division,
-        fields=FIELDS,
+        fields=FIELDS if fields is None else fields,
         scope=scope,
         permission=permission,
         profiles=PROFILE_CODES,

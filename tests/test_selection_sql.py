@@ -6,8 +6,8 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask, current_app
 
-from flask_publipostage.selection import Selection, name_key
-from flask_publipostage.sql import fold_for_sort
+from flask_publipostage.selection import Selection
+from flask_publipostage.sql import fold_for_sort, name_key
 from flask_publipostage.views import current_selection
 
 from .hosts import db
