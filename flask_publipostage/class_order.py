@@ -11,8 +11,8 @@ rest of the name follows in natural order: "6e B" < "6e C", "CM1 2" < "CM1 10".
 
 The order is one text compared byte-wise, computed in SQL: :class:`school_order`
 gives the level and the rest of the name, and :meth:`~.host.HostModels.class_sort_key`
-puts the host's own order (``class_order``, :class:`rank_text`) before it and the
-class's id after it. SQLite gets the Python functions of this module (registered
+puts the host's own order (``class_order``: :class:`host_rank` of an integer,
+:func:`text_rank` of a text) before it and the class's id after it. SQLite gets the Python functions of this module (registered
 by ``init_app``, like the name fold); PostgreSQL gets plain SQL, so the extension
 never creates a function in the host's database. Both spell the same rule from
 :data:`LEVELS`, and the tests compare them on every spelling.
@@ -74,7 +74,11 @@ END = "\x01"
 
 
 def _natural(text: str) -> str:
-    return _DIGITS.sub(lambda m: chr(48 + len(m[0].lstrip("0"))) + m[0].lstrip("0"), text)
+    def number(match: re.Match[str]) -> str:
+        digits = match[0].lstrip("0")
+        return chr(48 + len(digits)) + digits
+
+    return _DIGITS.sub(number, text)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -179,9 +183,15 @@ def _host_rank_postgresql(element: Any, compiler: Any, **kw: Any) -> str:
     )
 
 
+#: The host's text order kept in the key (characters).
+TEXT_RANK_LENGTH = 60
+
+
 def text_rank(value: Any) -> Any:
-    """A text of the host's order, in SQL: itself then :data:`END`, NULL last."""
-    return sa.case((value.is_(None), sa.literal_column("'2'")), else_=sa.literal_column("'1'").concat(value).concat(end()))
+    """A text of the host's order, in SQL: its first :data:`TEXT_RANK_LENGTH`
+    characters then :data:`END`, NULL last."""
+    kept = sa.func.substr(value, 1, TEXT_RANK_LENGTH)
+    return sa.case((value.is_(None), sa.literal_column("'2'")), else_=sa.literal_column("'1'").concat(kept).concat(end()))
 
 
 class end(FunctionElement[str]):

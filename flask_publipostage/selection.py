@@ -30,7 +30,7 @@ from .host import HostModels, parse_key
 from .i18n import gettext as _
 from .i18n import lazy_gettext as _l
 from .profiles import PROFILE_ORDER, Profile
-from .sql import name_order
+from .sql import materialized, name_order
 from .state import state
 
 MAX_CLASSES = 500
@@ -481,7 +481,7 @@ class Selection:
             stmt = stmt.where(host.class_id.in_(self.class_ids))
         if self.scope is not None and self.scope.classes is not None:
             stmt = stmt.where(self.scope.classes)
-        return stmt.cte("pp_class_keys").prefix_with("MATERIALIZED")
+        return stmt.cte("pp_class_keys").prefix_with(materialized())
 
     def profile_rank(self, host: HostModels) -> Any:
         profile = host.profile_column()
