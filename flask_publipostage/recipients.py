@@ -373,9 +373,10 @@ class Related:
             self._keys.update(self._run(session, self._key_stmt, missing))
 
     def with_keys(self, rows: dict[Any, list[tuple[Any, str]]]) -> dict[Any, list[ClassRow]]:
-        """``rows`` with each class's key (:meth:`learn_keys` first)."""
+        """``rows`` with each class's key (:meth:`learn_keys` first; a class deleted
+        in between gets an empty key)."""
         keys = self._keys
-        return {owner: [(c, name, keys[c]) for c, name in found] for owner, found in rows.items()}
+        return {owner: [(c, name, keys.get(c, "")) for c, name in found] for owner, found in rows.items()}
 
     def family(self, session: Any, ids: list[Any]) -> tuple[list[Any], dict[Any, list[tuple[Any, str]]]] | None:
         """Each parent's children in the scope (parent id, child id, first and last
