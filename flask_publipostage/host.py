@@ -84,7 +84,9 @@ class HostModels:
     :param fields: logical field -> attribute name, or a SQL expression built on the
         user model (``User.activated_flag.is_(True)``). ``classes`` and ``children``
         name relationships (user -> classes, parent -> pupils). ``postal_address``
-        may be a list of attribute names, printed one per line.
+        may be a list of attribute names, printed one per line. ``class_name`` and
+        ``class_order`` (an integer or a text: the host's own order of its
+        classes) are on the class model.
     :param profiles: host profile value -> canonical profile name, when the host
         stores other values ("ELEVE" -> "Student").
     """
