@@ -190,8 +190,9 @@ class materialized(roles.StatementOptionRole, ClauseElement):
     SQLite 3.35+, and left out before (PostgreSQL 11 computes every CTE once; an
     older SQLite may inline it, slower but right)."""
 
-    inherit_cache = True
     __visit_name__ = "materialized"
+    #: Nothing inside: the statements holding it stay in SQLAlchemy's compiled cache.
+    _traverse_internals: list[Any] = []
 
 
 @compiles(materialized)
