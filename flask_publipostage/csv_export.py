@@ -140,7 +140,7 @@ FILENAME_CLASSES = 3
 def filename(selection: Selection, extension: str = "csv", content: str | None = None, moment: datetime | None = None) -> str:
     """What the file holds, in its name:
     ``publipostage_<school>_<profiles>_<classes>_<content>_<date>_<time>.<ext>``, e.g.
-    ``publipostage_ecole-jules-ferry_parents_ce1_cp_lettres_2026-09-03_14h21.pdf``
+    ``publipostage_ecole-jules-ferry_parents_cp_ce1_lettres_2026-09-03_14h21.pdf``
     (no profile or class chosen: "tous-profils", "toutes-classes"; more than
     ``FILENAME_CLASSES`` classes: "5-classes"). ``content`` says what the file is
     ("lettres", "cartes"; the CSV: "comptes")."""
@@ -167,14 +167,14 @@ def stamped_name(scope: Scope | None, words: Sequence[str], extension: str, mome
 
 
 def _class_names(selection: Selection) -> list[str]:
-    """The chosen classes' names as slugs, in French order (the scope's classes only)."""
+    """The chosen classes' names as slugs, in school order (the scope's classes only)."""
     if not selection.class_ids or len(selection.class_ids) > FILENAME_CLASSES:
         return []
     host = state().host
     stmt = sa.select(host.class_name_column()).where(host.class_id.in_(selection.class_ids))
     if selection.scope is not None and selection.scope.classes is not None:
         stmt = stmt.where(selection.scope.classes)
-    names = sorted(state().session.execute(stmt).scalars(), key=lambda n: fold_for_sort(n) or "")
+    names = state().session.execute(stmt.order_by(host.class_sort_key())).scalars()
     return [_slug(name)[:20].strip("-") for name in names]
 
 

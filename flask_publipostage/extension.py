@@ -16,6 +16,7 @@ from jinja2 import TemplateNotFound
 
 from . import errors, views
 from .access import VIEW, Scope, has_capability
+from .class_order import rank_text, school_order_text
 from .commands import make_group
 from .config import DEFAULTS, check_renamed, check_time_zones, config_value
 from .host import HostModels
@@ -237,10 +238,13 @@ def menu_entries(category: Any = None) -> list[MenuEntry]:
 
 
 def _register_sqlite_functions(engine: sa.Engine) -> None:
-    """SQLite lacks accent folding: give it the same sort key Python uses."""
+    """SQLite lacks accent folding and regular expressions: give it the same
+    sort keys Python uses (names, classes in school order, the host's ranks)."""
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.create_function("publipostage_fold", 1, fold_for_sort, deterministic=True)
+        dbapi_connection.create_function("publipostage_school_order", 1, school_order_text, deterministic=True)
+        dbapi_connection.create_function("publipostage_rank", 1, rank_text, deterministic=True)
 
     sa.event.listen(engine, "connect", on_connect)
     # Connections opened before init_app (a StaticPool in-memory database) get it too.

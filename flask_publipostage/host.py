@@ -17,6 +17,7 @@ from sqlalchemy.orm import RelationshipProperty, aliased
 from sqlalchemy.orm.attributes import QueryableAttribute
 from sqlalchemy.sql.elements import BinaryExpression
 
+from .class_order import host_rank, school_order, text_rank
 from .profiles import Profile
 from .sql import bytewise, name_key
 
@@ -41,17 +42,19 @@ STATE_FIELDS = ("federated", "blocked", "code_valid_until")
 #: relationships and the address lines.
 USER_FIELDS = (*SCALAR_FIELDS, *STATE_FIELDS, "classes", "children", "postal_address", "school")
 #: Logical fields of the class model.
-CLASS_FIELDS = ("class_name", "class_school")
+CLASS_FIELDS = ("class_name", "class_school", "class_order")
 #: Logical field of the school model (``school_model`` of ``init_app``).
 SCHOOL_FIELDS = ("school_name",)
 #: The school dimension: all three or none of them (``class_school`` may be left
 #: out: class names are then never qualified by their school).
 SCHOOL_MAPPING = ("school", "school_name")
-#: Fields a host may leave out (``activated`` defaults to ``activation_code IS NULL``).
+#: Fields a host may leave out (``activated`` defaults to ``activation_code IS NULL``;
+#: without ``class_order``, classes follow the school levels of their names).
 OPTIONAL_FIELDS = (
-    "activated", *STATE_FIELDS, "children", "postal_address", "school", "class_school", "school_name",
+    "activated", *STATE_FIELDS, "children", "postal_address", "school", "class_school", "school_name", "class_order",
 )
 REQUIRED_USER_FIELDS = tuple(f for f in USER_FIELDS if f not in OPTIONAL_FIELDS)
+REQUIRED_CLASS_FIELDS = tuple(f for f in CLASS_FIELDS if f not in OPTIONAL_FIELDS)
 
 
 def parse_key(column: Any, raw: str) -> Any | None:
@@ -96,6 +99,8 @@ class HostModels:
         may be a list of attribute names, printed one per line. The optional
         :data:`STATE_FIELDS` (``federated``, ``blocked``, ``code_valid_until``)
         each bring a filter, counters and their letters (:meth:`maps`).
+        ``class_name`` and ``class_order`` (an integer or a text: the host's own
+        order of its classes) are on the class model.
     :param profiles: host profile value -> canonical profile name, when the host
         stores other values ("ELEVE" -> "Student").
     :param school_model: the host's school ("établissement") model, for the
@@ -117,7 +122,7 @@ class HostModels:
         unknown = set(self.fields) - set(USER_FIELDS) - set(CLASS_FIELDS) - set(SCHOOL_FIELDS)
         if unknown:
             raise MappingError(f"unknown logical fields: {sorted(unknown)}")
-        missing = [f for f in (*REQUIRED_USER_FIELDS, "class_name") if f not in self.fields]
+        missing = [f for f in (*REQUIRED_USER_FIELDS, *REQUIRED_CLASS_FIELDS) if f not in self.fields]
         if missing:
             raise MappingError(f"the field mapping lacks: {missing}")
         self._user_pk = self._single_pk(self.user_model)
@@ -129,6 +134,7 @@ class HostModels:
             if name in SCALAR_FIELDS or name in STATE_FIELDS:
                 self.user_column(name)  # fail now, not at the first request
         self.class_name_column()
+        self.class_sort_key()
         self._check_schools()
         if self.profiles is not None:
             bad = {v for v in self.profiles.values() if v not in {p.value for p in Profile}}
@@ -190,8 +196,25 @@ class HostModels:
         """The sort key of a class (``model``: an alias of the class model), one
         text compared byte-wise: the one rule ordering classes, in the filter
         form, on a person's list of classes, in the class sort and the PDF's
-        bundles."""
-        return name_key(self.class_name_column(model))
+        bundles.
+
+        The host's ``class_order`` first when mapped (an integer, lower first, or
+        a text compared byte-wise; classes without one after), then the school
+        order of the name (:mod:`~flask_publipostage.class_order`), then the
+        class's id: two classes of the same name (two "CE1" of a territory) never
+        share a key, so never share a bundle.
+        """
+        model = model if model is not None else self.class_model
+        key = school_order(self.class_name_column(model))
+        if "class_order" in self.fields:
+            order = self._on(self.class_model, self.fields["class_order"], model, "class_order")
+            if isinstance(order.type, sa.Integer):
+                key = host_rank(order).concat(key)
+            elif isinstance(order.type, sa.String):
+                key = text_rank(order).concat(key)
+            else:
+                raise MappingError("'class_order' must be an integer or a text (a column or an expression)")
+        return bytewise(key.concat(sa.cast(self.class_id_of(model), sa.String)))
 
     # -- the school dimension (optional) --------------------------------------------
 
@@ -258,8 +281,10 @@ class HostModels:
             except AttributeError:
                 raise MappingError(f"{owner.__name__} has no attribute {value!r} ({name})") from None
         if model is not owner:
-            # An expression was built on the model itself: adapt it to the alias.
-            return sa.inspect(model)._adapt_element(value)
+            # Built on the model itself (an expression, or a column given as one):
+            # adapt it to the alias.
+            element = value.__clause_element__() if hasattr(value, "__clause_element__") else value
+            return sa.inspect(model)._adapt_element(element)
         return value
 
     def maps(self, name: str) -> bool:

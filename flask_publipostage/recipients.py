@@ -1,8 +1,9 @@
 """Plain view-models of the selected accounts, built in batches.
 
 Templates (page, CSV, letters, cards, emails) get these, never ORM objects. Each
-batch costs three queries whatever its size: the accounts, their classes, their
-children (with the children's classes). The rows come from
+batch costs four queries whatever its size: the accounts, their classes, their
+children, the children's classes; and a fifth for the sort keys of the classes
+not met in an earlier batch (:class:`Related`). The rows come from
 :meth:`~flask_publipostage.selection.Selection.statement` or from a run's frozen
 accounts; both carry the same columns.
 """
@@ -308,11 +309,14 @@ def build(
     schools = related.school_names(session, [row[i_school] for row in rows]) if i_school is not None else {}
     ids = list(dict.fromkeys(row[i_id] for row in rows))
     own_classes = related.class_rows(session, ids)
+    family = related.family(session, ids)
+    related.learn_keys(session, [*own_classes.values(), *(family[1].values() if family else ())])
+    own_classes = related.with_keys(own_classes)
     classes = _names(own_classes)
     children: dict[Any, tuple[Child, ...]] = {}
     children_classes: dict[Any, list[ClassRow]] = {}
-    if host.has_children:
-        children, children_classes = related.children(session, ids)
+    if family is not None:
+        children, children_classes = related.children(*family)
     levels = selection.sort
     without = {"class": _("Without a class"), "profile": _("Without a profile"), "school": _("Without a school")}
     without = without if levels else {}
@@ -374,7 +378,7 @@ def build(
 
 @functools.lru_cache(maxsize=8192)
 def _fold(value: str) -> str:
-    """:func:`fold_for_sort`, remembered: names and class names repeat a lot."""
+    """:func:`fold_for_sort`, remembered: first letters repeat a lot."""
     return fold_for_sort(value) or ""
 
 
@@ -384,15 +388,22 @@ ClassRow = tuple[Any, str, str]
 
 
 def _names(rows: dict[Any, list[ClassRow]]) -> dict[Any, tuple[str, ...]]:
+    """Each person's class names in school order: by the key the database gave
+    (:meth:`~.HostModels.class_sort_key`; Python's string order is its byte order)."""
     return {
-        k: (v[0][1],) if len(v) == 1 else tuple(sorted((n for _c, n, _k in v), key=lambda n: (_fold(n), n)))
+        k: (v[0][1],) if len(v) == 1 else tuple(n for _c, n, _k in sorted(v, key=lambda row: row[2]))
         for k, v in rows.items()
     }
 
 
 class Related:
     """The queries completing a batch (classes; children and their classes; school
-    names), built once per selection and run with the batch's ids."""
+    names), built once per selection and run with the batch's ids.
+
+    The classes' sort keys are computed once per class and remembered here, not
+    once per member: a key costs the database a regular expression, and a CSV of
+    a territory names its classes a hundred thousand times.
+    """
 
     def __init__(self, host: HostModels, selection: Selection) -> None:
         self._dialect = state().db.engine.dialect.name
@@ -400,13 +411,15 @@ class Related:
         scope = selection.scope
         cls = aliased(host.class_model)
         classes = host.pairs("classes", cls)
-        columns = [host.class_id_of(cls), host.class_name_column(cls), host.class_sort_key(cls)]
+        columns = [host.class_id_of(cls), host.class_name_column(cls)]
         if host.qualifies_classes:
             columns.append(host.school_of_class(cls))
         stmt = classes.select(*columns)
         if scope is not None and scope.classes is not None:
             stmt = stmt.where(sa.inspect(cls)._adapt_element(scope.classes))
         self._classes = self._by_ids(stmt, classes.owner_id)
+        self._key_stmt = self._by_ids(sa.select(host.class_id, host.class_sort_key()), host.class_id)
+        self._keys: dict[Any, str] = {}
         self._children: dict[str, Any] | None = None
         if host.has_children:
             child = aliased(host.user_model)
@@ -478,31 +491,48 @@ class Related:
                 del variants["json"]  # an SQLite built without JSON functions
         return connection.execute(variants["expanding"], {"ids": list(ids)}).all()
 
-    def class_rows(self, session: Any, ids: list[Any]) -> dict[Any, list[ClassRow]]:
-        """user id -> [(class id, class label, key)], classes of the scope only."""
-        found: dict[Any, list[ClassRow]] = defaultdict(list)
+    def class_rows(self, session: Any, ids: list[Any]) -> dict[Any, list[tuple[Any, str]]]:
+        """user id -> [(class id, class label)], classes of the scope only."""
+        found: dict[Any, list[tuple[Any, str]]] = defaultdict(list)
         if not ids:
             return found
         rows = self._run(session, self._classes, ids)
         if self._shared_names:
-            self.school_names(session, {row[4] for row in rows})
-            for user_id, class_id, name, key, school in rows:
-                found[user_id].append((class_id, self.label(name, school), key))
+            self.school_names(session, {row[3] for row in rows})
+            for user_id, class_id, name, school in rows:
+                found[user_id].append((class_id, self.label(name, school)))
         else:
-            for user_id, class_id, name, key, *_school in rows:
-                found[user_id].append((class_id, name, key))
+            for user_id, class_id, name, *_school in rows:
+                found[user_id].append((class_id, name))
         return found
 
-    def children(
-        self, session: Any, ids: list[Any]
-    ) -> tuple[dict[Any, tuple[Child, ...]], dict[Any, list[ClassRow]]]:
-        """Each parent's children (in the scope), and the classes of those children."""
+    def learn_keys(self, session: Any, rows: Iterable[list[tuple[Any, str]]]) -> None:
+        """Ask the database for the keys of the classes of ``rows`` not seen yet (one query)."""
+        missing = list({class_id for found in rows for class_id, _name in found if class_id not in self._keys})
+        if missing:
+            self._keys.update(self._run(session, self._key_stmt, missing))
+
+    def with_keys(self, rows: dict[Any, list[tuple[Any, str]]]) -> dict[Any, list[ClassRow]]:
+        """``rows`` with each class's key (:meth:`learn_keys` first; a class deleted
+        in between gets an empty key)."""
+        keys = self._keys
+        return {owner: [(c, name, keys.get(c, "")) for c, name in found] for owner, found in rows.items()}
+
+    def family(self, session: Any, ids: list[Any]) -> tuple[list[Any], dict[Any, list[tuple[Any, str]]]] | None:
+        """Each parent's children in the scope (parent id, child id, first and last
+        name), and those children's classes; None when the host maps no children."""
         if self._children is None or not ids:
-            return {}, {}
+            return None
         rows = self._run(session, self._children, ids)
+        return rows, self.class_rows(session, list({r[1] for r in rows})) if rows else {}
+
+    def children(
+        self, rows: list[Any], child_classes: dict[Any, list[tuple[Any, str]]]
+    ) -> tuple[dict[Any, tuple[Child, ...]], dict[Any, list[ClassRow]]]:
+        """Each parent's children, and the classes of those children, from :meth:`family`."""
         if not rows:
             return {}, {}
-        child_rows = self.class_rows(session, list({r[1] for r in rows}))
+        child_rows = self.with_keys(child_classes)
         child_names = _names(child_rows)
         found: dict[Any, list[Child]] = defaultdict(list)
         their_classes: dict[Any, list[ClassRow]] = defaultdict(list)

@@ -30,7 +30,7 @@ from .host import HostModels, parse_key
 from .i18n import gettext as _
 from .i18n import lazy_gettext as _l
 from .profiles import PROFILE_ORDER, Profile
-from .sql import name_order
+from .sql import bytewise, materialized, name_order
 from .state import state
 
 MAX_CLASSES = 500
@@ -625,24 +625,44 @@ class Selection:
 
     def class_key(self, host: HostModels) -> tuple[Any, list[tuple[Any, Any]]]:
         """An account's class, as a sort key: the smallest :meth:`~.HostModels.class_sort_key` of its
-        classes (for a parent: of their children's classes), among the chosen
-        classes and those of the scope; NULL without a class.
+        classes, among the chosen classes and those of the scope; for an account
+        in none of them, the smallest of their children's (a parent); NULL
+        without a class.
 
         The one rule of "an account's class": the sort and the PDF groups use it,
         and :func:`~flask_publipostage.recipients.build` names a group by finding the
-        class with this key. Returns the key and the ``(subquery, on)`` outer joins
-        it needs: two grouped queries, much faster over a territory than a
-        correlated subquery per account.
+        class with this key. Returns the key and the ``(subquery, on)`` outer join
+        it needs: one grouped query over the (member, class) pairs, much faster
+        over a territory than a correlated subquery per account. The classes' keys
+        are computed once per class (:meth:`_class_keys`), not once per pair; a
+        parent's pairs (through a child) read "1" before the key, an account's own
+        "0", so an account's own classes come first.
         """
-        (own, own_owner), via = self._class_rows(host, lambda cls: sa.func.min(host.class_sort_key(cls)).label("k"))
-        own_sub = own.group_by(own_owner).subquery("pp_own_class")
-        joins = [(own_sub, own_sub.c.owner == host.user_id)]
-        key = own_sub.c.k
-        if via is not None:
-            via_sub = via[0].group_by(via[1]).subquery("pp_children_class")
-            joins.append((via_sub, via_sub.c.owner == host.user_id))
-            key = sa.func.coalesce(key, via_sub.c.k)
-        return key, joins
+        users = self.scope.users if self.scope is not None else None
+        keys = self._class_keys(host)
+        cls = aliased(host.class_model)
+        own = host.pairs("classes", cls, users)
+        stmt = own.select(sa.literal("0", sa.String).concat(keys.c.k).label("k"))
+        branches = [self._restrict_classes(stmt.join(keys, keys.c.id == host.class_id_of(cls)), host, cls)]
+        if host.has_children:
+            via_cls = aliased(host.class_model)
+            via = host.children_classes(aliased(host.user_model), via_cls, users)
+            stmt = via.select(sa.literal("1", sa.String).concat(keys.c.k).label("k"))
+            branches.append(self._restrict_classes(stmt.join(keys, keys.c.id == host.class_id_of(via_cls)), host, via_cls))
+        members = (sa.union_all(*branches) if len(branches) > 1 else branches[0]).subquery("pp_member")
+        first = (
+            sa.select(members.c.owner, sa.func.min(members.c.k).label("k")).group_by(members.c.owner).subquery("pp_class")
+        )
+        return bytewise(sa.func.substr(first.c.k, 2)), [(first, first.c.owner == host.user_id)]
+
+    def _class_keys(self, host: HostModels) -> Any:
+        """(``id``, ``k``) of the classes an account's class is chosen among (the
+        chosen ones, the scope's): a materialized CTE, so each key is computed once
+        per class (a few thousand over a territory) rather than once per account
+        and class (a hundred thousand)."""
+        cls = aliased(host.class_model)
+        stmt = sa.select(host.class_id_of(cls).label("id"), host.class_sort_key(cls).label("k"))
+        return self._restrict_classes(stmt, host, cls).cte("pp_class_keys").prefix_with(materialized())
 
     def class_pairs(self, host: HostModels) -> Any:
         """Every class bundle an account counts in, as ``(owner, bundle)`` rows:
@@ -691,6 +711,9 @@ class Selection:
         return (rows(own, cls), own.owner_id), (rows(via, via_cls), via.owner_id)
 
     def _restrict_classes(self, stmt: Any, host: HostModels, cls: Any) -> Any:
+        """Only the chosen classes and the scope's (``cls``: an alias of the class
+        model). Said again beside the keys' CTE, where the planner sees it: the
+        chosen classes then lead to their few members, not to every family link."""
         if self.class_ids:
             stmt = stmt.where(host.class_id_of(cls).in_(self.class_ids))
         if self.scope is not None and self.scope.classes is not None:

@@ -18,6 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import roles
+from sqlalchemy.sql.expression import ClauseElement
 from sqlalchemy.sql.functions import FunctionElement
 
 #: Combining marks dropped once a name is decomposed (NFKD): the "Combining
@@ -180,3 +182,29 @@ def _name_key_postgresql(element: Any, compiler: Any, **kw: Any) -> str:
     if version >= (13,):
         slow = _letters_sql(f"lower(regexp_replace(normalize({value}, NFKD), '{_MARKS}', '', 'g'))")
     return f'(CASE WHEN octet_length({value}) = char_length({value}) THEN lower({value}) ELSE {slow} END) COLLATE "C"'
+
+
+class materialized(roles.StatementOptionRole, ClauseElement):
+    """``cte.prefix_with(materialized())``: the CTE is computed once and read by
+    every reader, never inlined into them. The word is known to PostgreSQL 12+ and
+    SQLite 3.35+, and left out before (PostgreSQL 11 computes every CTE once; an
+    older SQLite may inline it, slower but right)."""
+
+    __visit_name__ = "materialized"
+    #: Nothing inside: the statements holding it stay in SQLAlchemy's compiled cache.
+    _traverse_internals: list[Any] = []
+
+
+@compiles(materialized)
+def _materialized_default(element: Any, compiler: Any, **kw: Any) -> str:
+    return ""
+
+
+@compiles(materialized, "postgresql")
+def _materialized_postgresql(element: Any, compiler: Any, **kw: Any) -> str:
+    return "MATERIALIZED" if (compiler.dialect.server_version_info or (0,)) >= (12,) else ""
+
+
+@compiles(materialized, "sqlite")
+def _materialized_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+    return "MATERIALIZED" if (compiler.dialect.server_version_info or (0,)) >= (3, 35) else ""

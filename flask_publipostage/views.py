@@ -136,7 +136,7 @@ def filter_options() -> dict[str, Any]:
     columns = [host.class_id, host.class_name_column()]
     if host.qualifies_classes:
         columns.append(host.school_of_class())
-    class_stmt = sa.select(*columns).order_by(host.class_sort_key(), host.class_id)
+    class_stmt = sa.select(*columns).order_by(host.class_sort_key())
     if scope.classes is not None:
         class_stmt = class_stmt.where(scope.classes)
     rows = session.execute(class_stmt).all()

@@ -45,6 +45,8 @@ class Division(db.Model):  # type: ignore[name-defined]
     ref = sa.Column(sa.Integer, primary_key=True)
     libelle = sa.Column(sa.String(120), nullable=False)
     ecole = sa.Column(sa.String(20), nullable=False)
+    #: The host's own order of its classes, when it keeps one (``class_order``).
+    rang = sa.Column(sa.Integer)
 
 
 class Personne(db.Model):  # type: ignore[name-defined]
@@ -231,6 +233,7 @@ def make_app(
     renew: Callable[[list[Any]], Any] | None = None,
     step_up: bool = False,
     csp: bool = False,
+    fields: dict[str, Any] | None = None,
     **config: Any,
 ) -> Flask:
     """The test host on ``database_url``: tables emptied (``reset``) or kept
@@ -238,7 +241,7 @@ def make_app(
     the account states (federated, blocked, code expiry) mapped; ``renew``: the
     renewal callable given to ``init_app``; ``step_up``: a recent authentication
     asked before codes (``/reauth`` gives one); ``csp``: every page under
-    :data:`STRICT_CSP`."""
+    :data:`STRICT_CSP`; ``fields``: another field mapping than :data:`FIELDS`."""
     app = Flask(__name__, instance_path=instance_path)
     app.config.update(
         TESTING=True,
@@ -269,7 +272,7 @@ def make_app(
         db=db,
         user_model=Personne,
         class_model=Division,
-        fields={**FIELDS, **(SCHOOL_FIELDS if schools else {}), **(STATE_FIELDS if states else {})},
+        fields={**(FIELDS if fields is None else fields), **(SCHOOL_FIELDS if schools else {}), **(STATE_FIELDS if states else {})},
         scope=scope,
         permission=permission,
         profiles=PROFILE_CODES,

@@ -56,7 +56,7 @@ def test_format(client: RoleClient, matrix: MatrixSchool) -> None:
         ["Dupont", "Jean", "Enseignant", "jean.prof", "CODE-jean.prof", "jean.prof@example.org",
          "CE2 de Mme Élise", "01/09/2025"],
         ["Œillet", "Anne", "Enseignant", "anne.prof", "Compte activé", "anne.prof@example.org",
-         "CM1 de M. Zola, CP de Mme Émery", "01/09/2025"],
+         "CP de Mme Émery, CM1 de M. Zola", "01/09/2025"],
         ["Abel", "Marie", "Parent", "marie.abel", "CODE-marie.abel", "marie.abel@example.org",
          "Parent de Zoé Abel (CP de Mme Émery) / Parent d'Élodie Zidane (CM1 de M. Zola)", "01/09/2025"],
         ["Étienne", "Paul", "Parent", "paul.etienne", "Compte activé", "",

@@ -366,12 +366,13 @@ def test_the_preview_as_json(client: Any, school: Any, app: Flask) -> None:
     data = first.get_json()
     assert data["counters"] == {"selected": 6, "without_email": 5, "not_activated": 4}
     assert (data["page"], data["pages"]) == (1, 2)
-    assert [a["login"] for a in data["accounts"]] == ["lucas.etienne", "paul.etienne", "marie.abel", "elodie.zidane"]
-    assert data["accounts"][0]["activation_code"] == "CODE-lucas.etienne"
-    assert data["accounts"][0]["group"] == "CE2 de Mme Élise"
-    assert data["accounts"][2]["children"][0]["classes"] == ["CP de Mme Émery"]
+    assert [a["login"] for a in data["accounts"]] == ["marie.abel", "zoe.abel", "lucas.etienne", "paul.etienne"]
+    assert data["accounts"][2]["activation_code"] == "CODE-lucas.etienne"
+    assert data["accounts"][2]["group"] == "CE2 de Mme Élise"
+    assert data["accounts"][0]["group"] == "CP de Mme Émery"
+    assert data["accounts"][0]["children"][0]["classes"] == ["CP de Mme Émery"]
     second = client.get(data["links"]["next"], "adml_a").get_json()
-    assert [a["login"] for a in second["accounts"]] == ["zoe.abel", "nina.sansclasse"]
+    assert [a["login"] for a in second["accounts"]] == ["elodie.zidane", "nina.sansclasse"]
     # Codes only for those who may print; errors in French, as JSON.
     assert client.get(f"{BASE}/preview.json?profile=Student&activation=inactive", "viewer_a").get_json()["accounts"][0]["activation_code"] is None
     bad = client.get(f"{BASE}/preview.json?activation=maybe", "adml_a")

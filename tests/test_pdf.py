@@ -131,10 +131,10 @@ def test_group_sheets_and_signoff(app_ctx: Any, client: Any, school: Any) -> Non
             assert f"{index + 1}/{len(members)}" in texts[page]
             page += 1
     # A parent appears once, under the first class of their children.
-    # (French order of her children's classes: "CM1 de M. Zola" before "CP de Mme Émery").
+    # (School order of her children's classes: "CP de Mme Émery" before "CM1 de M. Zola").
     by_group = {g: [m.login for m in members] for g, members in groups}
-    assert "marie.abel" in by_group["CM1 de M. Zola"]
-    assert "marie.abel" not in by_group["CP de Mme Émery"]
+    assert "marie.abel" in by_group["CP de Mme Émery"]
+    assert "marie.abel" not in by_group["CM1 de M. Zola"]
 
 
 SPECIAL_NAMES = [

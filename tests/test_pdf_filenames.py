@@ -43,7 +43,7 @@ def _check_time(name: str) -> str:
 def test_pdf_in_the_request_names_its_content(app_ctx: Any, client: Any, school: Any) -> None:
     ref = f"class={school.cp.ref}&class={school.cm1.ref}"
     letters = _name(post_pdf(client, f"profile=Relative&{ref}"))
-    assert _check_time(letters) == "publipostage_ecole-a_parents_cm1-de-m-zola_cp-de-mme-emery_lettres"
+    assert _check_time(letters) == "publipostage_ecole-a_parents_cp-de-mme-emery_cm1-de-m-zola_lettres"
     cards = _name(post_pdf(client, "", template="cards"))
     assert _check_time(cards) == "publipostage_ecole-a_tous-profils_toutes-classes_cartes"
     grouped = _name(post_pdf(client, f"profile=Student&profile=Teacher&class={school.cp.ref}&sort=class", signoff="y"))

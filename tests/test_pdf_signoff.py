@@ -15,8 +15,9 @@ LONG_FIRST = "Marie-Chantal Bérénice Anne-Sophie"
 
 
 def _class_with_family() -> None:
+    # Marie's first class in school order is her daughter's CM1: she signs there.
     cm1 = Division(libelle="CM1 Émargement", ecole="A")
-    other = Division(libelle="CP Ailleurs", ecole="A")
+    other = Division(libelle="CM2 Ailleurs", ecole="A")
     db.session.add_all([cm1, other])
     zoe = add_person("zoe.abel", "Zoé", "Abel", "ELEVE", divisions=[cm1])
     paul = add_person("paul.abel", "Paul", "Abel", "ELEVE", divisions=[other])
