@@ -148,10 +148,31 @@ def test_the_csv_has_a_school_column_for_a_territory(client: RoleClient, territo
 def test_sort_by_school_groups_each_school(client: RoleClient, territory: Any) -> None:
     found = accounts(client, "sort=school")
     assert [a["login"] for a in found] == ["lea.a", "tom.a", "ana.a", "luc.b", "max.b", "zoe.b", "sans.ecole"]
-    assert [a["group"] for a in found] == [FERRY] * 3 + [CURIE] * 3 + [""]
+    assert [a["group"] for a in found] == [FERRY] * 3 + [CURIE] * 3 + ["Sans établissement"]
     texts = pages_text(post_pdf(client, "sort=school&profile=Student", "super").data)
     assert [FERRY in t for t in texts] == [True, True, False, False]
     assert [CURIE in t for t in texts] == [False, False, True, True]
+
+
+def test_bundles_go_school_then_class(client: RoleClient, territory: Any) -> None:
+    """The two CE1 stay two bundles, each under its school, each starting a sheet,
+    the classes in school order (CP before CE1)."""
+    found = accounts(client, "sort=school&then=class&profile=Student&profile=Relative")
+    assert [(a["login"], a["group"]) for a in found] == [
+        ("tom.a", f"{FERRY} · CP de Mme Dumas"),
+        ("lea.a", f"{FERRY} · CE1 ({FERRY})"),
+        ("ana.a", f"{FERRY} · CE1 ({FERRY})"),
+        ("luc.b", f"{CURIE} · CE1 ({CURIE})"),
+        ("max.b", f"{CURIE} · CE1 ({CURIE})"),
+        ("zoe.b", f"{CURIE} · CM2"),
+    ]
+    data = post_pdf(client, "sort=school&then=class&profile=Student", "super", template="cards").data
+    sheets = pages_text(data)
+    assert len(sheets) == 4  # one card sheet per class of each school
+    assert [("tom.a" in t, "lea.a" in t, "max.b" in t, "zoe.b" in t) for t in sheets] == [
+        (True, False, False, False), (False, True, False, False), (False, False, True, False), (False, False, False, True),
+    ]
+    assert f"CE1 ({CURIE})" in sheets[2] and CURIE in sheets[3]
 
 
 # -- the account's own school on what it receives ----------------------------------------------
@@ -198,3 +219,25 @@ def test_the_school_fields_need_the_school_model() -> None:
         HostModels(Personne, Division, {**FIELDS, **SCHOOL_FIELDS, "school_name": "nom"}, school_model=Ecole)
     with pytest.raises(MappingError, match="many-to-one"):
         HostModels(Personne, Division, {**FIELDS, **SCHOOL_FIELDS, "school": "divisions"}, school_model=Ecole)
+
+
+def test_a_territory_zip_names_each_file_with_its_school(client: RoleClient, territory: Any) -> None:
+    import io
+    import zipfile
+
+    response = post_pdf(client, "sort=class&profile=Student", "super", zip="y")
+    assert response.status_code == 303, response.get_data(as_text=True)[:500]
+    job = response.headers["Location"].rsplit("/", 1)[-1]
+    status = client.get(f"{URL}/pdf/jobs/{job}/status", "super").get_json()
+    assert status["state"] == "done", status
+    archive = zipfile.ZipFile(io.BytesIO(client.get(status["download_url"], "super").data))
+    assert sorted(archive.namelist()) == sorted([
+        f"CE1 ({FERRY}).pdf", f"CE1 ({CURIE}).pdf", f"CM2 ({CURIE}).pdf", f"CP de Mme Dumas ({FERRY}).pdf",
+    ])
+    assert "max.b" in pages_text(archive.read(f"CE1 ({CURIE}).pdf"))[0]
+    # One school: the class names alone.
+    response = post_pdf(client, "sort=class&profile=Student&school=B", "super", zip="y")
+    job = response.headers["Location"].rsplit("/", 1)[-1]
+    status = client.get(f"{URL}/pdf/jobs/{job}/status", "super").get_json()
+    archive = zipfile.ZipFile(io.BytesIO(client.get(status["download_url"], "super").data))
+    assert sorted(archive.namelist()) == ["CE1.pdf", "CM2.pdf"]

@@ -349,6 +349,15 @@ class Job:
             self._span = (lo, stop)
         return {p: r for p, r in self._read.items() if lo <= p <= hi}
 
+    @functools.cached_property
+    def several_schools(self) -> bool:
+        """The accounts belong to several schools: a ZIP's files then name theirs."""
+        host = state().host
+        if not host.has_schools:
+            return False
+        stmt = sa.select(sa.func.count(sa.distinct(host.school_of_user()))).where(*self.selection.conditions(host))
+        return int(state().session.execute(stmt).scalar_one()) > 1
+
     def bundle_of(self, index: int) -> int:
         """The bundle (its rank) of chunk ``index``'s first account."""
         return bisect_right([b.start for b in self.bundles], self.chunks[index][0]) - 1
@@ -393,7 +402,7 @@ class Job:
         by_position = self.accounts(span[0], max(p.start + p.count - 1 for p in parts))
         sheets: list[render.Sheet] = []
         missing: list[list[str]] = []
-        bundle = ""  # the label of the chunk's first bundle
+        bundle, school = "", ""  # the label of the chunk's first bundle, and its school
         for part in parts:
             last = part.start + part.count - 1
             if part.kind == SIGNOFF:
@@ -404,8 +413,8 @@ class Job:
                 recipients = self.printed(by_position, part.start, last)
             if not recipients:
                 continue
-            if grouped:
-                bundle = bundle or recipients[0].groups[0]
+            if grouped and not bundle:
+                bundle, school = recipients[0].groups[0], recipients[0].school
             if part.kind == SIGNOFF:
                 listed = render.Group(recipients[0].groups[0], part.group_count)
                 sheets += render.signoff_sheets(recipients, listed, self.settings)
@@ -417,6 +426,8 @@ class Job:
         if missing:
             chunk_path(run, index).with_suffix(".missing.json").write_text(json.dumps(missing), encoding="utf-8")
         if self.options.zip and bundle:
+            if school and school not in bundle and self.several_schools:
+                bundle = f"{bundle} ({school})"  # "CM2 (École Marie Curie).pdf"
             label_path(run, index).write_text(bundle, encoding="utf-8")
         return render.render_document(sheets, self.options, self.settings) if sheets else ""
 
