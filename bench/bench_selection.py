@@ -45,7 +45,7 @@ from flask_publipostage.recipients import page as recipients_page
 from flask_publipostage.selection import Selection, count
 from flask_publipostage.sql import fold_for_sort, name_sort_key
 from tests import hosts
-from tests.hosts import Division, Personne, db, filiation, inscription
+from tests.hosts import Division, Ecole, Personne, db, filiation, inscription
 
 SCHEMA = "publipostage_bench"
 PAGE_SIZE = 50
@@ -86,6 +86,7 @@ def make_bench_app(url: str, instance: str, *, fresh: bool) -> Flask:
         url,
         instance,
         reset=fresh,
+        schools=True,
         SQLALCHEMY_ENGINE_OPTIONS=options,
         PUBLIPOSTAGE_PAGE_SIZE=PAGE_SIZE,
         PUBLIPOSTAGE_MAX_SELECTION=1_000_000,
@@ -128,8 +129,11 @@ def generate(accounts: int, schools: int, seed: int = 42) -> dict[str, list[dict
         })
         return uid
 
+    ecoles: list[dict[str, Any]] = []
     for s in range(schools):
         school = "A" if s == 0 else f"E{s + 1:02d}"
+        # Names that sort apart from their codes, some sharing a name.
+        ecoles.append({"code": school, "appellation": f"École {LAST_NAMES[(s * 7) % len(LAST_NAMES)]}"})
         class_refs = []
         for level in LEVELS:
             for section in SECTIONS:
@@ -160,7 +164,7 @@ def generate(accounts: int, schools: int, seed: int = 42) -> dict[str, list[dict
         for _ in range(n_guests):
             person("INVITE", school, 0.5)
     person("PERS", "A", 1.0, super_admin=True)
-    return {"personne": people, "division": divisions, "inscription": enrolments, "filiation": links}
+    return {"ecole": ecoles, "personne": people, "division": divisions, "inscription": enrolments, "filiation": links}
 
 
 def load(app: Flask, accounts: int, schools: int) -> float:
@@ -168,6 +172,7 @@ def load(app: Flask, accounts: int, schools: int) -> float:
     started = time.perf_counter()
     with app.app_context(), db.engine.begin() as connection:
         for table, rows in (
+            (Ecole.__table__, data["ecole"]),
             (Division.__table__, data["division"]),
             (Personne.__table__, data["personne"]),
             (inscription, data["inscription"]),
@@ -228,6 +233,7 @@ def cases(app: Flask) -> list[tuple[str, str, str, int]]:
         ("school: by class (school order)", "adml_a", "sort=class", SCHOOL_TARGET_MS),
         ("territory: no filter", "super", "", TERRITORY_TARGET_MS),
         ("territory: sorted by class", "super", "sort=class", TERRITORY_TARGET_MS),
+        ("territory: by school then class", "super", "sort=school&then=class", TERRITORY_TARGET_MS),
     ]
 
 
@@ -324,6 +330,7 @@ def naive(app: Flask, role: str, query: str, reps: int) -> dict[str, Any]:
             if scope.users is not None:
                 stmt = stmt.where(scope.users)
             users = db.session.execute(stmt).scalars().all()
+            school_names = dict(db.session.execute(sa.select(Ecole.code, Ecole.appellation)).all())
             kept = []
             for u in users:
                 own = {d.ref for d in u.divisions}
@@ -363,14 +370,22 @@ def naive(app: Flask, role: str, query: str, reps: int) -> dict[str, Any]:
                     return (1, "")
                 return (0, min(keys))
 
-            order = ["profile", "class"] if args.get("sort") == "profile" else ["class", "profile"]
-            keys = [k for k in order if k in (args.get("sort"), args.get("then"))]
+            keys = [k for k in (args.get("sort"), args.get("then")) if k and k != "none"]
             rank = {code: i for i, code in enumerate(("PROF", "ELEVE", "PARENT", "PERS", "INVITE"))}
+
+            def school_key(u: Personne) -> tuple[Any, ...]:
+                name = school_names.get(u.ecole)
+                return (1,) if name is None else (0, fold_for_sort(name), u.ecole)
 
             def sort_key(u: Personne) -> tuple[Any, ...]:
                 parts: list[Any] = []
                 for key in keys:
-                    parts.append(class_key(u) if key == "class" else rank.get(u.categorie, 9))
+                    if key == "class":
+                        parts.append(class_key(u))
+                    elif key == "school":
+                        parts.append(school_key(u))
+                    else:
+                        parts.append(rank.get(u.categorie, 9))
                 return (*parts, *name_sort_key(u.nom_famille, u.prenom_usuel, u.identifiant), u.uid)
 
             kept.sort(key=sort_key)
