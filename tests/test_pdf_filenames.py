@@ -108,7 +108,7 @@ def test_zip_of_one_pdf_per_class_names_its_content(app_ctx: Any, client: Any, s
     status = client.get(f"{URL}/pdf/jobs/{job}/status", "adml_a").get_json()
     name = _name(client.get(status["download_url"], "adml_a"))
     assert name.endswith(".zip")
-    assert _check_time(name) == "publipostage_ecole-a_tous-profils_cm1-de-m-zola_cp-de-mme-emery_cartes-dans-chaque-classe"
+    assert _check_time(name) == "publipostage_ecole-a_tous-profils_cp-de-mme-emery_cm1-de-m-zola_cartes-dans-chaque-classe"
 
 
 def test_csv_export_names_its_content(app_ctx: Any, client: Any, school: Any) -> None:

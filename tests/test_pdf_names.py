@@ -234,7 +234,7 @@ class TestWithoutFallback:
         data = _pdf(client.post(form.action, "adml_a", data=MultiDict(form.fields)))
         assert page_count(data) == 1 + 1  # the class's sign-off sheet and one sheet of 6 cards
         assert "Full Width" in pdftotext(data)
-        assert db.session.query(AuditEntry).count() == 1
+        assert db.session.query(AuditEntry).filter_by(action="pdf").count() == 1  # and its download
 
     def test_no_page_when_every_name_prints(self, app_ctx: Any, client: Any) -> None:
         add_person("full.width", "Ｆｕｌｌ", "Ｗｉｄｔｈ", "ELEVE")
