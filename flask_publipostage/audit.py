@@ -33,7 +33,7 @@ class AuditEntry(Base):
     selection: Mapped[str] = mapped_column(sa.Text)
     template: Mapped[str | None] = mapped_column(sa.String(40))
     count: Mapped[int] = mapped_column(default=0)
-    #: "ok", "sample", or "run <id>" for a PDF or a campaign.
+    #: "ok", "sample", or "run <id>" for a PDF, a campaign or a CSV export.
     result: Mapped[str] = mapped_column(sa.String(200), default="ok")
 
     @property
@@ -60,8 +60,12 @@ class AuditEntry(Base):
     @property
     def outcome(self) -> str:
         """The result, in words."""
+        if self.run_id is not None and self.action == "mail":
+            return str(_l("Campaign %(id)d", id=self.run_id))
+        if self.run_id is not None and self.action == "pdf":
+            return str(_l("File prepared"))
         if self.run_id is not None:
-            return str(_l("Campaign %(id)d", id=self.run_id) if self.action == "mail" else _l("File prepared"))
+            return str(RESULTS["ok"])  # a CSV export, recorded as a run (its items)
         return str(RESULTS.get(self.result, self.result))
 
 

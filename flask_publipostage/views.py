@@ -1,6 +1,6 @@
-"""The page (steps 1 and 2), its live preview fragment, the CSV export and the
-journal; and what every route of the extension shares (the current selection,
-forms, French errors)."""
+"""The page (steps 1 and 2), its live preview fragment (each account with its
+distribution history), the CSV export and the journal; and what every route of
+the extension shares (the current selection, forms, French errors)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from flask import (
 )
 from flask_wtf import FlaskForm
 
-from . import audit, csv_export
+from . import audit, csv_export, history
 from .access import PRINT, TEACHER, VIEW, current_scope, has_capability, require
 from .config import config_value
 from .host import parse_key
@@ -142,6 +142,7 @@ def filter_options() -> dict[str, Any]:
         "filters": FILTERS,
         "defaults": {param: f.default for param, f in FILTERS.items() if f.choices},
         "school_year_start": school_year_start(),
+        "reminder_day": history.reminder_day(),
     }
 
 
@@ -234,6 +235,7 @@ def preview_context(selection: Selection, endpoint: str = "publipostage.index") 
         "counters": counters,
         "class_sheets": class_sheets,
         "rows": rows,
+        "histories": history.for_accounts(selection, rows),
         "page": number,
         "pages": pages,
         "page_size": page_size,
@@ -310,13 +312,13 @@ def preview_json() -> Response:
             "page": context["page"],
             "pages": context["pages"],
             "links": context["page_links"],
-            "accounts": [_account_json(r, can_print) for r in context["rows"]],
+            "accounts": [_account_json(r, can_print, context["histories"][r.id]) for r in context["rows"]],
         }
     )
     return _private(response)
 
 
-def _account_json(r: Any, can_print: bool) -> dict[str, Any]:
+def _account_json(r: Any, can_print: bool, past: history.History) -> dict[str, Any]:
     return {
         "id": r.id,
         "login": r.login,
@@ -332,6 +334,15 @@ def _account_json(r: Any, can_print: bool) -> dict[str, Any]:
         "created_on": r.created_on.isoformat() if r.created_on else None,
         "group": r.group,
         "school": r.school or None,
+        "distribution": {
+            "summary": past.summary,
+            "stale": past.stale or None,
+            "history": [
+                {"kind": e.kind, "state": e.state, "at": e.at.isoformat() + "Z", "distributed": e.distributed,
+                 "label": e.label, "by": e.who, "bundle": e.bundle or None, "reason": e.reason or None}
+                for e in past.events
+            ],
+        },
     }
 
 
@@ -374,8 +385,7 @@ def export_csv() -> Response:
     mimetype = "text/csv"  # Werkzeug adds "; charset=utf-8" to text types
     if request.method == "HEAD":
         return Response(mimetype=mimetype, headers=headers)
-    audit.record("csv", selection, counters.selected, template="csv")
-    state().session.commit()
+    csv_export.record(selection, filename)
     return Response(stream_with_context(csv_export.stream(selection)), mimetype=mimetype, headers=headers)
 
 
@@ -420,10 +430,11 @@ class JournalQuery:
 
 
 def names_of(entries: Any) -> dict[str, dict[str, str]]:
-    """Names of the classes and schools the journal's rows name (a query each)."""
+    """Names of the classes and schools, and logins of the accounts, the journal's
+    rows name (a query each)."""
     host = state().host
     found: dict[str, dict[str, str]] = {}
-    models = [("class", host.class_id, host.class_name_column())]
+    models = [("class", host.class_id, host.class_name_column()), ("account", host.user_id, host.user_column("login"))]
     if host.has_schools:
         models.append(("school", host.school_id, host.school_name_column()))
     for param, key_column, name in models:

@@ -23,8 +23,8 @@ from ..i18n import gettext as _
 from ..models import utcnow
 from ..selection import SelectionError
 from ..state import state
-from .core import engine, perimeter_t, run_t
-from .models import ACTIVE_STATES, CANCELLED, DONE, Run
+from .core import engine, item_t, perimeter_t, run_t
+from .models import ACTIVE_STATES, CANCELLED, DONE, PRINTED, Run
 
 BLOCK = 256 * 1024
 
@@ -96,8 +96,9 @@ def claim_download(run: Run) -> Path:
 
 
 def stream(run_id: int, path: Path, app: Flask) -> Iterator[bytes]:
-    """The file's bytes; at the end it is deleted, and a download that did not go
-    to the end gives the claim back (the admin may try again)."""
+    """The file's bytes; at the end it is deleted and its sheets count as
+    distributed (the history), and a download that did not go to the end gives
+    the claim back (the admin may try again)."""
     complete = False
     try:
         with open(path, "rb") as handle:
@@ -109,6 +110,10 @@ def stream(run_id: int, path: Path, app: Flask) -> Iterator[bytes]:
             if complete:
                 path.unlink(missing_ok=True)
                 conn.execute(sa.update(run_t).where(run_t.c.id == run_id).values(file_path=None))
+                conn.execute(
+                    sa.update(item_t).where(item_t.c.run_id == run_id, item_t.c.state == PRINTED)
+                    .values(distributed_at=utcnow())
+                )
             else:
                 conn.execute(sa.update(run_t).where(run_t.c.id == run_id).values(downloaded_at=None))
 
