@@ -205,7 +205,7 @@ def _class_sections(
         host.user_model, memberships, sa.and_(memberships.c.owner == host.user_id, profile.in_(class_values))
     )
     keys = [
-        (host.school_of_user() if schools else sa.null()).label("school"),
+        *([host.school_of_user().label("school")] if schools else []),
         memberships.c.class_id.label("class_id"),
         sa.case((memberships.c.class_id.is_(None), profile), else_=sa.null()).label("profile"),
     ]
@@ -219,13 +219,14 @@ def _class_sections(
             sa.select(*keys, *columns).select_from(source.join(codes, on))
             .where(*conditions, sa.not_(host.user_column("activated")))
         ),
-        key=lambda r: (r.school, r.class_id, _canonical(r.profile)),
+        key=lambda r: (_school_of(r), r.class_id, _canonical(r.profile)),
     )
     names = _class_names(selection, {r.class_id for r in tally if r.class_id is not None})
     sections: dict[Any, dict[Any, Row]] = {}
     for r in tally:
-        rows = sections.setdefault(r.school, {})
-        where = {"school": [str(r.school)]} if schools and r.school is not None else {}
+        school = _school_of(r)
+        rows = sections.setdefault(school, {})
+        where = {"school": [str(school)]} if school is not None else {}
         if r.class_id is not None:
             key: Any = ("class", r.class_id)
             label, sort_key = names.get(r.class_id, (str(r.class_id), ""))
@@ -243,7 +244,7 @@ def _class_sections(
                 kind = "profile"
             row = rows.setdefault(key, Row(label, kind, args))
         row.add(r)
-        row.stale += stale.get((r.school, r.class_id, _canonical(r.profile)), 0)
+        row.stale += stale.get((school, r.class_id, _canonical(r.profile)), 0)
     order = {"class": 0, "profile": 1, "none": 2}
     ranks = {p: i for i, p in enumerate(PROFILE_ORDER)}
 
@@ -265,6 +266,11 @@ def _class_sections(
                 subtotal.kind, subtotal.detail = "subtotal", None
         found.append(Section(named.get(key, ""), subtotal, rows))
     return found
+
+
+def _school_of(row: Any) -> Any:
+    """The school of a row of :func:`_class_sections` (None: not grouped by school)."""
+    return getattr(row, "school", None)
 
 
 def _canonical(value: Any) -> Profile | None:
