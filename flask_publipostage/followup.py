@@ -40,7 +40,7 @@ from .profiles import PROFILE_ORDER, Profile
 from .recipients import Related
 from .selection import Selection, perimeter_schools
 from .state import state
-from .views import _private, current_selection
+from .views import current_selection
 
 #: The profiles a class holds (a parent through their children); the others
 #: (staff, guests) get a row of their own.
@@ -311,10 +311,9 @@ def _link(row: Row, selection: Selection) -> None:
 
 
 @require(VIEW)
-def follow_up() -> Response:
-    selection = current_selection(extra_params=())
-    report = build(selection)
-    return _private(render_template("publipostage/follow_up.html", report=report, csv_args=request.args.to_dict(flat=False)))
+def follow_up() -> str:
+    report = build(current_selection(extra_params=()))
+    return render_template("publipostage/follow_up.html", report=report, csv_args=request.args.to_dict(flat=False))
 
 
 @require(VIEW)
@@ -336,7 +335,7 @@ def follow_up_csv() -> Response:
     return Response(
         "\ufeff" + buffer.getvalue(),
         mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 
 

@@ -41,6 +41,7 @@ from .models import local, utcnow, when
 from .runs.models import (
     ACTIVE_STATES,
     CODE_HASH_LENGTH,
+    EXPORTED,
     ITEM_FAILED,
     LEFT_STATES,
     PRINTED,
@@ -85,21 +86,17 @@ def is_stale(user_id: Any, code: str | None, digest: str | None) -> bool:
     return digest is not None and code_digest(user_id, code) not in (None, digest)
 
 
-def latest_codes() -> Any:
-    """``(user_id, code_hmac, kind)`` of each account's latest distribution that
-    carried a code (the newest item distributed with one): the one rule of the
-    stale-code flag, for the preview's rows and the follow-up's counts."""
-    i = item_t.c
-    latest = (
-        sa.select(sa.func.max(i.id).label("item_id"))
-        .where(i.code_hmac.is_not(None), i.distributed_at.is_not(None))
-        .group_by(i.user_id)
-        .subquery("pp_latest_code_item")
-    )
+def latest_code_item(user_id: Any) -> Any:
+    """The id of the account's latest distribution that carried a code (its
+    newest item distributed with one), for ``user_id`` (the host's id as text, a
+    column of the outer query): the one rule of the stale-code flag, for the
+    preview's rows and the follow-up's counts. A correlated subquery: the index
+    on ``(user_id, distributed_at)`` finds an account's two or three items."""
+    i = item_t.alias("pp_code_item")
     return (
-        sa.select(i.user_id, i.code_hmac, i.kind)
-        .join(latest, latest.c.item_id == i.id)
-        .subquery("pp_latest_code")
+        sa.select(sa.func.max(i.c.id))
+        .where(i.c.user_id == user_id, i.c.code_hmac.is_not(None), i.c.distributed_at.is_not(None))
+        .scalar_subquery()
     )
 
 
@@ -209,7 +206,9 @@ class Event:
                 return _("No email address (campaign of %(day)s)", day=day)
             return _("Email being sent")
         if self.kind == "export":
-            return _("Exported as CSV on %(day)s", day=day)
+            if self.distributed:
+                return _("Exported as CSV on %(day)s", day=day)
+            return _("CSV export of %(day)s not downloaded", day=day)
         if self.state == PRINTED:
             words = _("Printed on %(day)s", day=day) if self.distributed else _(
                 "PDF of %(day)s not downloaded", day=day
@@ -247,7 +246,7 @@ class Event:
         if self.kind == "email":
             return {SENT: _("sent"), ITEM_FAILED: _("failed"), SKIPPED: _("no address")}.get(self.state, _("waiting"))
         if self.kind == "export":
-            return _("exported")
+            return _("exported") if self.distributed else _("not downloaded")
         if self.state == PRINTED:
             return self._with_bundle(_("printed, downloaded") if self.distributed else _("printed, not downloaded"))
         if self.state == ITEM_FAILED:
@@ -276,7 +275,7 @@ class History:
         for event in self.events:
             if event.distributed:
                 break
-            if event.state in (ITEM_FAILED, PRINTED) or (event.kind == "email" and event.state in LEFT_STATES):
+            if event.state in (ITEM_FAILED, PRINTED, EXPORTED) or (event.kind == "email" and event.state in LEFT_STATES):
                 found.append(event)
         return found
 
@@ -321,10 +320,9 @@ def for_accounts(selection: Selection, rows: Iterable[Any]) -> dict[Any, History
                 reason=row.reason or "",
             )
         )
-    codes = latest_codes()
     stale = {}
     for user_id, digest, kind in session.execute(
-        sa.select(codes.c.user_id, codes.c.code_hmac, codes.c.kind).where(codes.c.user_id.in_(list(by_text)))
+        sa.select(i.user_id, i.code_hmac, i.kind).where(i.user_id.in_(list(by_text)), i.id == latest_code_item(i.user_id))
     ):
         if is_stale(user_id, by_text[user_id].activation_code, digest):
             stale[user_id] = stale_label(kind)
@@ -400,13 +398,13 @@ def tally_columns(host: HostModels) -> list[Any]:
     ]
 
 
-def stale_rows(host: HostModels) -> tuple[Any, Any]:
-    """``(columns, join)``: the account's current code and its latest distributed
-    code's hash, for the not activated accounts that have one (an inner join)."""
-    codes = latest_codes()
-    on = codes.c.user_id == sa.cast(host.user_id, sa.String)
-    return [host.user_id.label("id"), host.user_column("activation_code").label("code"),
-            codes.c.code_hmac, codes.c.kind], (codes, on)
+def stale_rows(host: HostModels) -> tuple[list[Any], tuple[Any, Any]]:
+    """``(columns, (table, on))``: the account's current code and the hash of its
+    latest distributed code, to join (inner) on the user model: the accounts
+    that ever got a code."""
+    latest = item_t.alias("pp_latest_code")
+    on = latest.c.id == latest_code_item(sa.cast(host.user_id, sa.String))
+    return [host.user_id.label("id"), host.user_column("activation_code").label("code"), latest.c.code_hmac], (latest, on)
 
 
 def count_stale(rows: Iterable[Any], key: Any = None) -> Mapping[Any, int]:

@@ -385,8 +385,8 @@ def export_csv() -> Response:
     mimetype = "text/csv"  # Werkzeug adds "; charset=utf-8" to text types
     if request.method == "HEAD":
         return Response(mimetype=mimetype, headers=headers)
-    csv_export.record(selection, filename)
-    return Response(stream_with_context(csv_export.stream(selection)), mimetype=mimetype, headers=headers)
+    run = csv_export.record(selection, filename)
+    return Response(stream_with_context(csv_export.stream(selection, run)), mimetype=mimetype, headers=headers)
 
 
 JOURNAL_PAGE = 50

@@ -535,6 +535,16 @@ def finish(run_id: int, *, promote: tuple[str, str] | None = None, **values: Any
     return bool(done)
 
 
+def distributed(run_id: int, item_state: str) -> None:
+    """The run's file went out whole (a PDF downloaded, a CSV streamed to its
+    end): its items of ``item_state`` count as distributed from now (the history)."""
+    with engine().begin() as conn:
+        conn.execute(
+            sa.update(item_t).where(item_t.c.run_id == run_id, item_t.c.state == item_state)
+            .values(distributed_at=utcnow())
+        )
+
+
 def fail(run_id: int, exc: BaseException | str) -> None:
     """Stop the run as failed; the reason is the error's type (never data)."""
     reason = exc if isinstance(exc, str) else type(exc).__name__

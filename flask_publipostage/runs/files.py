@@ -23,7 +23,7 @@ from ..i18n import gettext as _
 from ..models import utcnow
 from ..selection import SelectionError
 from ..state import state
-from .core import engine, item_t, perimeter_t, run_t
+from .core import distributed, engine, perimeter_t, run_t
 from .models import ACTIVE_STATES, CANCELLED, DONE, PRINTED, Run
 
 BLOCK = 256 * 1024
@@ -106,16 +106,15 @@ def stream(run_id: int, path: Path, app: Flask) -> Iterator[bytes]:
                 yield block
         complete = True
     finally:
-        with app.app_context(), engine().begin() as conn:
+        with app.app_context():
+            with engine().begin() as conn:
+                if complete:
+                    path.unlink(missing_ok=True)
+                    conn.execute(sa.update(run_t).where(run_t.c.id == run_id).values(file_path=None))
+                else:
+                    conn.execute(sa.update(run_t).where(run_t.c.id == run_id).values(downloaded_at=None))
             if complete:
-                path.unlink(missing_ok=True)
-                conn.execute(sa.update(run_t).where(run_t.c.id == run_id).values(file_path=None))
-                conn.execute(
-                    sa.update(item_t).where(item_t.c.run_id == run_id, item_t.c.state == PRINTED)
-                    .values(distributed_at=utcnow())
-                )
-            else:
-                conn.execute(sa.update(run_t).where(run_t.c.id == run_id).values(downloaded_at=None))
+                distributed(run_id, PRINTED)
 
 
 def drop_work(run: Run) -> None:
