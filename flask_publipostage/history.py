@@ -226,11 +226,20 @@ class Event:
 
     @property
     def detail(self) -> str:
-        """The label's day with the time, who did it and the reason of a failure."""
-        parts = [when(self.at), self.kind_label, self.label_without_day, _("by %(who)s", who=self.who)]
+        """The label's day with the time, which run, who did it and the reason of a failure."""
+        parts = [when(self.at), self.kind_label, self.label_without_day, self.run_label, _("by %(who)s", who=self.who)]
         if self.reason:
             parts.append(self.reason)
         return " · ".join(p for p in parts if p)
+
+    @property
+    def run_label(self) -> str:
+        """Which run: "campagne 12", "fichier PDF 40", "export 41"."""
+        if self.run_kind == "mail":
+            return _("campaign %(id)d", id=self.run_id)
+        if self.run_kind == "csv":
+            return _("export %(id)d", id=self.run_id)
+        return _("PDF file %(id)d", id=self.run_id)
 
     @property
     def kind_label(self) -> str:
