@@ -3,7 +3,8 @@
 ``make bench-selection`` (``BENCH_ARGS="--accounts 20000 --reps 5"`` to change it).
 PostgreSQL runs when ``PUBLIPOSTAGE_BENCH_DATABASE_URL`` is set, for instance
 ``postgresql://postgres@127.0.0.1:5432/test``; the bench works in its own schema
-``publipostage_bench`` there and leaves the rest of the database alone.
+``publipostage_bench`` there (``PUBLIPOSTAGE_BENCH_SCHEMA`` names another) and
+leaves the rest of the database alone.
 
 Measured, as the page does it (count + one page of 50 recipients built with their
 classes and children): a local admin of one school (~2,000 accounts) with five
@@ -51,7 +52,8 @@ from flask_publipostage.sql import fold_for_sort, name_sort_key
 from tests import hosts
 from tests.hosts import Division, Ecole, Personne, db, filiation, inscription
 
-SCHEMA = "publipostage_bench"
+#: Its own schema on PostgreSQL (``PUBLIPOSTAGE_BENCH_SCHEMA`` to choose another).
+SCHEMA = os.environ.get("PUBLIPOSTAGE_BENCH_SCHEMA", "publipostage_bench")
 PAGE_SIZE = 50
 SCHOOL_TARGET_MS = 50
 TERRITORY_TARGET_MS = 250

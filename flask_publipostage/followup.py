@@ -127,7 +127,7 @@ def build(selection: Selection) -> FollowUp:
     by_school = several and not selection.school_ids and not selection.class_ids
     base = selection.to_dict()
     school_tally = _school_tally(selection) if host.has_schools else {}
-    total = _total(selection, base)
+    total = _total(selection, base, school_tally)
     if by_school:
         rows = [_school_row(key, name, school_tally, base) for key, name in schools if key in school_tally]
         if None in school_tally:
@@ -175,11 +175,18 @@ def _school_row(key: Any, name: str, tally: dict[Any, Row], base: dict[str, list
     return row
 
 
-def _total(selection: Selection, base: dict[str, list[str]]) -> Row:
+def _total(selection: Selection, base: dict[str, list[str]], school_tally: dict[Any, Row]) -> Row:
+    """Each account once: the sum of the schools' rows (every account is in one,
+    or in none: a row too), or, without schools, one more pass."""
+    row = Row(_("Total"), "total", base)
+    if school_tally:
+        for school in school_tally.values():
+            row.add(school)
+            row.stale += school.stale
+        return row
     host = state().host
     conditions = selection.conditions(host)
-    found = state().session.execute(sa.select(*history.tally_columns(host)).where(*conditions)).one()
-    row = Row(_("Total"), "total", base, int(found.accounts), int(found.activated), int(found.distributed))
+    row.add(state().session.execute(sa.select(*history.tally_columns(host)).where(*conditions)).one())
     columns, (codes, on) = history.stale_rows(host)
     stale = history.count_stale(
         state().session.execute(
