@@ -3,11 +3,15 @@
 ``make bench-selection`` (``BENCH_ARGS="--accounts 20000 --reps 5"`` to change it).
 PostgreSQL runs when ``PUBLIPOSTAGE_BENCH_DATABASE_URL`` is set, for instance
 ``postgresql://postgres@127.0.0.1:5432/test``; the bench works in its own schema
-``publipostage_bench`` there and leaves the rest of the database alone.
+``publipostage_bench`` there (``PUBLIPOSTAGE_BENCH_SCHEMA`` names another) and
+leaves the rest of the database alone.
 
 Measured, as the page does it (count + one page of 50 recipients built with their
 classes and children): a local admin of one school (~2,000 accounts) with six
-selections, a super admin over the whole territory, a deep page of each; the full
+selections, a super admin over the whole territory, a deep page of each; the
+distribution filters and the search over a history of two or three items per
+account (a PDF, a campaign, for half of them a CSV export or a reprint), and the
+page "Suivi des activations" of a school and of the territory; the full
 CSV of the territory (time and peak RSS, in a fresh process); the same selections
 done the naive way (load the scope's users and their classes through the ORM,
 filter and sort in Python) for comparison; the query plans; and, when Chromium is
@@ -40,17 +44,25 @@ from werkzeug.datastructures import MultiDict
 
 from flask_publipostage.access import current_scope
 from flask_publipostage.class_order import school_order_text
+from flask_publipostage.history import code_digest
 from flask_publipostage.recipients import last_page, page_next_to
 from flask_publipostage.recipients import page as recipients_page
+from flask_publipostage.runs.models import Run, RunItem
 from flask_publipostage.selection import Selection, count
 from flask_publipostage.sql import fold_for_sort, name_sort_key
 from tests import hosts
 from tests.hosts import Division, Ecole, Personne, db, filiation, inscription
 
-SCHEMA = "publipostage_bench"
+#: Its own schema on PostgreSQL (``PUBLIPOSTAGE_BENCH_SCHEMA`` to choose another).
+SCHEMA = os.environ.get("PUBLIPOSTAGE_BENCH_SCHEMA", "publipostage_bench")
 PAGE_SIZE = 50
 SCHOOL_TARGET_MS = 50
 TERRITORY_TARGET_MS = 250
+#: The distribution filters, the search and the follow-up page.
+FOLLOW_UP_SCHOOL_TARGET_MS = 250
+FOLLOW_UP_TERRITORY_TARGET_MS = 1000
+#: The reminder's day in the bench's history (runs between September and October 2025).
+REMINDER_DAY = "2025-09-20"
 CSV_TARGET_S = 5.0
 BROWSER_TARGET_MS = 300
 CHROMIUM = "/usr/bin/chromium"
@@ -183,6 +195,72 @@ def load(app: Flask, accounts: int, schools: int) -> float:
     return time.perf_counter() - started
 
 
+def load_history(app: Flask, seed: int = 7) -> tuple[int, float]:
+    """Two or three items per account, as a rentrée leaves them: per school a PDF of
+    letters in September (downloaded for 60 % of its accounts: the other files were
+    never fetched), a campaign in September (sent to those with an address,
+    skipped for the others), and for half the accounts a CSV export or a letter
+    reprinted in October; 2 % of the codes changed since. Replaces any earlier
+    history. Returns (items, seconds)."""
+    rng = random.Random(seed)
+    runs_t, items_t = Run.__table__, RunItem.__table__
+    started = time.perf_counter()
+    with app.app_context():
+        people = db.session.execute(
+            sa.select(Personne.uid, Personne.ecole, Personne.adresse_mel, Personne.jeton).order_by(Personne.uid)
+        ).all()
+        by_school: dict[str, list[Any]] = {}
+        for person in people:
+            by_school.setdefault(person.ecole or "", []).append(person)
+        run_rows: list[dict[str, Any]] = []
+        item_rows: list[dict[str, Any]] = []
+        run_id = 0
+
+        def new_run(kind: str, school: str, at: datetime) -> tuple[int, datetime]:
+            nonlocal run_id
+            run_id += 1
+            run_rows.append({"id": run_id, "token": f"bench-{run_id}", "kind": kind, "actor": f"adml_{school}",
+                             "scope_key": f"ecole:{school}", "selection": "{}", "options": "{}", "state": "done",
+                             "created_at": at, "finished_at": at, "takeovers": 0, "scope_users": False,
+                             "school_name": "", "file_name": ""})
+            return run_id, at
+
+        def digest(person: Any) -> str | None:
+            if not person.jeton:
+                return None
+            code = person.jeton if rng.random() >= 0.02 else person.jeton + "-old"
+            return code_digest(str(person.uid), code)
+
+        for school, members in by_school.items():
+            printed, printed_at = new_run("pdf", school, datetime(2025, 9, 2, 8) + timedelta(hours=rng.randrange(72)))
+            mailed, mailed_at = new_run("mail", school, datetime(2025, 9, 5, 8) + timedelta(hours=rng.randrange(72)))
+            later, later_at = new_run("csv", school, datetime(2025, 10, 1, 8) + timedelta(hours=rng.randrange(400)))
+            for position, person in enumerate(members, 1):
+                base = {"user_id": str(person.uid), "position": position, "name": "", "weight": 1, "attempts": 0,
+                        "possibly_duplicate": False, "group_key": None}
+                item_rows.append({**base, "run_id": printed, "kind": "letter", "state": "printed", "done_at": printed_at,
+                                  "distributed_at": printed_at if rng.random() < 0.6 else None,
+                                  "code_hmac": digest(person)})
+                at = mailed_at + timedelta(minutes=position % 600)
+                sent = bool(person.adresse_mel)
+                item_rows.append({**base, "run_id": mailed, "kind": "email", "state": "sent" if sent else "skipped",
+                                  "done_at": at if sent else None, "distributed_at": at if sent else None,
+                                  "code_hmac": digest(person) if sent else None})
+                if rng.random() < 0.5:
+                    item_rows.append({**base, "run_id": later, "kind": "export", "state": "exported",
+                                      "done_at": later_at, "distributed_at": later_at, "code_hmac": None})
+    with app.app_context(), db.engine.begin() as connection:
+        connection.execute(sa.delete(items_t))
+        connection.execute(sa.delete(runs_t))
+        connection.execute(sa.insert(runs_t), run_rows)
+        for offset in range(0, len(item_rows), 10_000):
+            connection.execute(sa.insert(items_t), item_rows[offset : offset + 10_000])
+        if connection.dialect.name == "postgresql":
+            connection.execute(sa.text("SELECT setval(pg_get_serial_sequence('publipostage_run', 'id'), "
+                                       "(SELECT max(id) FROM publipostage_run))"))
+    return len(item_rows), time.perf_counter() - started
+
+
 def create_indexes(app: Flask, wanted: bool) -> None:
     with app.app_context(), db.engine.begin() as connection:
         for name, table, columns, _why in INDEXES:
@@ -196,8 +274,11 @@ def create_indexes(app: Flask, wanted: bool) -> None:
 
 
 def account_count(app: Flask) -> int:
+    """The accounts of an earlier run's territory (0 without its schools)."""
     with app.app_context():
         try:
+            if not db.session.execute(sa.select(sa.func.count()).select_from(Ecole)).scalar_one():
+                return 0
             return int(db.session.execute(sa.select(sa.func.count()).select_from(Personne)).scalar_one())
         except sa.exc.DBAPIError:
             db.session.rollback()
@@ -234,7 +315,25 @@ def cases(app: Flask) -> list[tuple[str, str, str, int]]:
         ("territory: no filter", "super", "", TERRITORY_TARGET_MS),
         ("territory: sorted by class", "super", "sort=class", TERRITORY_TARGET_MS),
         ("territory: by school then class", "super", "sort=school&then=class", TERRITORY_TARGET_MS),
+        ("school: never distributed", "adml_a", "distributed=never", FOLLOW_UP_SCHOOL_TARGET_MS),
+        ("school: reminder, by class", "adml_a",
+         f"activation=inactive&distributed_before={REMINDER_DAY}&sort=class", FOLLOW_UP_SCHOOL_TARGET_MS),
+        ("school: search \"mar\"", "adml_a", "q=mar", FOLLOW_UP_SCHOOL_TARGET_MS),
+        ("territory: never distributed", "super", "distributed=never", FOLLOW_UP_TERRITORY_TARGET_MS),
+        ("territory: distributed since 2025-10-01", "super", "distributed_since=2025-10-01",
+         FOLLOW_UP_TERRITORY_TARGET_MS),
+        ("territory: reminder, by class", "super",
+         f"activation=inactive&distributed_before={REMINDER_DAY}&sort=class", FOLLOW_UP_TERRITORY_TARGET_MS),
+        ("territory: search \"mar\"", "super", "q=mar", FOLLOW_UP_TERRITORY_TARGET_MS),
     ]
+
+
+#: The page "Suivi des activations": (label, role, query string, target ms).
+FOLLOW_UPS = [
+    ("school, by class", "adml_a", "", FOLLOW_UP_SCHOOL_TARGET_MS),
+    ("territory, by school", "super", "", FOLLOW_UP_TERRITORY_TARGET_MS),
+    ("territory, one school by class", "super", "school=A", FOLLOW_UP_TERRITORY_TARGET_MS),
+]
 
 
 def median_ms(fn: Callable[[], Any], reps: int) -> tuple[float, Any]:
@@ -291,9 +390,9 @@ def ours(app: Flask, role: str, query: str, reps: int) -> dict[str, Any]:
             "first_logins": [r.login for r in rows]}
 
 
-def preview_request_ms(app: Flask, role: str, query: str, reps: int) -> float:
+def preview_request_ms(app: Flask, role: str, query: str, reps: int, page: str = "preview") -> float:
     client = app.test_client()
-    url = f"/imports-exports/publipostage/preview?{query}"
+    url = f"/imports-exports/publipostage/{page}?{query}"
 
     def get() -> int:
         response = client.get(url, headers={"X-Test-User": role, "X-Requested-With": "fetch"})
@@ -331,8 +430,32 @@ def naive(app: Flask, role: str, query: str, reps: int) -> dict[str, Any]:
                 stmt = stmt.where(scope.users)
             users = db.session.execute(stmt).scalars().all()
             school_names = dict(db.session.execute(sa.select(Ecole.code, Ecole.appellation)).all())
+            latest: dict[str, datetime] = {}
+            if any(k.startswith("distributed") for k in args):
+                items = RunItem.__table__.c
+                for user_id, at in db.session.execute(
+                    sa.select(items.user_id, items.distributed_at).where(items.distributed_at.is_not(None))
+                ):
+                    latest[user_id] = max(at, latest.get(user_id, at))
+            words = (fold_for_sort(args.get("q", "")) or "").split()
             kept = []
             for u in users:
+                last_at = latest.get(str(u.uid))
+                if args.get("distributed") == "never" and last_at is not None:
+                    continue
+                if args.get("distributed") == "yes" and last_at is None:
+                    continue
+                if args.get("distributed_since") and (
+                    last_at is None or local_day(last_at) < date.fromisoformat(args["distributed_since"])
+                ):
+                    continue
+                if args.get("distributed_before") and (
+                    last_at is None or local_day(last_at) > date.fromisoformat(args["distributed_before"])
+                ):
+                    continue
+                names = [fold_for_sort(v) or "" for v in (u.nom_famille, u.prenom_usuel, u.identifiant)]
+                if not all(any(n.startswith(w) for n in names) for w in words):
+                    continue
                 own = {d.ref for d in u.divisions}
                 via = {d.ref for c in u.enfants for d in c.divisions}
                 if profiles and u.categorie not in profiles:
@@ -531,8 +654,10 @@ def run_database(label: str, url: str, args: argparse.Namespace, instance: str) 
             app = make_bench_app(url, instance, fresh=True)
         seconds = load(app, args.accounts, args.schools)
         print(f"[{label}] loaded {account_count(app):,} accounts in {seconds:.1f} s", flush=True)
+    items, seconds = load_history(app)
+    print(f"[{label}] history: {items:,} items in {seconds:.1f} s", flush=True)
     create_indexes(app, wanted=not args.no_indexes)
-    report: dict[str, Any] = {"label": label, "cases": []}
+    report: dict[str, Any] = {"label": label, "cases": [], "items": items}
     for name, role, query, target in cases(app):
         result = ours(app, role, query, args.reps)
         base = naive(app, role, query, args.naive_reps if role == "super" else args.reps)
@@ -546,10 +671,16 @@ def run_database(label: str, url: str, args: argparse.Namespace, instance: str) 
               f"{'' if same_page else ' (naive order differs)'}", flush=True)
     report["preview_school_ms"] = preview_request_ms(app, "adml_a", "", args.reps)
     report["preview_territory_ms"] = preview_request_ms(app, "super", "sort=class", args.reps)
+    report["follow_ups"] = []
+    for name, role, query, target in FOLLOW_UPS:
+        ms = preview_request_ms(app, role, query, args.reps, page="follow-up")
+        report["follow_ups"].append({"name": name, "ms": ms, "target": target})
+        print(f"[{label}] follow-up, {name}: {ms:.1f} ms", flush=True)
     all_filters = cases(app)[4]
     report["plans"] = {
         "school, all filters, by class then profile": plan(app, "adml_a", all_filters[2]),
         "territory, sorted by class": plan(app, "super", "sort=class"),
+        "territory, reminder by class": plan(app, "super", f"activation=inactive&distributed_before={REMINDER_DAY}&sort=class"),
     }
     if not args.no_csv:
         report["csv"] = csv_run(url, instance)
@@ -565,6 +696,8 @@ def run_database(label: str, url: str, args: argparse.Namespace, instance: str) 
 def print_report(reports: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print()
     print(f"Machine: {os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
+    print(f"History: {reports[0]['items']:,} items (a PDF and a campaign per school, a CSV export or a reprint "
+          "for half the accounts)")
     print(f"Territory: {args.accounts:,} accounts over {args.schools} schools; school A ≈ "
           f"{args.accounts // args.schools:,}; median of {args.reps} (naive, territory: {args.naive_reps}); "
           f"indexes: {'none' if args.no_indexes else ', '.join(i[0] for i in INDEXES)}")
@@ -603,6 +736,9 @@ def print_report(reports: list[dict[str, Any]], args: argparse.Namespace) -> Non
                   f"{c['first_byte'] * 1000:.0f} ms), peak RSS "
                   f"{c['peak_rss_mib']:.0f} MiB for {c['rss_before_mib']:.0f} MiB before "
                   f"({'✓' if ok else '✗'} ≤ {CSV_TARGET_S:.0f} s)")
+        for f in r["follow_ups"]:
+            print(f"{r['label']}: GET /follow-up ({f['name']}) {f['ms']:.1f} ms "
+                  f"({'✓' if f['ms'] <= f['target'] else '✗'} ≤ {f['target']} ms)")
         if r.get("browser"):
             median, worst = r["browser"]
             print(f"{r['label']}: Chromium, filter change -> new table (debounce 150 ms included): "

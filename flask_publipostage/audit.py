@@ -88,6 +88,8 @@ class AuditEntry(Base):
         """The result, in words: the campaign, the file."""
         if self.is_campaign:
             return str(_l("Campaign %(id)d", id=self.run_id))
+        if self.run_id is not None and self.action == "csv":
+            return str(RESULTS["ok"])  # a CSV export, recorded as a run (its items)
         if self.run_id is not None:
             return self.file_name if self.file_name and self.action != "pdf" else str(_l("File prepared"))
         return str(RESULTS.get(self.result, self.result))

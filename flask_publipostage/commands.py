@@ -19,7 +19,9 @@ import sqlalchemy as sa
 from flask.cli import AppGroup, with_appcontext
 from flask_babel import force_locale
 
+from . import history
 from .access import Scope
+from .config import config_value
 from .i18n import gettext as _
 from .i18n import ngettext
 from .runs import core, files
@@ -102,6 +104,23 @@ def purge_files() -> None:
         click.echo(ngettext("%(num)d file deleted.", "%(num)d files deleted.", removed))
 
 
+@click.command("purge-history")
+@with_appcontext
+def purge_history() -> None:
+    """Delete the distribution history older than PUBLIPOSTAGE_HISTORY_DAYS: the
+    runs over since then and their items (run it daily, from cron)."""
+    with force_locale("fr"):
+        removed = history.purge()
+        click.echo(
+            ngettext(
+                "%(num)d history item older than %(days)d days deleted.",
+                "%(num)d history items older than %(days)d days deleted.",
+                removed,
+                days=int(config_value("HISTORY_DAYS")),
+            )
+        )
+
+
 #: Tables of version 0.1, read once by ``upgrade-db``.
 OLD_TABLES = ("publipostage_campaign", "publipostage_delivery", "publipostage_campaign_perimeter")
 OLD_TRANSIENT = ("publipostage_pdf_job", "publipostage_pdf_job_item", "publipostage_pdf_job_perimeter")
@@ -117,7 +136,8 @@ def upgrade_db() -> None:
     """Bring the extension's tables of an earlier version up to date: copy the
     campaigns of version 0.1 (their recipients become the items of runs, with the
     same ids) into the tables of runs (PDF jobs of 0.1 are not kept: their files
-    expired within the hour); let a PDF hold an account in several bundles."""
+    expired within the hour); let a PDF hold an account in several bundles; give
+    the items what the distribution history reads."""
     with force_locale("fr"):
         _upgrade()
 
@@ -136,6 +156,9 @@ def _upgrade() -> None:
         with engine.begin() as conn:
             conn.execute(sa.text("ALTER TABLE publipostage_audit ADD COLUMN actor_name VARCHAR(200)"))
         click.echo(_("The log now records the name of each admin."))
+    if core.item_t.name in existing and _history_columns(engine, inspector):
+        click.echo(_("The items now record when the credentials left, for the distribution history."))
+        inspector = sa.inspect(engine)  # a fresh one: the indexes changed
     if core.item_t.name in existing:
         constraints = {c["name"] for c in inspector.get_unique_constraints(core.item_t.name)}
         if OLD_ITEM_CONSTRAINT in constraints:
@@ -202,6 +225,41 @@ def _upgrade() -> None:
     click.echo("  " + "; ".join(f"DROP TABLE {name}" for name in reversed(old_names)) + ";")
 
 
+#: Before the distribution history, an index on the items' account alone.
+OLD_ITEM_USER_INDEX = "ix_publipostage_run_item_user"
+
+
+def _history_columns(engine: sa.Engine, inspector: Any) -> bool:
+    """Add ``distributed_at`` and ``code_hmac`` to items of an earlier version,
+    filled from what they say (a message sent, a sheet of a downloaded PDF; no
+    hash: the codes were never kept), and the index of the history in place of
+    the one on the account alone. False when there was nothing to do."""
+    items, runs = core.item_t, core.run_t
+    columns = {c["name"] for c in inspector.get_columns(items.name)}
+    indexes = {i["name"] for i in inspector.get_indexes(items.name)}
+    missing = [c for c in (items.c.distributed_at, items.c.code_hmac) if c.name not in columns]
+    index = next(i for i in items.indexes if i.name == "ix_publipostage_run_item_distributed")
+    if not missing and index.name in indexes and OLD_ITEM_USER_INDEX not in indexes:
+        return False
+    with engine.begin() as conn:
+        for column in missing:
+            kind = column.type.compile(dialect=engine.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {items.name} ADD COLUMN {column.name} {kind}"))
+        if items.c.distributed_at in missing:
+            i = items.c
+            conn.execute(sa.update(items).where(i.kind == "email", i.state == "sent").values(distributed_at=i.done_at))
+            downloaded = (
+                sa.select(runs.c.downloaded_at).where(runs.c.id == i.run_id, runs.c.file_path.is_(None))
+                .scalar_subquery()
+            )
+            conn.execute(sa.update(items).where(i.state == "printed").values(distributed_at=downloaded))
+        if OLD_ITEM_USER_INDEX in indexes:
+            conn.execute(sa.text(f"DROP INDEX {OLD_ITEM_USER_INDEX}"))
+        if index.name not in indexes:
+            index.create(conn)
+    return True
+
+
 def _items_per_bundle(engine: sa.Engine, indexes: set[str]) -> None:
     """Items unique by position, no longer by account (except a campaign's).
     SQLite cannot drop a constraint: the table is copied into a new one."""
@@ -227,6 +285,6 @@ def _items_per_bundle(engine: sa.Engine, indexes: set[str]) -> None:
 
 def make_group(commands: Iterable[click.Command]) -> AppGroup:
     group = AppGroup("publipostage", help="Publipostage des comptes.")
-    for command in (purge_files, upgrade_db, *commands):
+    for command in (purge_files, purge_history, upgrade_db, *commands):
         group.add_command(command)
     return group

@@ -166,6 +166,10 @@ DEFAULTS: dict[str, Any] = {
     #: Runs of one kind (PDF files, email campaigns) an admin may have queued or
     #: running at once, whatever their selections.
     "MAX_RUNNING_JOBS": 2,
+    #: Days the distribution history is kept (each account's items: what was
+    #: printed, emailed, exported, when, by whom; personal data): a school year
+    #: and a margin. ``flask publipostage purge-history`` deletes older runs.
+    "HISTORY_DAYS": 400,
     #: Create the extension's tables on ``init_app`` (turn off when migrations do it).
     "CREATE_TABLES": True,
     #: Extra catalog folders merged after the built-in one (later ones win).

@@ -1,4 +1,9 @@
-"""CSV export of a selection: the preview's columns, streamed."""
+"""CSV export of a selection: the preview's columns, streamed.
+
+An export hands the credentials out as surely as a letter: it is recorded as a
+run of its own kind, done as it starts, with an item per account ``exported``
+(each account's history) and its audit row; like a PDF, its accounts count as
+distributed once the file went out whole."""
 
 from __future__ import annotations
 
@@ -15,8 +20,11 @@ from .access import Scope
 from .config import config_value
 from .i18n import gettext as _
 from .i18n import ngettext
+from .models import utcnow
 from .recipients import Recipient, iter_batches, local_date, local_time, parent_of_formatter, school_zone
 from .recipients import parent_of as parent_of_name
+from .runs import core
+from .runs.models import EXPORTED, Run
 from .selection import Selection, perimeter_schools
 from .sql import fold_for_sort
 from .state import state
@@ -115,8 +123,9 @@ def row(
     ]
 
 
-def stream(selection: Selection) -> Iterator[str]:
-    """UTF-8 with BOM, ``;``-separated, one batch of rows in memory at a time."""
+def stream(selection: Selection, run: Run | None = None) -> Iterator[str]:
+    """UTF-8 with BOM, ``;``-separated, one batch of rows in memory at a time;
+    at its end, ``run``'s accounts (:func:`record`) count as distributed."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
     schools = len(perimeter_schools(selection.scope)) > 1
@@ -129,6 +138,29 @@ def stream(selection: Selection) -> Iterator[str]:
         buffer.truncate()
         writer.writerows([safe_cell(v) for v in row(recipient, texts, zone, schools)] for recipient in batch)
         yield buffer.getvalue()
+    if run is not None:
+        core.distributed(run.id, EXPORTED)
+
+
+def _nothing(run: Run, scope: Scope) -> None:
+    """An export has nothing left to do once recorded: its file is the response."""
+
+
+KIND = core.register(core.Kind(name="csv", drive=_nothing, visibility=core.OWNER, url_key="token", busy=""))
+
+
+def record(selection: Selection, file_name: str) -> Run:
+    """Record the export of ``selection``: an item per account, exported now, and
+    the audit row, in one commit; the run is done at once. (Its accounts count as
+    distributed when :func:`stream` ends: the selection it streams is still theirs.)"""
+    now = sa.literal(utcnow(), sa.DateTime())
+    run, _created = core.start(
+        KIND, selection, {}, item_kind="export",
+        columns=lambda rows: {"state": sa.literal(EXPORTED), "done_at": now},
+        file_name=file_name, audit_action="csv", audit_template="csv", inline=True,
+    )
+    core.finish(run.id)
+    return run
 
 
 #: Longest file name (the header and every file system take it).

@@ -8,7 +8,8 @@ filter and sort runs in SQL.
 query-string name, label, choices, parser and SQL. The form, the page's script,
 the command-line options and the labels of errors and journals read it. An output
 adds a restriction of its own with :func:`register` (the mail package adds
-``campaign``: the accounts a campaign did not reach); nothing here imports one.
+``campaign``: the accounts a campaign did not reach; the history adds
+``distributed``); nothing here imports one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, tzinfo
 from types import MappingProxyType
 from typing import Any
 
@@ -30,10 +31,12 @@ from .host import HostModels, parse_key
 from .i18n import gettext as _
 from .i18n import lazy_gettext as _l
 from .profiles import PROFILE_ORDER, Profile
-from .sql import bytewise, materialized, name_order
+from .sql import bytewise, fold_for_sort, materialized, name_key, name_order
 from .state import state
 
 MAX_CLASSES = 500
+#: Words of a search (``q``), at most.
+MAX_SEARCH_WORDS = 5
 #: Between the sort levels' parts of a run item's group key (a control character
 #: no class or school name holds).
 LEVEL_SEPARATOR = "\x1f"
@@ -81,6 +84,8 @@ class Filter:
     :param restricts_by_default: its default value restricts too (``blocked``:
         blocked accounts are left out unless asked for), where the default of
         every other filter keeps every account.
+    :param not_before: a day filter's partner it may not precede (the last day
+        of a range names its first: ``created_before`` names ``created_since``).
     """
 
     param: str
@@ -96,6 +101,7 @@ class Filter:
     banner: Callable[["Selection", Any], str] | None = None
     requires: str | None = None
     restricts_by_default: bool = False
+    not_before: str = ""
 
     def __post_init__(self) -> None:
         if self.choices and self.default is None:
@@ -153,7 +159,8 @@ def field_label(param: str) -> str:
 
 def describe(args: Mapping[str, list[str]], names: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """A stored selection in words, as the journal shows it ("Parents · CP, CE1 ·
-    Avec un courriel"); ``names``: ``"class"`` and ``"school"`` -> id (text) -> name."""
+    Avec un courriel"); ``names``: ``"class"``, ``"school"`` and ``"account"`` ->
+    id (text) -> name."""
     words = []
     for param, found in FILTERS.items():
         raw = args.get(param)
@@ -161,7 +168,7 @@ def describe(args: Mapping[str, list[str]], names: Mapping[str, Mapping[str, str
             continue
         if param == "profile":
             words.append(", ".join(p.plural_label for p in _read_profiles(raw)))
-        elif param in ("class", "school"):
+        elif param in ("class", "school", "account"):
             known = (names or {}).get(param, {})
             words.append(", ".join(known.get(v, v) for v in raw))
         elif param in ("sort", "then"):
@@ -169,8 +176,8 @@ def describe(args: Mapping[str, list[str]], names: Mapping[str, Mapping[str, str
             words.append(_("Sorted by %(keys)s", keys=", ".join(keys).lower()))
         elif found.choices:
             words.append(found.choice_label(raw[0]))
-        elif found.read is not None and param.startswith("created_"):
-            words.append(f"{found.label} {found.parse(raw).strftime('%d/%m/%Y')}")
+        elif isinstance(value := found.parse(raw), date):
+            words.append(f"{found.label} {value.strftime('%d/%m/%Y')}")
         else:
             words.append(f"{found.label} {', '.join(raw)}")
     return " · ".join(words) or _("All accounts")
@@ -387,30 +394,99 @@ def _blocked_condition(selection: "Selection", host: HostModels, value: str) -> 
     return is_blocked(host) if value == "only" else sa.not_(is_blocked(host))
 
 
-def _day_start(day: date, column: Any) -> datetime:
+def day_start(day: date, column: Any, naive_in: tzinfo | None = None) -> datetime:
     """Midnight of ``day`` in the school's time zone, as the column stores it: an
     aware value for a ``DateTime(timezone=True)`` column, else the naive wall-clock
-    time of ``HOST_TIMEZONE``, the zone the host writes its naive datetimes in."""
+    time of ``naive_in``: by default ``HOST_TIMEZONE``, the zone the host writes
+    its naive datetimes in (the extension's own tables write UTC). Every day
+    filter counts calendar days of ``TIMEZONE`` through it, both ends inclusive."""
     local = datetime.combine(day, time.min, tzinfo=time_zone("TIMEZONE"))
     if getattr(column.type, "timezone", False):
         return local
-    return local.astimezone(time_zone("HOST_TIMEZONE")).replace(tzinfo=None)
+    return local.astimezone(naive_in or time_zone("HOST_TIMEZONE")).replace(tzinfo=None)
 
 
 def _since_condition(selection: "Selection", host: HostModels, day: date) -> Any:
     created = host.user_column("created_at")
-    return created >= _day_start(day, created)
+    return created >= day_start(day, created)
 
 
 def _before_condition(selection: "Selection", host: HostModels, day: date) -> Any:
     created = host.user_column("created_at")
-    return created < _day_start(day + timedelta(days=1), created)
+    return created < day_start(day + timedelta(days=1), created)
+
+
+def search_words(text: str) -> list[str]:
+    """The words of a search, folded as names are sorted (accents, ligatures and
+    case ignored: "Élo" -> "elo")."""
+    return (fold_for_sort(text) or "").split()
+
+
+def _read_search(values: list[str]) -> str:
+    text = " ".join(values[0].split())
+    if len(search_words(text)) > MAX_SEARCH_WORDS:
+        raise SelectionError(
+            _("Search with at most %(max)d words.", max=MAX_SEARCH_WORDS), field="q"
+        )
+    return text
+
+
+def starts_with(key: Any, prefix: str) -> Any:
+    """``key`` (a :class:`~flask_publipostage.sql.name_key`, compared byte-wise)
+    starts with ``prefix``: a range, so an index on the key could serve it."""
+    return sa.and_(key >= prefix, key < prefix + "\U0010ffff")
+
+
+def _search_condition(selection: "Selection", host: HostModels, text: str) -> Any:
+    """Each word starts the last name, the first name or the login, accents and
+    case ignored ("elo abe" finds Élodie Abel): the names' sort keys
+    (:class:`~flask_publipostage.sql.name_key`), which fold an ASCII name with
+    ``lower()`` alone, so a territory's search costs about one sort of its names."""
+    columns = [host.user_column(name) for name in ("last_name", "first_name", "login")]
+    return sa.and_(*(sa.or_(*(starts_with(name_key(c), word) for c in columns)) for word in search_words(text)))
+
+
+def _read_account(values: list[str]) -> Any:
+    key = parse_key(state().host.user_id, values[0])
+    if key is None or key == "":
+        raise SelectionError(_("Invalid account “%(value)s”.", value=values[0][:40]), field="account")
+    return key
+
+
+def _account_condition(selection: "Selection", host: HostModels, key: Any) -> Any:
+    return host.user_id == key
+
+
+def _account_row(selection: "Selection", key: Any) -> Any:
+    """(first name, last name, login) of the account when the admin may see it, else None."""
+    host = state().host
+    stmt = sa.select(*(host.user_column(n) for n in ("first_name", "last_name", "login"))).where(host.user_id == key)
+    if selection.scope is not None and selection.scope.users is not None:
+        stmt = stmt.where(selection.scope.users)
+    return state().session.execute(stmt).first()
+
+
+def _check_account(selection: "Selection", key: Any) -> None:
+    """403 for an account outside the admin's perimeter or that does not exist,
+    as for a class."""
+    if _account_row(selection, key) is None:
+        raise SelectionError(_("This account is outside your scope."), status=403, field="account")
+
+
+def _account_banner(selection: "Selection", key: Any) -> str:
+    row = _account_row(selection, key)
+    name = f"{row[0] or ''} {row[1] or ''}".strip() if row else ""
+    return _("One account only: %(name)s (%(login)s)", name=name, login=row[2] if row else key)
 
 
 _ALL = ("all", _l("All"))
 _SORT_CHOICES = (("none", _l("None")), ("profile", _l("Profile")), ("class", _l("Class")), ("school", _l("School")))
 
 for _filter in (
+    Filter(
+        "q", _l("Search"), read=_read_search, write=lambda text: [text], condition=_search_condition,
+        help="Start of the last name, first name or login (accents and case ignored).",
+    ),
     Filter(
         "profile", _l("Profiles"), multiple=True, read=_read_profiles, default=(),
         write=lambda profiles: [p.value for p in profiles], condition=_profile_condition,
@@ -466,9 +542,14 @@ for _filter in (
     Filter(
         "created_before", _l("Created before"), read=_reader_of_date("created_before"),
         write=lambda day: [day.isoformat()], condition=_before_condition, help="YYYY-MM-DD",
+        not_before="created_since",
     ),
     Filter("sort", _l("Sort by"), choices=_SORT_CHOICES),
     Filter("then", _l("Then by"), choices=_SORT_CHOICES),
+    Filter(
+        "account", _l("Account"), read=_read_account, condition=_account_condition, check=_check_account,
+        banner=_account_banner, help="One account id: its own sheet.",
+    ),
 ):
     register(_filter)
 
@@ -571,11 +652,14 @@ class Selection:
                 _("Invalid value “%(value)s” for the field “%(name)s”.", value="school", name=FILTERS[param].label),
                 field=param,
             )
-        since, before = values.get("created_since"), values.get("created_before")
-        if since and before and since > before:
-            raise SelectionError(
-                _("“Created since” must not be later than “Created before”."), field="created_since"
-            )
+        for param, value in values.items():
+            first = FILTERS[param].not_before
+            if first and value and values.get(first) and values[first] > value:
+                raise SelectionError(
+                    _("The date “%(since)s” must not be later than “%(before)s”.",
+                      since=FILTERS[first].label, before=FILTERS[param].label),
+                    field=first,
+                )
         return cls._of(values, scope)
 
     @classmethod
@@ -688,6 +772,14 @@ class Selection:
         with_own = own.subquery("pp_with_own_class")
         children = via[0].where(via[1].not_in(sa.select(with_own.c.owner)))
         return sa.union(own, children).subquery("pp_class_pairs")
+
+    def class_memberships(self, host: HostModels) -> Any:
+        """Every class an account is in for the ``class`` filter, as ``(owner,
+        class_id)`` rows: its own classes and its children's (the chosen classes
+        and the scope's only). The class filter's rule, one row per class: the
+        follow-up counts a class's accounts as the page lists them."""
+        (own, _owner), via = self._class_rows(host, lambda cls: host.class_id_of(cls).label("class_id"))
+        return (own if via is None else sa.union(own, via[0])).subquery("pp_class_memberships")
 
     def _class_rows(
         self, host: HostModels, column: Callable[[Any], Any], bundles: Any = None

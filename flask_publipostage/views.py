@@ -1,6 +1,6 @@
-"""The page (steps 1 and 2), its live preview fragment, the CSV export and the
-journal; and what every route of the extension shares (the current selection,
-forms, French errors)."""
+"""The page (steps 1 and 2), its live preview fragment (each account with its
+distribution history), the CSV export and the journal; and what every route of
+the extension shares (the current selection, forms, French errors)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from flask import (
 )
 from flask_wtf import FlaskForm
 
-from . import audit, csv_export, renewal
+from . import audit, csv_export, history, renewal
 from .access import (
     PRINT,
     RENEW,
@@ -154,6 +154,7 @@ def filter_options() -> dict[str, Any]:
         "filters": filters,
         "defaults": {param: f.default for param, f in filters.items() if f.choices},
         "school_year_start": school_year_start(),
+        "reminder_day": history.reminder_day(),
     }
 
 
@@ -250,6 +251,7 @@ def preview_context(selection: Selection, endpoint: str = "publipostage.index") 
         "counters": counters,
         "class_sheets": class_sheets,
         "rows": rows,
+        "histories": history.for_accounts(selection, rows),
         "page": number,
         "pages": pages,
         "page_size": page_size,
@@ -332,7 +334,7 @@ def preview_json() -> Response:
             "page": context["page"],
             "pages": context["pages"],
             "links": context["page_links"],
-            "accounts": [_account_json(r, show_codes, states) for r in context["rows"]],
+            "accounts": [_account_json(r, show_codes, states, context["histories"][r.id]) for r in context["rows"]],
             # Set when the codes wait for the admin to authenticate again, there.
             "step_up_url": context["step_up_url"],
         }
@@ -348,7 +350,7 @@ STATE_KEYS = {
 }
 
 
-def _account_json(r: Any, show_codes: bool, states: list[str]) -> dict[str, Any]:
+def _account_json(r: Any, show_codes: bool, states: list[str], past: history.History) -> dict[str, Any]:
     values = {
         "federated": r.federated,
         "code_valid_until": r.code_valid_until_day.isoformat() if r.code_valid_until_day else None,
@@ -371,6 +373,15 @@ def _account_json(r: Any, show_codes: bool, states: list[str]) -> dict[str, Any]
         "group": r.group,
         "school": r.school or None,
         **{key: values[key] for name in states for key in STATE_KEYS[name][1]},
+        "distribution": {
+            "summary": past.summary,
+            "stale": past.stale or None,
+            "history": [
+                {"kind": e.kind, "state": e.state, "at": e.at.isoformat() + "Z", "distributed": e.distributed,
+                 "label": e.label, "by": e.who, "bundle": e.bundle or None, "reason": e.reason or None}
+                for e in past.events
+            ],
+        },
     }
 
 
@@ -414,9 +425,8 @@ def export_csv() -> Response:
     mimetype = "text/csv"  # Werkzeug adds "; charset=utf-8" to text types
     if request.method == "HEAD":
         return Response(mimetype=mimetype, headers=headers)
-    audit.record("csv", selection, counters.selected, template="csv", accounts=audit.selected_accounts(selection))
-    state().session.commit()
-    return Response(stream_with_context(csv_export.stream(selection)), mimetype=mimetype, headers=headers)
+    run = csv_export.record(selection, filename)
+    return Response(stream_with_context(csv_export.stream(selection, run)), mimetype=mimetype, headers=headers)
 
 
 JOURNAL_PAGE = 50
@@ -460,13 +470,17 @@ class JournalQuery:
 
 
 def names_of(entries: Any) -> dict[str, dict[str, str]]:
-    """Names of the classes and schools the journal's rows name (a query each),
-    those of the admin's perimeter only: a row of another perimeter (a super
-    admin's) may name classes of other schools, which stay ids."""
+    """Names of the classes and schools, and logins of the accounts, the journal's
+    rows name (a query each), those of the admin's perimeter only: a row of
+    another perimeter (a super admin's) may name classes of other schools, which
+    stay ids."""
     host = state().host
     scope = current_scope()
     found: dict[str, dict[str, str]] = {}
-    models = [("class", host.class_id, host.class_name_column(), scope.classes)]
+    models = [
+        ("class", host.class_id, host.class_name_column(), scope.classes),
+        ("account", host.user_id, host.user_column("login"), scope.users),
+    ]
     if host.has_schools:
         schools = None if scope.is_global else host.school_id.in_([key for key, _ in perimeter_schools(scope)])
         models.append(("school", host.school_id, host.school_name_column(), schools))

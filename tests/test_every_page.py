@@ -181,9 +181,13 @@ def test_every_page_under_a_strict_policy_with_axe(browser_axe: tuple[Any, Path]
         tour.visit("/journal", "the journal")
         tour.visit("/journal?output=pdf&since=2020-01-01", "the journal, filtered")
         tour.visit("/journal?since=2030-01-01", "the journal, nothing found")
+
+        # -- the follow-up ---------------------------------------------------------------------
+        tour.visit("/follow-up", "the follow-up of activations")
+        tour.visit("/follow-up?class=999999", "the follow-up of a class outside the perimeter (403)")
         page.wait_for_timeout(300)
         assert violations == []
-    assert len(tour.checked) == len(set(tour.checked)) == 23
+    assert len(tour.checked) == len(set(tour.checked)) == 25
 
 
 @pytest.fixture(scope="module")

@@ -155,7 +155,7 @@ def test_columns(client: RoleClient, matrix: MatrixSchool) -> None:
     headers = re.findall(r'<th scope="col">([^<]+)</th>', body)
     assert headers == [
         "Nom", "Prénom", "Profil", "Identifiant", "Code d&#39;activation", "Courriel",
-        "Classe(s)", "Date de création",
+        "Classe(s)", "Date de création", "Distribution",
     ]
     rows = {m.group(1): m.group(2) for m in re.finditer(r'<tr data-login="([^"]+)">(.*?)</tr>', body, re.DOTALL)}
     marie = rows["marie.abel"]
@@ -167,7 +167,7 @@ def test_columns(client: RoleClient, matrix: MatrixSchool) -> None:
     assert "Compte activé" in anne and "CODE" not in anne
     assert "CP de Mme Émery, CM1 de M. Zola" in anne
     # Groups as the PDF will print them.
-    assert re.findall(r'<tr class="pp-group"><td colspan="8"><strong>([^<]+)</strong>', body) == [
+    assert re.findall(r'<tr class="pp-group"><td colspan="9"><strong>([^<]+)</strong>', body) == [
         "Enseignants", "Parents",
     ]
 

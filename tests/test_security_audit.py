@@ -68,7 +68,7 @@ def test_each_output_writes_its_rows(app: Flask, client: Any, school: Any, smtp:
     """One row per output; a PDF downloaded at once writes its download too."""
     steps = [
         (lambda: client.get(f"{BASE}/export.csv?profile=Teacher", "adml_a").get_data(),
-         [("csv", "csv", 2, False)]),
+         [("csv", "csv", 2, True)]),
         (lambda: post_pdf(client, "adml_a", "profile=Teacher", template="cards"),
          [("pdf", "cards", 2, True), ("download", "cards", 2, True)]),
         (lambda: job_id_of(post_pdf(client, "adml_a", "sort=class", template="cards")),

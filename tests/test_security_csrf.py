@@ -145,9 +145,9 @@ def test_host_wide_csrf_protection_answers_in_french(app: Flask, client: Any) ->
 
 
 def test_get_routes_change_nothing_but_the_audit_trail(app: Flask, client: Any, smtp: SmtpServer, tmp_path: Path) -> None:
-    """A GET only reads: pages, the CSV (which writes its audit row), a job's
-    status. No GET starts, cancels or sends; and a cross-site link, like a HEAD,
-    changes nothing at all."""
+    """A GET only reads: pages, the CSV (which writes its audit row and, as each
+    account's history, its run), a job's status. No GET starts, cancels or sends;
+    and a cross-site link, like a HEAD, changes nothing at all."""
     with app.app_context():
         build_security_school()
         db.session.remove()
@@ -165,7 +165,7 @@ def test_get_routes_change_nothing_but_the_audit_trail(app: Flask, client: Any, 
             client.get(url, role).get_data()
     after = _state(app, smtp, tmp_path)
     changed = {k for k in after if after[k] != before[k]}
-    assert changed <= {"publipostage_audit", "publipostage_audit_account"}, changed
+    assert changed <= {"publipostage_audit", "publipostage_run", "publipostage_run_item"}, changed
 
 
 def _audit_rows(app: Flask) -> int:

@@ -72,6 +72,8 @@ MATRIX: tuple[Row, ...] = (
     Row("publipostage.preview_json", "GET", "view", ALL_VIEW, "/preview.json", note="codes to those who may print"),
     Row("publipostage.audit_log", "GET", "view", ALL_VIEW, "/journal", note="rows of the perimeter"),
     Row("publipostage.audit_csv", "GET", "view", ALL_VIEW, "/journal.csv", note="rows of the perimeter"),
+    Row("publipostage.follow_up", "GET", "view", ALL_VIEW, "/follow-up", note="counts of the perimeter"),
+    Row("publipostage.follow_up_csv", "GET", "view", ALL_VIEW, "/follow-up.csv", note="counts of the perimeter"),
     Row("publipostage.export_csv", "GET", "print", ALL_PRINT, "/export.csv"),
     Row("publipostage.generate_pdf", "POST", "print", ALL_PRINT, "/pdf",
         query="profile=Student&activation=inactive", form={"template": "cards"},

@@ -139,7 +139,8 @@ def apply(bounces: list[Bounce]) -> tuple[int, bool]:
                 continue
             marked += conn.execute(
                 sa.update(item_t).where(i.id == item_id, i.state == SENT)
-                .values(state=ITEM_FAILED, reason=bounce.reason[:REASON_LENGTH])
+                # It never reached the account: no longer a distribution.
+                .values(state=ITEM_FAILED, reason=bounce.reason[:REASON_LENGTH], distributed_at=None)
             ).rowcount
     return marked, settled
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from ..models import utcnow
 from ..runs.core import ItemRow, engine, item_t, stale_before
-from ..runs.models import PENDING, REASON_LENGTH, SENDING
+from ..runs.models import PENDING, REASON_LENGTH, SENDING, SENT
 
 
 @dataclass
@@ -144,6 +144,8 @@ def _write(conn: sa.Connection, outcomes: Sequence[Outcome], now: datetime, toke
             attempts=d.attempts + sa.bindparam("b_inc", type_=sa.Integer),
             reason=sa.bindparam("b_reason"),
             done_at=sa.bindparam("b_sent_at"),
+            # A message the server accepted: the credentials left (the history).
+            distributed_at=sa.bindparam("b_distributed"),
             message_id=sa.bindparam("b_message_id"),
             email=sa.func.coalesce(sa.bindparam("b_email", type_=sa.String), d.email),
             possibly_duplicate=sa.bindparam("b_dup", type_=sa.Boolean),
@@ -161,6 +163,7 @@ def _write(conn: sa.Connection, outcomes: Sequence[Outcome], now: datetime, toke
                 "b_inc": 1 if o.attempted else 0,
                 "b_reason": (o.reason or None) and o.reason[:REASON_LENGTH],
                 "b_sent_at": o.sent_at,
+                "b_distributed": o.sent_at if o.state == SENT else None,
                 "b_message_id": o.message_id,
                 "b_email": o.email,
                 "b_dup": o.possibly_duplicate,

@@ -41,6 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import audit
 from ..access import Scope
 from ..config import config_value
+from ..history import code_digest
 from ..host import parse_key
 from ..i18n import gettext as _
 from ..models import utcnow
@@ -318,7 +319,11 @@ class ItemRow:
 def accounts(selection: Selection, items: Sequence[ItemRow], related: Related | None = None) -> list[tuple[ItemRow, Recipient | None]]:
     """Each item with its account as the host has it now (codes included), None
     when the account was deleted since; in the items' order. An account in
-    several items (once per class) is read once, and named in each item's group."""
+    several items (once per class) is read once, and named in each item's group.
+
+    Whatever reads the accounts here gives them their sheet or message: each item
+    keeps the keyed hash of the code read for it (:func:`~flask_publipostage.history.code_digest`,
+    never the code), which later tells a code the host changed since."""
     found = state()
     host = found.host
     keys = [parse_key(host.user_id, item.user_id) for item in items]
@@ -331,6 +336,18 @@ def accounts(selection: Selection, items: Sequence[ItemRow], related: Related | 
     built = build(selection, [row for _item, row in present], related,
                   class_keys=[selection.class_key_of(item.group_key) for item, _row in present])
     by_item = {item.id: recipient for (item, _row), recipient in zip(present, built)}
+    digests = [
+        {"b_id": item.id, "b_hmac": digest}
+        for item in items
+        if (recipient := by_item.get(item.id)) is not None
+        and (digest := code_digest(item.user_id, recipient.activation_code)) is not None
+    ]
+    if digests:
+        with engine().begin() as conn:
+            conn.execute(
+                sa.update(item_t).where(item_t.c.id == sa.bindparam("b_id")).values(code_hmac=sa.bindparam("b_hmac")),
+                digests,
+            )
     return [(item, by_item.get(item.id)) for item in items]
 
 
@@ -539,6 +556,16 @@ def finish(run_id: int, *, promote: tuple[str, str] | None = None, **values: Any
     if done:
         log.info("publipostage run %d done", run_id)
     return bool(done)
+
+
+def distributed(run_id: int, item_state: str) -> None:
+    """The run's file went out whole (a PDF downloaded, a CSV streamed to its
+    end): its items of ``item_state`` count as distributed from now (the history)."""
+    with engine().begin() as conn:
+        conn.execute(
+            sa.update(item_t).where(item_t.c.run_id == run_id, item_t.c.state == item_state)
+            .values(distributed_at=utcnow())
+        )
 
 
 def fail(run_id: int, exc: BaseException | str) -> None:

@@ -25,8 +25,8 @@ from ..i18n import gettext as _
 from ..models import utcnow
 from ..selection import SelectionError
 from ..state import state
-from .core import engine, perimeter_t, run_t
-from .models import ACTIVE_STATES, CANCELLED, DONE, Run
+from .core import distributed, engine, perimeter_t, run_t
+from .models import ACTIVE_STATES, CANCELLED, DONE, PRINTED, Run
 
 BLOCK = 256 * 1024
 
@@ -101,8 +101,9 @@ def claim_download(run: Run, by: Scope) -> Path:
 
 
 def stream(run_id: int, path: Path, app: Flask) -> Iterator[bytes]:
-    """The file's bytes; at the end it is deleted, and a download that did not go
-    to the end gives the claim back (the admin may try again)."""
+    """The file's bytes; at the end it is deleted and its sheets count as
+    distributed (the history), and a download that did not go to the end gives
+    the claim back (the admin may try again)."""
     complete = False
     try:
         with open(path, "rb") as handle:
@@ -110,12 +111,15 @@ def stream(run_id: int, path: Path, app: Flask) -> Iterator[bytes]:
                 yield block
         complete = True
     finally:
-        with app.app_context(), engine().begin() as conn:
+        with app.app_context():
+            with engine().begin() as conn:
+                if complete:
+                    path.unlink(missing_ok=True)
+                    conn.execute(sa.update(run_t).where(run_t.c.id == run_id).values(file_path=None))
+                else:
+                    conn.execute(sa.update(run_t).where(run_t.c.id == run_id).values(downloaded_at=None))
             if complete:
-                path.unlink(missing_ok=True)
-                conn.execute(sa.update(run_t).where(run_t.c.id == run_id).values(file_path=None))
-            else:
-                conn.execute(sa.update(run_t).where(run_t.c.id == run_id).values(downloaded_at=None))
+                distributed(run_id, PRINTED)
 
 
 def drop_work(run: Run) -> None:

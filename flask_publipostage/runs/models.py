@@ -44,6 +44,8 @@ SENT = "sent"
 #: Rendered into the run's chunk file; ``printed`` once the whole file exists.
 RENDERED = "rendered"
 PRINTED = "printed"
+#: Written into a CSV export (a run of the ``csv`` kind, done as it starts).
+EXPORTED = "exported"
 ITEM_FAILED = "failed"
 SKIPPED = "skipped"
 LEFT_STATES = (PENDING, SENDING)
@@ -51,6 +53,8 @@ LEFT_STATES = (PENDING, SENDING)
 NAME_LENGTH = 300
 EMAIL_LENGTH = 320
 REASON_LENGTH = 500
+#: Hex digits kept of a code's keyed hash (128 bits).
+CODE_HASH_LENGTH = 32
 
 
 def new_token() -> str:
@@ -140,8 +144,9 @@ class RunItem(Base):
         # With the position last, "the next N pending rows" and a chunk's range
         # read N index entries.
         sa.Index("ix_publipostage_run_item_state", "run_id", "state", "position"),
-        # An account's history.
-        sa.Index("ix_publipostage_run_item_user", "user_id"),
+        # An account's history; who received their credentials and when last
+        # (the ``distributed`` filters and the follow-up read this index alone).
+        sa.Index("ix_publipostage_run_item_distributed", "user_id", "distributed_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -150,7 +155,7 @@ class RunItem(Base):
     user_id: Mapped[str] = mapped_column(sa.String(64))
     #: Print order (1-based) in the run.
     position: Mapped[int] = mapped_column()
-    #: ``"letter"``, ``"card"`` or ``"email"``.
+    #: ``"letter"``, ``"card"``, ``"email"`` or ``"export"`` (a CSV row).
     kind: Mapped[str] = mapped_column(sa.String(20))
     state: Mapped[str] = mapped_column(sa.String(10), default=PENDING)
     #: "First Last" when the run started, for reports (never the code).
@@ -171,6 +176,14 @@ class RunItem(Base):
     #: When the host issued a renewal code for this account's letter (the code
     #: itself is printed, never kept).
     renewal_issued_at: Mapped[datetime | None] = mapped_column()
+    #: When the credentials left for the account: the email sent, the CSV
+    #: exported, the PDF holding the sheet downloaded whole; NULL while they
+    #: have not (a PDF never downloaded, a failed email).
+    distributed_at: Mapped[datetime | None] = mapped_column()
+    #: A keyed hash (HMAC with the app's secret key) of the activation code the
+    #: sheet or message carried, never the code: tells a code the host changed
+    #: since (:func:`flask_publipostage.history.code_digest`); NULL without a code.
+    code_hmac: Mapped[str | None] = mapped_column(sa.String(CODE_HASH_LENGTH))
     message_id: Mapped[str | None] = mapped_column(sa.String(255))
     #: Sent again after a crash or a lost connection: the first copy may have arrived.
     possibly_duplicate: Mapped[bool] = mapped_column(default=False)
