@@ -117,8 +117,14 @@ def distributed_ids(*conditions: Any) -> sa.Select[Any]:
 
 
 def is_distributed(host: HostModels) -> Any:
-    """The account's credentials left at least once (a condition on the user model)."""
-    return sa.cast(host.user_id, sa.String).in_(distributed_ids())
+    """The account's credentials left at least once (a condition on the user model).
+
+    An EXISTS, not an IN: negated (``distributed=never``), ``NOT IN (subquery)``
+    makes PostgreSQL scan the items once per account when the ids do not fit its
+    hash (minutes over a territory); ``NOT EXISTS`` is an anti-join on the index
+    ``(user_id, distributed_at)``."""
+    i = item_t.c
+    return sa.exists().where(i.user_id == sa.cast(host.user_id, sa.String), i.distributed_at.is_not(None))
 
 
 def _distributed_condition(selection: Selection, host: HostModels, value: str) -> Any:
