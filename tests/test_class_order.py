@@ -65,7 +65,7 @@ def _form_classes(client: RoleClient, role: str = "adml_a") -> list[str]:
 
 def _groups(body: str) -> list[str]:
     """The group headers of the preview, in order."""
-    return [html.unescape(g) for g in re.findall(r'<tr class="pp-group"><td colspan="8"><strong>(.*?)</strong>', body)]
+    return [html.unescape(g) for g in re.findall(r'<tr class="pp-group"><td colspan="\d+"><strong>(.*?)</strong>', body)]
 
 
 def _logins(body: str) -> list[str]:
