@@ -118,3 +118,22 @@ def smtp(smtp_options: dict[str, Any]) -> Iterator[Any]:
 def mail_config(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Extra mail settings of a test (parametrize indirectly to change them)."""
     return dict(getattr(request, "param", {}))
+
+
+# -- an academy's own certificate authority (TLS tests of the relay and the IMAP server) --
+
+
+@pytest.fixture(scope="module")
+def academy() -> Any:
+    """A certificate authority of the test's own (``trustme``), as an academy runs one."""
+    import trustme
+
+    return trustme.CA(organization_name="Académie de test")
+
+
+@pytest.fixture
+def ca_file(academy: Any, tmp_path: Any) -> str:
+    """The academy's certificate, as the file ``MAIL_TLS_CA_FILE`` names."""
+    path = tmp_path / "academy-ca.pem"
+    academy.cert_pem.write_to_path(str(path))
+    return str(path)

@@ -30,18 +30,6 @@ from .tools import require_tool
 BASE = "/imports-exports/publipostage"
 
 
-@pytest.fixture(scope="module")
-def academy() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(academy: trustme.CA, tmp_path: Path) -> str:
-    path = tmp_path / "academy-ca.pem"
-    academy.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
 @pytest.fixture
 def dovecot(academy: trustme.CA) -> Iterator[DovecotServer]:
     server = DovecotServer(require_tool("dovecot", "dovecot-imapd"), academy.issue_cert("127.0.0.1")).start()

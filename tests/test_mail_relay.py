@@ -34,18 +34,6 @@ BASE = "/imports-exports/publipostage"
 LOGIN = ("ent-relay", "s3cret-relay")
 
 
-@pytest.fixture(scope="module")
-def academy() -> trustme.CA:
-    return trustme.CA(organization_name="Académie de test")
-
-
-@pytest.fixture
-def ca_file(academy: trustme.CA, tmp_path: Path) -> str:
-    path = tmp_path / "academy-ca.pem"
-    academy.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
 @pytest.fixture
 def smtp_options(request: pytest.FixtureRequest, academy: trustme.CA) -> dict[str, Any]:
     """``tls``, ``auth``, ``smtputf8``, ``eight_bit_mime`` as given; ``cert``:
