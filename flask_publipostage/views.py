@@ -425,7 +425,7 @@ def export_csv() -> Response:
     mimetype = "text/csv"  # Werkzeug adds "; charset=utf-8" to text types
     if request.method == "HEAD":
         return Response(mimetype=mimetype, headers=headers)
-    run = csv_export.record(selection, filename)
+    run = csv_export.record(selection, filename, counters.selected)
     return Response(stream_with_context(csv_export.stream(selection, run)), mimetype=mimetype, headers=headers)
 
 
