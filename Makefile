@@ -20,8 +20,11 @@ demo: $(STAMP)
 	$(PY) -m examples.ent_console.seed $(if $(filter-out 0 no false,$(DEMO_KEEP)),,--reset) $(if $(wildcard ../shared/fixtures/entcore-samples/*.csv),--import-be1d ../shared/fixtures/entcore-samples)
 	$(PY) -m examples.ent_console.serve
 
+# One test process per core (pytest-xdist): most tests wait on a socket, a browser or a
+# worker process. `make test TEST_PROCESSES=0` runs them in this process alone.
+TEST_PROCESSES ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_PROCESSES) $(PYTEST_ARGS)
 
 # Refresh the catalog after changing texts: extract, merge, compile.
 translations: $(STAMP)
