@@ -24,6 +24,7 @@ from .access import Scope
 from .config import config_value
 from .i18n import gettext as _
 from .i18n import ngettext
+from .models import metadata
 from .runs import core, files
 from .selection import FILTERS, Selection, SelectionError
 from .state import state
@@ -137,7 +138,8 @@ def upgrade_db() -> None:
     campaigns of version 0.1 (their recipients become the items of runs, with the
     same ids) into the tables of runs (PDF jobs of 0.1 are not kept: their files
     expired within the hour); let a PDF hold an account in several bundles; give
-    the items what the distribution history reads."""
+    the items what the distribution history reads; create the tables added since
+    (the saved selections)."""
     with force_locale("fr"):
         _upgrade()
 
@@ -151,6 +153,14 @@ def _upgrade() -> None:
     engine = core.engine()
     inspector = sa.inspect(engine)
     existing = set(inspector.get_table_names())
+    # Tables a newer version added (the saved selections): created as init_app
+    # creates them, for a host that does not let it (``CREATE_TABLES = False``).
+    missing = [table for table in metadata.sorted_tables if table.name not in existing]
+    if missing:
+        metadata.create_all(engine, tables=missing)
+        click.echo(_("Tables created: %(names)s.", names=", ".join(table.name for table in missing)))
+        inspector = sa.inspect(engine)
+        existing = set(inspector.get_table_names())
     audit_columns = {c["name"] for c in inspector.get_columns("publipostage_audit")} if "publipostage_audit" in existing else set()
     if audit_columns and "actor_name" not in audit_columns:
         with engine.begin() as conn:

@@ -14,7 +14,7 @@ from flask import Blueprint, Flask, current_app, url_for
 from flask.sessions import SecureCookieSessionInterface
 from jinja2 import TemplateNotFound
 
-from . import errors, followup, views
+from . import errors, followup, saved, views
 from .access import VIEW, Scope, has_capability
 from .class_order import rank_text, school_order_text
 from .commands import make_group
@@ -70,7 +70,7 @@ def create_blueprint(name: str = "publipostage") -> Blueprint:
         static_folder=resource_dir("assets"),
         static_url_path="/assets",
     )
-    for module in (errors, views, followup, pdf_views, mail_views):
+    for module in (errors, views, followup, saved, pdf_views, mail_views):
         module.register(bp)
     return bp
 
