@@ -234,3 +234,24 @@ def test_a_copy_that_fails_leaves_no_file_and_gives_the_download_back(
     assert run.state == DONE and run.downloaded_at is None and run.file_path is not None
     assert list((tmp_path / "out").iterdir()) == []
     assert [row[0] for row in journal()] == ["pdf", "download"]  # the attempt, as an interrupted download is
+
+
+@pytest.mark.parametrize("app_config", [{"PUBLIPOSTAGE_PDF_SYNC_LIMIT": 2}])
+def test_interrupted_while_it_is_prepared_the_run_is_cancelled(
+    app_ctx: Flask, school: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_publipostage.pdf import commands
+    from flask_publipostage.runs import backends
+
+    def interrupted(*_args: Any, **_kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(backends, "submit", lambda *_args, **_kwargs: None)  # queued, never driven
+        patched.setattr(commands, "follow", interrupted)  # Ctrl+C while it is followed
+        result = invoke(app_ctx, "--as-actor", "rentree", "--output", str(tmp_path / "x.pdf"))
+    assert result.exit_code == 1 and "Aborted" in result.output, result.output
+    (run,) = runs()
+    assert run.state == "cancelled"
+    assert [row[:2] for row in journal()] == [("pdf", "rentree"), ("cancel", "rentree")]
+    assert not (tmp_path / "x.pdf").exists()
