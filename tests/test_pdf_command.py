@@ -255,3 +255,22 @@ def test_interrupted_while_it_is_prepared_the_run_is_cancelled(
     assert run.state == "cancelled"
     assert [row[:2] for row in journal()] == [("pdf", "rentree"), ("cancel", "rentree")]
     assert not (tmp_path / "x.pdf").exists()
+
+
+class TestOnCelery:
+    """On Celery the workers prepare it (eager here); the command still waits for the file."""
+
+    @pytest.fixture
+    def app_config(self) -> dict[str, Any]:
+        from .test_pdf_more import _eager_celery
+
+        return {"PUBLIPOSTAGE_JOB_BACKEND": "celery", "PUBLIPOSTAGE_CELERY_APP": _eager_celery(),
+                "PUBLIPOSTAGE_PDF_SYNC_LIMIT": 2, "PUBLIPOSTAGE_PDF_CHUNK_SIZE": 4}
+
+    def test_written_from_the_workers_file(self, app_ctx: Flask, school: Any, tmp_path: Path) -> None:
+        folder = tmp_path / "classes"
+        folder.mkdir()
+        result = invoke(app_ctx, "--profile", "Student", "--sort", "class", "--output", str(folder))
+        assert result.exit_code == 0, result.output
+        assert {p.name for p in folder.iterdir()} == {f"{label}.pdf" for label in STUDENTS}
+        assert logins_in(pages_text((folder / f"{CE2}.pdf").read_bytes())[0], {"lucas.etienne"}) == {"lucas.etienne"}

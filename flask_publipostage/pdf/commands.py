@@ -129,7 +129,8 @@ def _prepare(selection: Selection, options: render.Options, print_anyway: bool) 
     if not print_anyway:
         _refuse_unprintable(selection)
     run, inline = pipeline.launch(selection, options, counters.selected)
-    if not inline:
+    # Prepared by the runner (on Celery, handed to its workers even when small).
+    if not inline or run.is_active:
         try:
             follow(run.id, _pages_line, _("Preparing the PDF"), every=0.5)
         except KeyboardInterrupt:
