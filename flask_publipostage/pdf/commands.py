@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import click
 from flask.cli import with_appcontext
@@ -207,13 +207,13 @@ def _deliver(run: Run, scope: Scope, output: Output) -> list[Path]:
 
 
 @contextmanager
-def _replacing(target: Path) -> Iterator[BinaryIO]:
+def _replacing(target: Path) -> Iterator[Any]:
     """A file written beside ``target`` (readable by its owner only: it holds
     codes), renamed over it once whole; removed if anything fails."""
     handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False)
     try:
         with handle:
-            yield handle  # type: ignore[misc]
+            yield handle
         os.replace(handle.name, target)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)

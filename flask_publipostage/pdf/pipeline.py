@@ -157,8 +157,8 @@ def check_options(selection: Selection, options: render.Options, may_renew: Call
 def launch(selection: Selection, options: render.Options, selected: int) -> tuple[Run, bool]:
     """Start the PDF of ``selection`` (``selected`` accounts) as the page and the
     command line do: a small one (not a ZIP) is rendered here and now, a larger
-    one goes to the runner. Returns the run and whether it was rendered here (it
-    is then over)."""
+    one goes to the runner. Returns the run and whether it was driven here (it is
+    then over, unless the runner is Celery's: its workers render every chunk)."""
     sheets = count_sheets(selection) if options.every_class else selected
     # A ZIP is always prepared in the background: its page lists what it holds.
     inline = is_small(sheets) and not options.zip
