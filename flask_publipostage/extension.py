@@ -26,6 +26,7 @@ from .mail import commands as mail_commands
 from .mail import tls as mail_tls
 from .mail import views as mail_views
 from .models import metadata, when
+from .pdf import commands as pdf_commands
 from .pdf import views as pdf_views
 from .runs import backends, core
 from .sql import fold_for_sort
@@ -159,7 +160,7 @@ class Publipostage:
         )
         app.extensions[KEY] = found
         app.register_blueprint(create_blueprint(), url_prefix=config_value("URL_PREFIX", app))
-        app.cli.add_command(make_group(mail_commands.COMMANDS))
+        app.cli.add_command(make_group((*mail_commands.COMMANDS, *pdf_commands.COMMANDS)))
         app.jinja_env.globals.update(
             _pp=gettext,
             _pp_n=ngettext,
