@@ -20,12 +20,14 @@ client keeps one; the target is ≥ 0.7, with no error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,11 +37,12 @@ sys.path.insert(0, str(ROOT))
 from tests.live_console import PUBLIPOSTAGE, ConsoleSession, production_console  # noqa: E402
 
 TARGET = 0.7
-#: (label, path): what each client asks, in turn.
-REQUESTS = (
-    ("school-scope preview", f"{PUBLIPOSTAGE}/preview"),
-    ("CSV export of the school", f"{PUBLIPOSTAGE}/export.csv"),
-)
+#: name -> (label, path): what each client asks, in turn.
+ALL_REQUESTS = {
+    "preview": ("school-scope preview", f"{PUBLIPOSTAGE}/preview"),
+    "csv": ("CSV export of the school", f"{PUBLIPOSTAGE}/export.csv"),
+}
+REQUESTS = tuple(ALL_REQUESTS.values())
 ADMIN = "adml.ecole"
 
 
@@ -95,6 +98,29 @@ def phase(port: int, clients: int, seconds: float) -> tuple[Tally, float]:
     return tally, time.perf_counter() - began
 
 
+@contextlib.contextmanager
+def database(postgresql: bool) -> Iterator[str | None]:
+    """None (the demo's SQLite file), or a PostgreSQL schema made for this run."""
+    if not postgresql:
+        yield None
+        return
+    import sqlalchemy as sa
+
+    base = os.environ.get("PUBLIPOSTAGE_TEST_DATABASE_URL")
+    if not base:
+        raise SystemExit("--postgresql: set PUBLIPOSTAGE_TEST_DATABASE_URL")
+    schema = f"bench_load_{os.getpid()}"
+    engine = sa.create_engine(base)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
+
+
 def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1] if len(values) >= 2 else (values[0] if values else 0.0)
 
@@ -117,12 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60, help="duration of the loaded phase (default 60)")
     parser.add_argument("--single-seconds", type=float, default=15, help="duration of the single-client phase (default 15)")
     parser.add_argument("--workers", type=int, help="gunicorn worker processes (default: serve's, 2 × cores + 1)")
+    parser.add_argument("--requests", default="preview,csv", help="what the clients ask in turn (default preview,csv)")
+    parser.add_argument("--postgresql", action="store_true",
+                        help="the demo on PUBLIPOSTAGE_TEST_DATABASE_URL (a schema of its own) instead of its SQLite file")
     args = parser.parse_args(argv)
+    global REQUESTS
+    REQUESTS = tuple(ALL_REQUESTS[name] for name in args.requests.split(","))
     cores = os.cpu_count() or 1
 
-    with tempfile.TemporaryDirectory(prefix="bench_load_") as tmp:
-        print("Seeding the demo and starting its production server ...", flush=True)
-        with production_console(Path(tmp), workers=args.workers) as console:
+    with tempfile.TemporaryDirectory(prefix="bench_load_") as tmp, database(args.postgresql) as url:
+        print(f"Seeding the demo{' on PostgreSQL' if url else ''} and starting its production server ...", flush=True)
+        with production_console(Path(tmp), workers=args.workers, database_url=url) as console:
             server = next((line.strip() for line in console.banner.splitlines() if "gunicorn" in line), "")
             print(f"cpus: {cores}, load: {os.getloadavg()[0]:.2f}; {server}", flush=True)
             phase(console.port, 1, min(3.0, args.single_seconds))  # warm-up: imports, caches, pools

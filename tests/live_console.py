@@ -121,11 +121,16 @@ class LiveConsole:
 
 
 @contextlib.contextmanager
-def production_console(instance: Path, *, seed: int | None = 5, workers: int | None = None) -> Iterator[LiveConsole]:
+def production_console(
+    instance: Path, *, seed: int | None = 5, workers: int | None = None, database_url: str | None = None
+) -> Iterator[LiveConsole]:
     """``make demo`` in ``instance``: the seed (``seed``; None keeps the data), then
-    ``serve`` on free ports until the block ends (SIGTERM: gunicorn stops its workers)."""
+    ``serve`` on free ports until the block ends (SIGTERM: gunicorn stops its workers).
+    ``database_url``: another database than the demo's SQLite file."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith("ENT_CONSOLE_")}
     environment["ENT_CONSOLE_INSTANCE_PATH"] = str(instance)
+    if database_url:
+        environment["ENT_CONSOLE_DATABASE_URL"] = database_url
     if seed is not None:
         command = [sys.executable, "-m", "examples.ent_console.seed", "--reset", "--seed", str(seed)]
         subprocess.run(command, cwd=ROOT, env=environment, check=True, capture_output=True)
