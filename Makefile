@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 BABEL_KEYWORDS := -k _l -k _pp -k _pp_n:1,2 -k lazy_gettext -k ngettext:1,2
 
-.PHONY: demo test venv translations bench-selection bench-pdf bench-mail clean
+.PHONY: demo test venv translations bench-selection bench-pdf bench-mail bench-load clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench-pdf: $(STAMP)
 
 bench-mail: $(STAMP)
 	$(PY) -m bench.bench_mail $(BENCH_ARGS)
+
+# The demo's production server under 20 clients for 60 s (BENCH_ARGS="--seconds 20" for less).
+bench-load: $(STAMP)
+	$(PY) -m bench.bench_load $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info instance
