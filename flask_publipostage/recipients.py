@@ -228,12 +228,11 @@ def page_next_to(
     host = state().host
     session = state().session
     size = size or config_value("PAGE_SIZE")
-    stmt, keys = selection.ordered_statement(host)
-    values = session.execute(
-        stmt.with_only_columns(*keys).where(host.user_id == boundary).order_by(None).limit(1)
-    ).first()
+    boundary_stmt, boundary_keys = selection.ordered_statement(host, owner=boundary)
+    values = session.execute(boundary_stmt.with_only_columns(*boundary_keys).order_by(None).limit(1)).first()
     if values is None:
         return None
+    stmt, keys = selection.ordered_statement(host)
     bound = sa.tuple_(*[sa.literal(v) if v is not None else sa.null() for v in values])
     if before:
         stmt = stmt.where(sa.tuple_(*keys) < bound).order_by(None).order_by(*[k.desc() for k in keys])

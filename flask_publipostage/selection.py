@@ -707,7 +707,7 @@ class Selection:
                 conds.append(condition)
         return conds
 
-    def class_key(self, host: HostModels) -> tuple[Any, list[tuple[Any, Any]]]:
+    def class_key(self, host: HostModels, owner: Any = None) -> tuple[Any, list[tuple[Any, Any]]]:
         """An account's class, as a sort key: the smallest :meth:`~.HostModels.class_sort_key` of its
         classes, among the chosen classes and those of the scope; for an account
         in none of them, the smallest of their children's (a parent); NULL
@@ -720,18 +720,23 @@ class Selection:
         over a territory than a correlated subquery per account. The classes' keys
         are computed once per class (:meth:`_class_keys`), not once per pair; a
         parent's pairs (through a child) read "1" before the key, an account's own
-        "0", so an account's own classes come first.
+        "0", so an account's own classes come first. ``owner``: that account's
+        key alone (the rest are not computed).
         """
         users = self.scope.users if self.scope is not None else None
         keys = self._class_keys(host)
         cls = aliased(host.class_model)
         own = host.pairs("classes", cls, users)
         stmt = own.select(sa.literal("0", sa.String).concat(keys.c.k).label("k"))
+        if owner is not None:
+            stmt = stmt.where(own.owner_id == owner)
         branches = [self._restrict_classes(stmt.join(keys, keys.c.id == host.class_id_of(cls)), host, cls)]
         if host.has_children:
             via_cls = aliased(host.class_model)
             via = host.children_classes(aliased(host.user_model), via_cls, users)
             stmt = via.select(sa.literal("1", sa.String).concat(keys.c.k).label("k"))
+            if owner is not None:
+                stmt = stmt.where(via.owner_id == owner)
             branches.append(self._restrict_classes(stmt.join(keys, keys.c.id == host.class_id_of(via_cls)), host, via_cls))
         members = (sa.union_all(*branches) if len(branches) > 1 else branches[0]).subquery("pp_member")
         first = (
@@ -829,10 +834,13 @@ class Selection:
         )
         return keys.c.k, (keys, keys.c.id == host.school_of_user())
 
-    def _query(self, host: HostModels, every_class: bool = False) -> tuple[Any, Any, dict[str, Any], list[Any]]:
+    def _query(
+        self, host: HostModels, every_class: bool = False, owner: Any = None
+    ) -> tuple[Any, Any, dict[str, Any], list[Any]]:
         """(FROM clause, class key, the key of each sort level, ORDER BY keys);
         every key ascending, never NULL. ``every_class``: one row per account and
-        class it counts in (:meth:`class_pairs`) rather than one per account."""
+        class it counts in (:meth:`class_pairs`) rather than one per account;
+        ``owner``: the row of that account alone (:meth:`ordered_statement`)."""
         source: Any = host.user_model
         class_key: Any = sa.null()
         if self.by_class and every_class:
@@ -842,7 +850,7 @@ class Selection:
             source = sa.orm.join(host.user_model, pairs, pairs.c.owner == host.user_id, isouter=True)
             source = source.outerjoin(bundle, host.class_id_of(bundle) == pairs.c.bundle)
         elif self.by_class:
-            class_key, joins = self.class_key(host)
+            class_key, joins = self.class_key(host, owner)
             source = sa.orm.join(host.user_model, *joins[0], isouter=True)
             for subquery, on in joins[1:]:
                 source = source.outerjoin(subquery, on)
@@ -871,11 +879,16 @@ class Selection:
         """
         return self.ordered_statement(host)[0]
 
-    def ordered_statement(self, host: HostModels) -> tuple[sa.Select[Any], list[Any]]:
-        """:meth:`statement` and its ORDER BY expressions (keyset pages compare them)."""
-        source, class_key, _levels, keys = self._query(host)
+    def ordered_statement(self, host: HostModels, owner: Any = None) -> tuple[sa.Select[Any], list[Any]]:
+        """:meth:`statement` and its ORDER BY expressions (keyset pages compare them).
+        ``owner``: that account's row alone, its keys computed for it alone (the
+        boundary of a keyset page costs a lookup, not a pass over the territory)."""
+        source, class_key, _levels, keys = self._query(host, owner=owner)
         stmt = sa.select(*host.scalar_columns(), *state_columns(host), class_key.label("class_key")).select_from(source)
-        return stmt.where(*self.conditions(host)).order_by(*keys), keys
+        stmt = stmt.where(*self.conditions(host))
+        if owner is not None:
+            stmt = stmt.where(host.user_id == owner)
+        return stmt.order_by(*keys), keys
 
     def numbered(self, host: HostModels, *, every_class: bool = False) -> sa.Select[Any]:
         """The selected accounts as the rows a run freezes: ``position`` (1-based,
