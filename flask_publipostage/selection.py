@@ -715,43 +715,52 @@ class Selection:
 
         The one rule of "an account's class": the sort and the PDF groups use it,
         and :func:`~flask_publipostage.recipients.build` names a group by finding the
-        class with this key. Returns the key and the ``(subquery, on)`` outer join
-        it needs: one grouped query over the (member, class) pairs, much faster
-        over a territory than a correlated subquery per account. The classes' keys
-        are computed once per class (:meth:`_class_keys`), not once per pair; a
-        parent's pairs (through a child) read "1" before the key, an account's own
-        "0", so an account's own classes come first. ``owner``: that account's
-        key alone (the rest are not computed).
+        class with this key. Returns the key and the outer joins ``(subquery, on)``
+        it needs: a grouped query over the (member, class) pairs, much faster
+        over a territory than a correlated subquery per account; another over the
+        (parent, child's class) pairs. The classes' keys are computed once per
+        class (:meth:`_class_keys`), not once per pair, and ranked: the pairs carry
+        the key's rank, an integer, so the groupings (a hundred thousand accounts)
+        compare and hold integers, not texts, and each reads one link table whose
+        statistics the database knows. ``owner``: that account's key alone (the
+        rest are not computed).
         """
         users = self.scope.users if self.scope is not None else None
         keys = self._class_keys(host)
+
+        def smallest(pairs: Any, cls: Any, name: str) -> Any:
+            stmt = pairs.select(keys.c.rank.label("r")).join(keys, keys.c.id == host.class_id_of(cls))
+            if owner is not None:
+                stmt = stmt.where(pairs.owner_id == owner)
+            rows = self._restrict_classes(stmt, host, cls).subquery(f"{name}_pairs")
+            return sa.select(rows.c.owner, sa.func.min(rows.c.r).label("r")).group_by(rows.c.owner).subquery(name)
+
         cls = aliased(host.class_model)
-        own = host.pairs("classes", cls, users)
-        stmt = own.select(sa.literal("0", sa.String).concat(keys.c.k).label("k"))
-        if owner is not None:
-            stmt = stmt.where(own.owner_id == owner)
-        branches = [self._restrict_classes(stmt.join(keys, keys.c.id == host.class_id_of(cls)), host, cls)]
+        own = smallest(host.pairs("classes", cls, users), cls, "pp_class")
+        joins = [(own, own.c.owner == host.user_id)]
+        rank = own.c.r
         if host.has_children:
             via_cls = aliased(host.class_model)
-            via = host.children_classes(aliased(host.user_model), via_cls, users)
-            stmt = via.select(sa.literal("1", sa.String).concat(keys.c.k).label("k"))
-            if owner is not None:
-                stmt = stmt.where(via.owner_id == owner)
-            branches.append(self._restrict_classes(stmt.join(keys, keys.c.id == host.class_id_of(via_cls)), host, via_cls))
-        members = (sa.union_all(*branches) if len(branches) > 1 else branches[0]).subquery("pp_member")
-        first = (
-            sa.select(members.c.owner, sa.func.min(members.c.k).label("k")).group_by(members.c.owner).subquery("pp_class")
-        )
-        return bytewise(sa.func.substr(first.c.k, 2)), [(first, first.c.owner == host.user_id)]
+            via = smallest(host.children_classes(aliased(host.user_model), via_cls, users), via_cls, "pp_child_class")
+            joins.append((via, via.c.owner == host.user_id))
+            rank = sa.func.coalesce(own.c.r, via.c.r)
+        ranks = sa.select(keys.c.rank, keys.c.k).distinct().cte("pp_class_ranks").prefix_with(materialized())
+        return bytewise(ranks.c.k), [*joins, (ranks, ranks.c.rank == rank)]
 
     def _class_keys(self, host: HostModels) -> Any:
-        """(``id``, ``k``) of the classes an account's class is chosen among (the
-        chosen ones, the scope's): a materialized CTE, so each key is computed once
-        per class (a few thousand over a territory) rather than once per account
-        and class (a hundred thousand)."""
+        """(``id``, ``k``, ``rank``) of the classes an account's class is chosen
+        among (the chosen ones, the scope's): a materialized CTE, so each key is
+        computed once per class (a few thousand over a territory) rather than once
+        per account and class (a hundred thousand), and then ranked (a CTE of its
+        own: else the key would be computed again for the rank). ``rank``: the
+        key's, from 1, equal keys equal ranks."""
         cls = aliased(host.class_model)
         stmt = sa.select(host.class_id_of(cls).label("id"), host.class_sort_key(cls).label("k"))
-        return self._restrict_classes(stmt, host, cls).cte("pp_class_keys").prefix_with(materialized())
+        classes = self._restrict_classes(stmt, host, cls).cte("pp_class_key").prefix_with(materialized())
+        ranked = sa.select(
+            classes.c.id, classes.c.k, sa.func.dense_rank().over(order_by=bytewise(classes.c.k)).label("rank")
+        )
+        return ranked.cte("pp_class_keys").prefix_with(materialized())
 
     def class_pairs(self, host: HostModels) -> Any:
         """Every class bundle an account counts in, as ``(owner, bundle)`` rows:
