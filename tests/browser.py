@@ -168,3 +168,19 @@ def live_server(app: Flask) -> Iterator[str]:
     finally:
         httpd.shutdown()
         thread.join(timeout=5)
+
+
+@contextmanager
+def security_school_page(app: Flask, database_url: str) -> Iterator[Any]:
+    """An admin's page in Chromium on the security suite's school, served live:
+    on SQLite only (the browser side does not depend on the database)."""
+    from .hosts import db
+    from .test_security_support import build_security_school
+
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the browser side does not depend on the database")
+    with app.app_context():
+        build_security_school()
+        db.session.remove()
+    with live_server(app) as url, launched_browser(require_chromium()) as browser, admin_page(browser, url) as page:
+        yield page

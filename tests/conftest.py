@@ -137,3 +137,13 @@ def ca_file(academy: Any, tmp_path: Any) -> str:
     path = tmp_path / "academy-ca.pem"
     academy.cert_pem.write_to_path(str(path))
     return str(path)
+
+
+@pytest.fixture
+def queue() -> Iterator[str]:
+    """A Celery queue of the test's own on the shared Redis, deleted after it."""
+    from .celery_workers import delete_queue, new_queue
+
+    name = new_queue()
+    yield name
+    delete_queue(name)

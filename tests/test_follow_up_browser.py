@@ -11,9 +11,7 @@ import pytest
 from flask import Flask
 from pypdf import PdfReader
 
-from .browser import admin_page, launched_browser, live_server, require_chromium
-from .hosts import db
-from .test_security_support import build_security_school
+from .browser import require_chromium, security_school_page
 
 PAGE = "/imports-exports/publipostage/"
 CP = "CP de Mme Émery"
@@ -28,12 +26,7 @@ def app_config() -> dict[str, Any]:
 
 @pytest.fixture
 def page(app: Flask, database_url: str) -> Iterator[Any]:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("the browser side does not depend on the database")
-    with app.app_context():
-        build_security_school()
-        db.session.remove()
-    with live_server(app) as url, launched_browser(sync_api) as browser, admin_page(browser, url) as page:
+    with security_school_page(app, database_url) as page:
         yield page
 
 

@@ -20,7 +20,7 @@ from flask_publipostage.mail import sender
 from flask_publipostage.runs.models import Run, RunItem
 from flask_publipostage.selection import Selection
 
-from .celery_workers import REDIS_URL, Worker, celery_workers, delete_queue, make_celery, new_queue
+from .celery_workers import REDIS_URL, Worker, celery_workers, make_celery
 from .conftest import POSTGRES_URL
 from .hosts import db
 from .runs import campaign
@@ -43,13 +43,6 @@ MAIL_CONFIG = {
 @pytest.fixture
 def database_url(postgres_url: str) -> str:
     return postgres_url
-
-
-@pytest.fixture
-def queue() -> Iterator[str]:
-    name = new_queue()
-    yield name
-    delete_queue(name)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from flask import Flask
 from flask_publipostage.pdf import pipeline
 from flask_publipostage.runs import core
 
-from .celery_workers import REDIS_URL, Worker, celery_workers, delete_queue, make_celery, new_queue
+from .celery_workers import REDIS_URL, Worker, celery_workers, make_celery
 from .conftest import POSTGRES_URL
 from .hosts import db
 from .runs import stop_active_runs
@@ -42,13 +42,6 @@ LOGIN = re.compile(r"(?<![\w-])[abc]x\d{4}\b")
 @pytest.fixture
 def database_url(postgres_url: str) -> str:
     return postgres_url
-
-
-@pytest.fixture
-def queue() -> Iterator[str]:
-    name = new_queue()
-    yield name
-    delete_queue(name)
 
 
 @pytest.fixture
