@@ -147,3 +147,19 @@ def queue() -> Iterator[str]:
     name = new_queue()
     yield name
     delete_queue(name)
+
+
+#: A test still running after this many seconds is stuck (a deadlock, a lost
+#: worker): its process writes every thread's stack and exits, so the run reports
+#: it instead of hanging until CI gives up.
+STUCK_AFTER = 600
+
+
+@pytest.fixture(autouse=True)
+def _stuck_guard() -> Iterator[None]:
+    import faulthandler
+    import sys
+
+    faulthandler.dump_traceback_later(STUCK_AFTER, exit=True, file=sys.__stderr__)
+    yield
+    faulthandler.cancel_dump_traceback_later()

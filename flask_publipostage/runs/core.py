@@ -640,22 +640,22 @@ def resume_stale(app: Flask) -> None:
     ``STALE_AFTER`` (its task was lost): before, it may just wait in a busy queue.
     """
     with app.app_context():
-        session = state().session
         now = utcnow()
         lost = now - 10 * (now - stale_before(now))
+        c = run_t.c
         try:
-            ids = list(session.execute(
-                sa.select(Run.id).where(
-                    Run.state.in_(ACTIVE_STATES),
-                    sa.or_(Run.heartbeat_at < stale_before(now),
-                           sa.and_(Run.heartbeat_at.is_(None), Run.created_at < lost)),
-                )
-            ).scalars())
+            # A connection of its own, never the requests' scoped session.
+            with engine().connect() as conn:
+                ids = list(conn.execute(
+                    sa.select(c.id).where(
+                        c.state.in_(ACTIVE_STATES),
+                        sa.or_(c.heartbeat_at < stale_before(now),
+                               sa.and_(c.heartbeat_at.is_(None), c.created_at < lost)),
+                    )
+                ).scalars())
         except sa.exc.SQLAlchemyError:
             log.debug("publipostage: run table not readable (migrations pending?)")
             ids = []
-        finally:
-            session.remove()
     for run_id in ids:
         log.info("publipostage run %d: taking it over after an interruption", run_id)
         backends.submit(DRIVE, app=app, run_id=run_id)
