@@ -58,13 +58,49 @@ class Tally:
         return sum(len(values) for values in self.latencies.values())
 
 
-def phase(port: int, clients: int, seconds: float) -> tuple[Tally, float]:
+def server_cpu(root: int) -> float:
+    """CPU seconds (user and system, with their finished children's) used so far by
+    ``root`` and its descendants: the server's processes, read from ``/proc``
+    (Linux; 0.0 elsewhere). The database server's are not counted."""
+    if not root or not os.path.isdir("/proc"):
+        return 0.0
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                raw = stat.read()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (name) "
+        parents[int(entry)] = int(fields[1])
+        ticks[int(entry)] = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    tree, found = {root}, True
+    while found:
+        found = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                found = True
+    return sum(ticks.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
+
+
+def phase(port: int, clients: int, seconds: float, cpu: list[float] | None = None, root: int = 0) -> tuple[Tally, float]:
     """``clients`` clients for ``seconds``, the clock started once all are logged
-    in; the tally and the measured duration."""
+    in; the tally and the measured duration. ``cpu`` gains the CPU seconds the
+    server (``root``'s processes) used meanwhile."""
     tally = Tally()
     until: list[float] = []
     # The clock starts when the last client is logged in (the barrier's action).
-    start = threading.Barrier(clients + 1, action=lambda: until.append(time.perf_counter() + seconds))
+    used: list[float] = []
+
+    def begin() -> None:
+        used.append(server_cpu(root))
+        until.append(time.perf_counter() + seconds)
+
+    start = threading.Barrier(clients + 1, action=begin)
 
     def run() -> None:
         session = ConsoleSession(port)
@@ -95,6 +131,8 @@ def phase(port: int, clients: int, seconds: float) -> tuple[Tally, float]:
     began = until[0] - seconds
     for thread in threads:
         thread.join()
+    if cpu is not None:
+        cpu.append(server_cpu(root) - used[0])
     return tally, time.perf_counter() - began
 
 
@@ -157,9 +195,10 @@ def main(argv: list[str] | None = None) -> int:
             server = next((line.strip() for line in console.banner.splitlines() if "gunicorn" in line), "")
             print(f"cpus: {cores}, load: {os.getloadavg()[0]:.2f}; {server}", flush=True)
             phase(console.port, 1, min(3.0, args.single_seconds))  # warm-up: imports, caches, pools
-            single, single_wall = phase(console.port, 1, args.single_seconds)
+            cpu: list[float] = []
+            single, single_wall = phase(console.port, 1, args.single_seconds, cpu, console.pid)
             print(f"  1 client: {single.count()} requests in {single_wall:.1f} s", flush=True)
-            loaded, loaded_wall = phase(console.port, args.clients, args.seconds)
+            loaded, loaded_wall = phase(console.port, args.clients, args.seconds, cpu, console.pid)
             print(f"  {args.clients} clients: {loaded.count()} requests in {loaded_wall:.1f} s", flush=True)
 
     print()
@@ -177,6 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     met = ratio >= TARGET and errors == 0
     print(f"throughput / (single-client rate × {cores} cores) = {loaded_rate:.1f} / ({single_rate:.1f} × {cores}) = "
           f"{ratio:.2f}; target ≥ {TARGET} with no error: {'met' if met else 'MISSED'}")
+    # On a shared machine the ratio says as much of the others' load as of the server:
+    # the CPU each request cost, and the cores the server had, tell them apart.
+    if cpu and cpu[0] > 0:
+        per_single = cpu[0] / max(1, single.count()) * 1000
+        per_loaded = cpu[1] / max(1, loaded.count()) * 1000
+        print(f"server CPU per request: {per_single:.0f} ms with 1 client, {per_loaded:.0f} ms loaded "
+              f"({per_loaded / per_single:.2f} ×); cores the server used: {cpu[0] / single_wall:.2f} with 1 client, "
+              f"{cpu[1] / loaded_wall:.2f} of {cores} loaded (load average now {os.getloadavg()[0]:.2f})")
     for error in sorted(set(single.errors + loaded.errors))[:10]:
         print(f"  error: {error}")
     return 0

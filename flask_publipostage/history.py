@@ -198,6 +198,12 @@ class Event:
     #: The class bundle of a PDF sorted by class ("CP de Mme Dumas"), else "".
     bundle: str = ""
     reason: str = ""
+    item_id: int = 0
+
+    @property
+    def newer(self) -> tuple[datetime, int]:
+        """Its place in the history (the newest has the greatest)."""
+        return (self.at, self.item_id)
 
     @property
     def label(self) -> str:
@@ -247,19 +253,29 @@ class Event:
             return _("export %(id)d", id=self.run_id)
         return _("PDF file %(id)d", id=self.run_id)
 
+    # The labels translate the one word they show: a catalog lookup costs more than
+    # the rest of a line, and the page shows SHOWN lines per account.
+
     @property
     def kind_label(self) -> str:
-        return {
-            "letter": _("Letter"),
-            "card": _("Card"),
-            "email": _("Email"),
-            "export": _("CSV export"),
-        }.get(self.kind, self.kind)
+        if self.kind == "letter":
+            return _("Letter")
+        if self.kind == "card":
+            return _("Card")
+        if self.kind == "email":
+            return _("Email")
+        if self.kind == "export":
+            return _("CSV export")
+        return self.kind
 
     @property
     def label_without_day(self) -> str:
         if self.kind == "email":
-            return {SENT: _("sent"), ITEM_FAILED: _("failed"), SKIPPED: _("no address")}.get(self.state, _("waiting"))
+            if self.state == SENT:
+                return _("sent")
+            if self.state == ITEM_FAILED:
+                return _("failed")
+            return _("no address") if self.state == SKIPPED else _("waiting")
         if self.kind == "export":
             return _("exported") if self.distributed else _("not downloaded")
         if self.state == PRINTED:
@@ -269,26 +285,37 @@ class Event:
         return _("waiting")
 
 
+#: The newest items of an account the preview lists (its history's length is said too).
+SHOWN = 10
+
+
 @dataclass(frozen=True)
 class History:
-    """An account's items, newest first, and whether its code changed since."""
+    """An account's newest items (the :data:`SHOWN` last recorded, newest first),
+    how many it has in all, its latest distribution, and whether its code changed
+    since."""
 
     events: tuple[Event, ...] = ()
     #: "code modifié depuis l'impression", or "".
     stale: str = ""
+    #: Every item of the account, shown or not.
+    total: int = 0
+    #: The latest distribution (None: never), among ``events`` or older.
+    latest: Event | None = None
 
     @property
-    def latest(self) -> Event | None:
-        """The latest distribution (None: never)."""
-        return next((e for e in self.events if e.distributed), None)
+    def earlier(self) -> int:
+        """Items older than those shown."""
+        return self.total - len(self.events)
 
     @property
     def since(self) -> list[Event]:
-        """What happened after it that did not reach the account (a failed email,
-        a PDF not downloaded), newest first."""
+        """What happened after the latest distribution that did not reach the
+        account (a failed email, a PDF not downloaded), newest first, among the
+        events shown."""
         found = []
         for event in self.events:
-            if event.distributed:
+            if self.latest is not None and event.newer <= self.latest.newer:
                 break
             if event.state in (ITEM_FAILED, PRINTED, EXPORTED) or (event.kind == "email" and event.state in LEFT_STATES):
                 found.append(event)
@@ -303,45 +330,90 @@ class History:
 
 def for_accounts(selection: Selection, rows: Iterable[Any]) -> dict[Any, History]:
     """The history of each account of ``rows`` (recipients: ``id``, ``activation_code``),
-    by id: two queries whatever the number of rows."""
+    by id: two queries whatever the number of rows, and at most :data:`SHOWN` + 1
+    items read per account whatever the length of its history.
+
+    The items are ranked on the index ``(user_id, distributed_at)`` alone (the id
+    is in it: SQLite's rowid), last recorded first and latest distributed first,
+    and counted there; only the :data:`SHOWN` last recorded, and the latest
+    distribution when it is older, are read with their runs, and shown newest
+    first. An account printed 140 times costs the page 140 index entries, not 140
+    rows, their runs and 140 lines of history. The stale-code flag is the
+    follow-up's (:func:`stale_rows`), one look-up per account."""
     rows = list(rows)
     if not rows:
         return {}
     by_text = {str(r.id): r for r in rows}
     i, r = item_t.c, run_t.c
+    ranked = (
+        sa.select(
+            i.id,
+            sa.func.row_number().over(partition_by=i.user_id, order_by=i.id.desc()).label("rank"),
+            # Rank 1 of the distributed items: the latest distribution.
+            sa.func.row_number().over(partition_by=(i.user_id, i.distributed_at.is_(None)),
+                                      order_by=(i.distributed_at.desc(), i.id.desc())).label("rank_of_kind"),
+            sa.func.count().over(partition_by=i.user_id).label("total"),
+            i.distributed_at,
+        )
+        .where(i.user_id.in_(list(by_text)))
+        .subquery("pp_ranked")
+    )
+    k = ranked.c
+    kept = (
+        sa.select(k.id, k.rank, k.rank_of_kind, k.total)
+        .where(sa.or_(k.rank <= SHOWN, sa.and_(k.distributed_at.is_not(None), k.rank_of_kind == 1)))
+        .subquery("pp_kept")
+    )
     at = sa.func.coalesce(i.distributed_at, i.done_at, r.created_at)
     stmt = (
-        sa.select(i.user_id, i.kind, i.state, at.label("at"), i.distributed_at, i.run_id, i.group_key, i.reason,
-                  r.kind.label("run_kind"), r.actor, r.actor_name, r.selection)
+        sa.select(i.id, i.user_id, i.kind, i.state, at.label("at"), i.distributed_at, i.run_id, i.group_key, i.reason,
+                  r.kind.label("run_kind"), r.actor, r.actor_name, r.selection, kept.c.rank, kept.c.rank_of_kind,
+                  kept.c.total)
+        .select_from(kept)
+        .join(item_t, i.id == kept.c.id)
         .join(run_t, r.id == i.run_id)
-        .where(i.user_id.in_(list(by_text)))
         .order_by(at.desc(), i.id.desc())
     )
     session = state().session
     found = session.execute(stmt).all()
     bundles = _bundle_names(selection, found)
     events: dict[str, list[Event]] = defaultdict(list)
+    latest: dict[str, Event] = {}
+    totals: dict[str, int] = {}
     for row in found:
-        events[row.user_id].append(
-            Event(
-                kind=row.kind,
-                state=row.state,
-                at=row.at,
-                distributed=row.distributed_at is not None,
-                run_id=row.run_id,
-                run_kind=row.run_kind,
-                who=row.actor_name or row.actor,
-                bundle=bundles.get((row.run_id, row.group_key), "") if row.kind in PRINTED_KINDS else "",
-                reason=row.reason or "",
-            )
+        event = Event(
+            kind=row.kind,
+            state=row.state,
+            at=row.at,
+            distributed=row.distributed_at is not None,
+            run_id=row.run_id,
+            run_kind=row.run_kind,
+            who=row.actor_name or row.actor,
+            bundle=bundles.get((row.run_id, row.group_key), "") if row.kind in PRINTED_KINDS else "",
+            reason=row.reason or "",
+            item_id=row.id,
         )
-    stale = {}
-    for user_id, digest, kind in session.execute(
-        sa.select(i.user_id, i.code_hmac, i.kind).where(i.user_id.in_(list(by_text)), i.id == latest_code_item(i.user_id))
-    ):
-        if is_stale(user_id, by_text[user_id].activation_code, digest):
-            stale[user_id] = stale_label(kind)
-    return {row.id: History(tuple(events.get(key, ())), stale.get(key, "")) for key, row in by_text.items()}
+        totals[row.user_id] = row.total
+        if row.rank <= SHOWN:
+            events[row.user_id].append(event)
+        if event.distributed and row.rank_of_kind == 1:
+            latest[row.user_id] = event
+    # The follow-up's rule, from the page's accounts: one index look-up each (an
+    # IN on the items would run it once per item, each of an account's items).
+    host = state().host
+    columns, (codes, on) = stale_rows(host)
+    stale = {
+        str(row.id): stale_label(row.kind)
+        for row in session.execute(
+            sa.select(*columns, codes.c.kind).select_from(host.user_model).join(codes, on)
+            .where(host.user_id.in_([row.id for row in rows]))
+        )
+        if is_stale(str(row.id), row.code, row.code_hmac)
+    }
+    return {
+        row.id: History(tuple(events.get(key, ())), stale.get(key, ""), totals.get(key, 0), latest.get(key))
+        for key, row in by_text.items()
+    }
 
 
 def _bundle_names(selection: Selection, rows: list[Any]) -> dict[tuple[int, str | None], str]:

@@ -381,6 +381,8 @@ def _account_json(r: Any, show_codes: bool, states: list[str], past: history.His
         "distribution": {
             "summary": past.summary,
             "stale": past.stale or None,
+            # The newest items (history.SHOWN at most), and how many there are in all.
+            "history_total": past.total,
             "history": [
                 {"kind": e.kind, "state": e.state, "at": e.at.isoformat() + "Z", "distributed": e.distributed,
                  "label": e.label, "by": e.who, "bundle": e.bundle or None, "reason": e.reason or None}

@@ -114,6 +114,8 @@ class LiveConsole:
     smtp_port: int
     instance: Path
     banner: str
+    #: The ``serve`` process (gunicorn's workers and the outbox are its descendants).
+    pid: int = 0
 
     @property
     def outbox(self) -> Path:
@@ -157,7 +159,7 @@ def production_console(
             if time.monotonic() > deadline:
                 raise AssertionError(f"the console never answered:\n{log.read_text()}")
             time.sleep(0.2)
-        yield LiveConsole(port, smtp_port, instance, log.read_text())
+        yield LiveConsole(port, smtp_port, instance, log.read_text(), process.pid)
     finally:
         process.terminate()
         try:

@@ -34,7 +34,7 @@ from .hosts import Division, Ecole, Personne, add_person, db
 from .runs import stop_active_runs
 from .smtp import SmtpServer
 from .test_pdf_support import pages_text, post_pdf
-from .test_security_support import all_codes, build_security_school, campaign_id_of, post_mail
+from .test_security_support import all_codes, build_security_school, campaign_id_of, count_rows, post_mail
 
 BASE = "/imports-exports/publipostage"
 PREVIEW = f"{BASE}/preview.json"
@@ -132,7 +132,7 @@ def test_history_after_a_pdf_a_campaign_and_a_csv_export(app: Flask, client: Any
     assert failed["label"] == f"Courriel en échec le {day}" and "550" in failed["reason"]
     assert found["paul.etienne"]["summary"] == "Jamais"
     assert [e["label"] for e in found["paul.etienne"]["history"]] == [f"Sans adresse électronique (campagne du {day})"]
-    assert found["zoe.abel"] == {"summary": "Jamais", "stale": None, "history": []}
+    assert found["zoe.abel"] == {"summary": "Jamais", "stale": None, "history_total": 0, "history": []}
     assert {e["by"] for f in found.values() for e in f["history"]} == {"adml_a"}
     # The page says the same, with each history at hand.
     page = client.get(f"{BASE}/?profile=Teacher&profile=Personnel", "adml_a").get_data(as_text=True)
@@ -161,6 +161,52 @@ def test_a_pdf_never_downloaded_is_no_distribution(app: Flask, client: Any, scho
     download = client.get(job.headers["Location"] + "/download", "adml_a")
     assert download.status_code == 200 and download.data.startswith(b"%PDF")
     assert logins(client, "distributed=yes") == ["anne.prof", "jean.prof"]
+
+
+def test_a_long_history_costs_the_page_no_more_than_a_short_one(app: Flask, client: Any, school: Built) -> None:
+    """An account printed again and again: the row says its latest distribution,
+    the failures since and the length of its history, and lists its newest items
+    only; the page reads as many rows whatever the history's length."""
+    from flask_publipostage.history import SHOWN
+
+    start = datetime(2025, 9, 1, 8, 0)
+
+    def histories(days: range) -> None:
+        for n in days:  # printed and downloaded on each day after ``start``
+            record("zoe.abel", start + timedelta(days=n))
+            record("marie.abel", start + timedelta(days=n))
+        # Then emails that failed, more than the row lists: its latest distribution is older.
+        for _ in range(SHOWN + 2):
+            record("marie.abel", None, kind="email", state="failed", run_kind="mail")
+
+    def read() -> tuple[dict[str, dict[str, Any]], str, list[int]]:
+        with count_rows() as counts:
+            found = {a["login"]: a["distribution"] for a in accounts(client, "profile=Student&profile=Relative")}
+        page = client.get(f"{BASE}/?profile=Student&profile=Relative", "adml_a").get_data(as_text=True)
+        return found, page, counts
+
+    with app.app_context():
+        histories(range(SHOWN + 1))
+    _found, _page, short = read()
+    with app.app_context():
+        histories(range(SHOWN + 1, 140))
+        last_day = local(start + timedelta(days=139)).strftime("%d/%m")
+    found, page, long = read()
+
+    zoe, marie = found["zoe.abel"], found["marie.abel"]
+    assert zoe["summary"] == f"Imprimé le {last_day}" and zoe["history_total"] == 140
+    assert [e["at"][:10] for e in zoe["history"]] == [
+        (start + timedelta(days=n)).date().isoformat() for n in range(139, 139 - SHOWN, -1)]
+    assert marie["summary"] == f"Imprimé le {last_day}" and marie["history_total"] == 140 + 2 * (SHOWN + 2)
+    assert [e["state"] for e in marie["history"]] == ["failed"] * SHOWN
+    rows = {m.group(1): text_of(m.group(2)) for m in re.finditer(r'<tr data-login="([^"]+)">(.*?)</tr>', page, re.S)}
+    assert f"Imprimé le {last_day} Historique (140)" in rows["zoe.abel"]
+    assert rows["zoe.abel"].count("Lettre · imprimé, téléchargé") == SHOWN
+    assert f"et {140 - SHOWN} éléments plus anciens" in rows["zoe.abel"]
+    assert rows["marie.abel"].count(f"Courriel en échec le {today()}") == SHOWN
+    # As many rows read for 140 items (and 164) as for 11 (and 35): the histories' query
+    # brings SHOWN items of Zoé's, and SHOWN of Marie's and her latest distribution.
+    assert long == short and 2 * SHOWN + 1 in short, (short, long)
 
 
 # -- 2. the filters ------------------------------------------------------------------------------

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 
 from flask_publipostage.pdf import pipeline
 from flask_publipostage.runs import core
+from flask_publipostage.runs.models import Run
 
 from .celery_workers import REDIS_URL, Worker, celery_workers, make_celery
 from .conftest import POSTGRES_URL
@@ -106,3 +108,29 @@ def test_two_workers_render_the_chunks_of_a_thousand_accounts_and_merge_them(
     expected = [f"{prefix}x{n:04d}" for prefix, size in CLASSES.values() for n in range(size)]
     assert order == expected
     assert set(Counter(LOGIN.findall("\n".join(texts))).values()) == {1}
+
+
+def test_a_small_pdf_comes_back_in_the_request_on_celery(app: Flask, client: Any, workers: list[Worker]) -> None:
+    """Up to ``PDF_SYNC_LIMIT`` accounts the page answers with the file itself, on
+    Celery as on threads: the request renders its one chunk, the workers get no task."""
+    with app.app_context():
+        add_class_of("CP Vert", 12, prefix="ax")
+        db.session.commit()
+
+    response = post_pdf(client, "sort=class&activation=all")
+    try:
+        assert response.status_code == 200, response.get_data(as_text=True)[:500]
+        data = response.get_data()
+        assert data.startswith(b"%PDF")
+        assert [LOGIN.search(page).group(0) for page in pdftotext(data).split("\f")[:-1]] == [  # type: ignore[union-attr]
+            f"ax{n:04d}" for n in range(12)
+        ]
+        # The run is over and its file was downloaded; no worker was asked for anything.
+        with app.app_context():
+            db.session.expire_all()
+            [run] = db.session.execute(sa.select(Run)).scalars().all()
+            assert run.state == "done" and run.downloaded_at is not None
+    finally:
+        with app.app_context():
+            stop_active_runs()
+    assert [t for worker in workers for t in worker.tasks()] == []

@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask
+from sqlalchemy.orm import Session
 
 from flask_publipostage.models import metadata
 
@@ -102,6 +103,27 @@ def count_statements(app: Flask) -> Iterator[list[str]]:
         yield statements
     finally:
         sa.event.remove(engine, "before_cursor_execute", record)
+
+
+@contextmanager
+def count_rows() -> Iterator[list[int]]:
+    """The rows each statement run through a session meanwhile brought back
+    (what the page reads, whatever the time it takes)."""
+    counts: list[int] = []
+
+    def record(execute_state: Any) -> Any:
+        result = execute_state.invoke_statement()
+        if not getattr(result, "returns_rows", True):
+            return result
+        frozen = result.freeze()
+        counts.append(len(frozen().all()))
+        return frozen()
+
+    sa.event.listen(Session, "do_orm_execute", record)
+    try:
+        yield counts
+    finally:
+        sa.event.remove(Session, "do_orm_execute", record)
 
 
 def job_id_of(response: Any) -> str:

@@ -129,8 +129,8 @@ def _prepare(selection: Selection, options: render.Options, print_anyway: bool) 
     if not print_anyway:
         _refuse_unprintable(selection)
     run, inline = pipeline.launch(selection, options, counters.selected)
-    # Prepared by the runner (on Celery, handed to its workers even when small).
-    if not inline or run.is_active:
+    # Prepared by the runner (a small one was rendered here, as on the page).
+    if not inline:
         try:
             follow(run.id, _pages_line, _("Preparing the PDF"), every=0.5)
         except KeyboardInterrupt:

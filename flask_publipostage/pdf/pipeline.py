@@ -158,7 +158,7 @@ def launch(selection: Selection, options: render.Options, selected: int) -> tupl
     """Start the PDF of ``selection`` (``selected`` accounts) as the page and the
     command line do: a small one (not a ZIP) is rendered here and now, a larger
     one goes to the runner. Returns the run and whether it was driven here (it is
-    then over, unless the runner is Celery's: its workers render every chunk)."""
+    then over, whatever the runner: its one chunk was rendered here)."""
     sheets = count_sheets(selection) if options.every_class else selected
     # A ZIP is always prepared in the background: its page lists what it holds.
     inline = is_small(sheets) and not options.zip
@@ -506,12 +506,15 @@ def in_pdf_locale(function: Any) -> Any:
 
 @in_pdf_locale
 def drive(run: Run, scope: Scope) -> None:
-    """Plan the chunks, then render them here or hand them to the workers."""
+    """Plan the chunks, then render them here or hand them to the workers: on a
+    distributed runner, a run of several chunks is one task per chunk; a run of
+    one (a small PDF, driven in the admin's request) is rendered by its driver,
+    so the request answers with the file, on Celery as on threads."""
     try:
         job = Job(run, scope, ahead=int(config_value("BATCH_SIZE")))
         files.parts_dir(run).mkdir(parents=True, exist_ok=True)
         done = chunks_on_disk(run, job.chunks)
-        if backends.runner().distributed:
+        if backends.runner().distributed and len(job.chunks) > 1:
             # Hold no transaction while the chunks run elsewhere (SQLite locks).
             state().session.close()
             for index in range(len(job.chunks)):
