@@ -174,6 +174,34 @@ class TestCeleryPath:
             assert count_word(text, login) == 1
 
 
+    def test_chunks_finishing_together_ask_for_one_merge(self, app: Any, client: Any, monkeypatch: Any) -> None:
+        # Two workers finishing the last chunks at the same moment each find every
+        # chunk on disk: only one of them may hand the merge over.
+        from flask_publipostage.pdf import pipeline
+        from flask_publipostage.runs import backends
+
+        merges: list[int] = []
+        submit = backends.submit
+
+        def recording(name: str, app: Any = None, **kwargs: Any) -> Any:
+            if name == pipeline.FINISH_TASK:
+                merges.append(kwargs["run_id"])
+                return None
+            return submit(name, app=app, **kwargs)
+
+        monkeypatch.setattr(backends, "submit", recording)
+        with app.app_context():
+            add_class_of("CE2 Nord", 40, prefix="cn")
+            db.session.commit()
+        response = post_pdf(client, "sort=class")
+        assert response.status_code == 303
+        with app.app_context():
+            run = db.session.execute(sa.select(Run).order_by(Run.id.desc())).scalars().first()
+            assert run is not None and run.state == "running" and merges == [run.id]
+            pipeline.chunk_task(run.id, 0)  # the other worker's chunk, done at the same moment
+            pipeline.chunk_task(run.id, 1)
+        assert merges == [run.id]
+
     def test_a_zip_from_chunk_tasks(self, app: Any, client: Any) -> None:
         with app.app_context():
             _, nord = add_class_of("CE2 Nord", 21, prefix="cn")

@@ -520,7 +520,7 @@ def drive(run: Run, scope: Scope) -> None:
             for index in range(len(job.chunks)):
                 if index not in done:
                     backends.submit(CHUNK_TASK, run_id=run.id, index=index)
-            if len(done) == len(job.chunks):
+            if len(done) == len(job.chunks) and claim_merge(run):
                 backends.submit(FINISH_TASK, run_id=run.id)
             return
         _render_here(job, done)
@@ -723,8 +723,21 @@ def chunk_task(run_id: int, index: int) -> None:
         core.fail(run_id, exc)
         files.drop_work(run)
         return
-    if len(chunks_on_disk(run, job.chunks)) == len(job.chunks):
+    if len(chunks_on_disk(run, job.chunks)) == len(job.chunks) and claim_merge(run):
         backends.submit(FINISH_TASK, run_id=run_id)
+
+
+def claim_merge(run: Run) -> bool:
+    """True for the one task that has the chunks merged: two chunks finishing
+    together on two workers each find them all on disk. The claim is a file made
+    exclusively in the run's work folder, which the workers share; one per take-over
+    (a run taken over after an interruption is merged again)."""
+    claim = files.parts_dir(run) / f"merge.{run.takeovers}"
+    try:
+        os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return False
+    return True
 
 
 @backends.task(FINISH_TASK)
