@@ -7,13 +7,14 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask
 
+from flask_publipostage.recipients import local_time
 from flask_publipostage.runs.models import Run
 from flask_publipostage.views import school_year_start
 
@@ -315,7 +316,8 @@ def test_the_journal_reads_like_a_journal(client: Any, school: Any, app: Flask, 
     # Filtered by output and day; exported as CSV with the same words.
     only_csv = text(client.get(f"{BASE}/journal?output=csv", "adml_a"))
     assert "Export CSV" in only_csv and "Cartes, 8 par page" not in only_csv
-    today = datetime.now().date().isoformat()
+    with app.app_context():  # the school's day, not the machine's (they differ an hour a day in Paris)
+        today = local_time(datetime.now(timezone.utc)).date().isoformat()
     assert "Cartes" in text(client.get(f"{BASE}/journal?since={today}&until={today}", "adml_a"))
     assert "Aucune entrée pour ces critères." in text(client.get(f"{BASE}/journal?until=2020-01-01", "adml_a"))
     assert client.get(f"{BASE}/journal?since=2020-13-01", "adml_a").status_code == 400
