@@ -390,14 +390,45 @@ class Job:
                         state=SKIPPED, reason=_("The activation code has expired: no letter was printed.")))
         return [r for r in recipients if r.content != EXPIRED]
 
+    @functools.cached_property
+    def stamper(self) -> Any:
+        """The run's letter stamps (:mod:`.stamp`), or None: cards, ``PDF_STAMP``
+        off, or a host template that does not take part."""
+        if self.options.template != render.LETTER or not config_value("PDF_STAMP"):
+            return None
+        from flask import current_app
+
+        from .stamp import Stamper, template_takes_part
+
+        if not template_takes_part(current_app.jinja_env):
+            return None
+        return Stamper(self.options, self.settings, files.parts_dir(self.run) / "stamps")
+
+    def work(self, index: int) -> str | Any:
+        """What a worker makes chunk ``index`` from (:func:`.worker.render_file`):
+        its stamped letters' plan, or its HTML; "" when none of its accounts
+        exists any more."""
+        sheets = self.sheets(index)
+        if not sheets:
+            return ""
+        if self.stamper is not None:
+            plan = self.stamper.plan(sheets)
+            if plan is not None:
+                return plan
+        return render.render_document(sheets, self.options, self.settings)
+
     def html(self, index: int) -> str:
-        """The HTML of one chunk (empty when none of its accounts exists any more);
-        its accounts without a postal address are noted beside it, and for a ZIP
-        the name of its bundle."""
+        """The HTML of one chunk (empty when none of its accounts exists any more)."""
+        sheets = self.sheets(index)
+        return render.render_document(sheets, self.options, self.settings) if sheets else ""
+
+    def sheets(self, index: int) -> list[render.Sheet]:
+        """The sheets of one chunk; its accounts without a postal address are
+        noted beside it, and for a ZIP the name of its bundle."""
         run, span, grouped = self.run, self.chunks[index], bool(self.selection.sort)
         parts = parts_of(span, self.groups, self.signoff_at)
         if not parts:
-            return ""
+            return []
         # A sign-off sheet lists its whole bundle, beyond the chunk.
         by_position = self.accounts(span[0], max(p.start + p.count - 1 for p in parts))
         sheets: list[render.Sheet] = []
@@ -429,7 +460,7 @@ class Job:
             if school and school not in bundle and self.several_schools:
                 bundle = f"{bundle} ({school})"  # "CM2 (École Marie Curie).pdf"
             label_path(run, index).write_text(bundle, encoding="utf-8")
-        return render.render_document(sheets, self.options, self.settings) if sheets else ""
+        return sheets
 
 
 def in_pdf_locale(function: Any) -> Any:
@@ -509,7 +540,7 @@ def _render_here(job: Job, done: set[int]) -> None:
             while len(futures) >= workers * 2:
                 collect(block=True)
             collect(block=False)
-            html = job.html(index)
+            html = job.work(index)
             state().session.commit()  # end the read transaction: no snapshot held for the whole run
             if not html:
                 ready.add(index)
@@ -650,7 +681,7 @@ def chunk_task(run_id: int, index: int) -> None:
     try:
         job = Job(run, core.frozen_scope(run))
         if index not in chunks_on_disk(run, job.chunks):  # not a task sent again after a take-over
-            html = job.html(index)
+            html = job.work(index)
             if html:
                 worker.render_file(html, str(chunk_path(run, index)), job.settings.roots)
             chunk_done(run, index)

@@ -1,5 +1,6 @@
 """HTML to PDF, in whatever process runs it (a pool worker, a Celery worker, the
-web process for small runs). No Flask, no database here: only xhtml2pdf."""
+web process for small runs). No Flask, no database here: only xhtml2pdf, or
+for stamped letters reportlab's canvas and pypdf (:mod:`.stamp`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 from collections.abc import Iterable
 
 from .fonts import initial_font, register_stable_fonts, resource_policy
+from .stamp import Plan, compose
 
 
 class RenderError(RuntimeError):
@@ -21,12 +23,16 @@ def render_bytes(html: str, roots: Iterable[str]) -> bytes:
     return buffer.getvalue()
 
 
-def render_file(html: str, path: str, roots: Iterable[str]) -> str:
-    """Render to ``path`` (written whole or not at all); return the path."""
+def render_file(html: str | Plan, path: str, roots: Iterable[str]) -> str:
+    """Render to ``path`` (written whole or not at all); return the path.
+    ``html``: a document for xhtml2pdf, or the plan of stamped letters."""
     partial = path + ".part"
     try:
         with open(partial, "wb") as out:
-            _render(html, out, roots)
+            if isinstance(html, Plan):
+                compose(html, out)
+            else:
+                _render(html, out, roots)
         os.replace(partial, path)
     finally:
         if os.path.exists(partial):

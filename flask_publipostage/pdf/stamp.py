@@ -1,0 +1,642 @@
+"""Letters at the cost of drawing them: xhtml2pdf lays out each *kind* of letter
+once, a canvas draws each account's own text on it.
+
+All letters of one kind (the same content, the same number of name, class,
+login and code lines, the same group header...) share everything but a dozen
+texts. So the letter template is rendered once per kind with *markers* in place
+of the account's texts (``QXJ007JXQ``; the letter's number in its group as as
+many ``¥``, exactly as wide as its digits), and the marked
+page is read back: where each marker stands (position, font, size, colour), and
+where the QR code goes. Its content stream, the markers taken out, is the kind's
+*stamp*, split in two bands: the group header (the blocks holding the letter's
+number) and the body. Each letter is then a page of a reportlab canvas drawing
+the account's texts at the markers' places (the same fitted lines as the HTML
+renderer prints, so the fitting rules hold), the QR code as squares, under
+which the two bands are laid as form XObjects (the header of the letter's
+group, the body of its kind: a class's header is not rendered again for each
+kind of its letters).
+
+The sheets of the run are planned here, in the driver (an app context: the
+templates are the host's); the marked pages are rendered and read there, a
+few per chunk, and kept in the run's work folder. The pool's workers get a
+:class:`Plan` and only draw and stamp (:func:`compose`).
+
+Templates take part when they say so: ``publipostage/pdf/letter.html`` and
+``document.html`` holding the words ``pp-stamp`` (ours do, in a comment). A host
+template that prints anything of an account beyond the view's fields must leave
+them out: its letters are then rendered whole by xhtml2pdf, one by one, as
+before (as are cards, sign-off sheets and lists).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+
+from . import fonts
+
+#: A marker: its number on the page. ASCII letters and digits, one word: the
+#: renderer neither wraps nor splits it, and DejaVu draws it.
+MARK = "QXJ{:03d}JXQ"
+_MARK = re.compile(r"QXJ(\d{3})JXQ")
+#: The number's stand-in, a character per digit: "¥" is exactly as wide as a
+#: digit in each DejaVu face, and no group header prints it (a figure space,
+#: as wide, is white space: the renderer drops it).
+FIGURE = "¥"
+#: The words a template says it takes part with.
+FLAG = "pp-stamp"
+#: The QR code's stand-in: a 29-pixel PNG no account has (its size finds it).
+QR_PIXELS = 29
+
+
+class Unknown(Exception):
+    """The template reads of an account something the view does not give."""
+
+
+class _Account:
+    """What the letter template reads of the account itself: its school, and
+    whether it has children. Anything else is :class:`Unknown`."""
+
+    def __init__(self, school: str, children: bool) -> None:
+        self.school = school
+        self.children = [True] if children else []
+
+    def __getattr__(self, name: str) -> Any:
+        raise Unknown(name)
+
+
+@dataclass(frozen=True)
+class Field:
+    """Where a marker stood: its baseline's start (pt, from the page's bottom
+    left), font (PostScript name), size and fill colour."""
+
+    x: float
+    y: float
+    font: str
+    size: float
+    color: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """One marked page read back: its bands and where its texts go."""
+
+    path: str
+    page: int
+    header: bytes
+    body: bytes
+    #: Bottom of the header's blocks (its height shows there): two stamps whose
+    #: headers end at the same place share their bodies.
+    header_bottom: float | None
+    fields: dict[int, Field]
+    number: Field | None
+    #: The QR code's box: x, y, width, height (pt).
+    qr: tuple[float, float, float, float] | None
+
+
+@dataclass(frozen=True)
+class Page:
+    header: int | None
+    body: int
+    texts: tuple[str, ...]
+    number: str
+    qr: str | None
+
+
+@dataclass
+class Plan:
+    """A chunk of letters for :func:`compose`: the stamps it uses, then its pages."""
+
+    stamps: dict[int, Stamp] = field(default_factory=dict)
+    pages: list[Page] = field(default_factory=list)
+    #: The fallback font files (``PDF_FALLBACK_FONTS``) the texts may need.
+    fallbacks: tuple[str, ...] = ()
+
+
+# -- the driver: marking, rendering, reading -------------------------------------------------------
+
+
+def template_takes_part(jinja_env: Any) -> bool:
+    """``letter.html`` and ``document.html`` (the host's, or ours) say ``pp-stamp``."""
+    for name in ("publipostage/pdf/letter.html", "publipostage/pdf/document.html"):
+        source, _filename, _uptodate = jinja_env.loader.get_source(jinja_env, name)
+        if FLAG not in source:
+            return False
+    return True
+
+
+def plain(line: Any) -> str:
+    """A fitted line as text (the fitting gives HTML when a fallback font sets part of it)."""
+    if isinstance(line, Markup):
+        return str(Markup(str(line)).striptags())
+    return str(line)
+
+
+def marked(view: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A letter view with markers for the account's texts, and those texts in marker order."""
+    texts: list[str] = []
+
+    def mark(line: Any) -> str:
+        texts.append(plain(line))
+        return MARK.format(len(texts) - 1)
+
+    result = dict(view)
+    for key in ("name_lines", "class_lines", "login_lines", "code_lines", "address_name", "address"):
+        result[key] = [mark(line) for line in view[key]]
+    result["children"] = [[mark(line) for line in child] for child in view["children"]]
+    result["profile"] = mark(view["profile"]) if view["profile"] else ""
+    result["code"] = "x" if view["code"] else view["code"]
+    result["qr"] = _stand_in_qr() if view["qr"] else None
+    recipient = view["r"]
+    result["r"] = _Account(recipient.school, bool(recipient.children))
+    return result, texts
+
+
+@functools.cache
+def _stand_in_qr() -> str:
+    import base64
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (QR_PIXELS, QR_PIXELS), (255, 255, 255)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+#: The group of the marked page a body is known by: any header of one line.
+_REFERENCE_GROUP = ("Reference", 9)
+
+
+class Stamper:
+    """The stamps of one run, made as its chunks need them (in ``directory``)."""
+
+    def __init__(self, options: Any, settings: Any, directory: Path) -> None:
+        self.options = options
+        self.settings = settings
+        self.directory = directory
+        self.stamps: dict[int, Stamp] = {}
+        self._bodies: dict[str, int] = {}
+        self._headers: dict[tuple[Any, ...], int] = {}
+        self._exact: dict[tuple[Any, str], int] = {}
+        self._renders = 0
+
+    def _fragment(self, sheet: Any) -> str:
+        from flask import current_app
+
+        from .render import _memo
+        from ..i18n import gettext, ngettext
+
+        template = current_app.jinja_env.get_template("publipostage/pdf/letter.html")
+        return template.render(sheet=sheet, options=self.options, settings=self.settings,
+                               _pp=_memo(gettext), _pp_n=_memo(ngettext))
+
+    def plan(self, sheets: Sequence[Any]) -> Plan | None:
+        """The chunk's plan, or None when a sheet is not a letter (or the template
+        reads what no marker stands for): the chunk is rendered whole then."""
+        from .render import Group, Sheet, qr_target_of
+
+        if any(sheet.kind != "letter" for sheet in sheets):
+            return None
+        wanted = []
+        try:
+            for sheet in sheets:
+                view, texts = marked(sheet.data["v"])
+                group = sheet.data["group"]
+                number = str(sheet.data["number"]) if group else ""
+                figures = FIGURE * len(number)
+                data = {"v": view, "group": group, "number": figures}
+                body_group = Group(*_REFERENCE_GROUP) if group else None
+                body_key = self._fragment(Sheet("letter", {**data, "group": body_group}))
+                header_key = (group.name, group.count, view["r"].school, len(number)) if group else None
+                wanted.append((Sheet("letter", data), body_key, header_key, texts, number,
+                               qr_target_of(sheet.data["v"])))
+        except Unknown:
+            return None
+        for attempt in range(3):
+            missing: dict[tuple[Any, str], Any] = {}
+            for marked_sheet, body_key, header_key, *_rest in wanted:
+                if self._find(body_key, header_key) is None:
+                    missing.setdefault((header_key, body_key), marked_sheet)
+            if not missing:
+                break
+            self._render(missing)
+        plan = Plan(fallbacks=tuple(self.settings.fallbacks))
+        for _sheet, body_key, header_key, texts, number, qr in wanted:
+            found = self._find(body_key, header_key)
+            if found is None:
+                return None  # never: rendered above
+            header, body = found
+            for index in (header, body):
+                if index is not None:
+                    plan.stamps[index] = self.stamps[index]
+            plan.pages.append(Page(header, body, tuple(texts), number, qr))
+        return plan
+
+    def _find(self, body_key: str, header_key: Any) -> tuple[int | None, int] | None:
+        """The stamps of a letter: its header's and its body's."""
+        if header_key is None:
+            body = self._bodies.get(body_key)
+            return None if body is None else (None, body)
+        both = self._exact.get((header_key, body_key))
+        if both is not None:
+            return both, both
+        body, header = self._bodies.get(body_key), self._headers.get(header_key)
+        if body is None or header is None:
+            return None
+        if self.stamps[body].header_bottom != self.stamps[header].header_bottom:
+            return None  # a header of another height: the body moves
+        return header, body
+
+    def _render(self, missing: dict[tuple[Any, str], Any]) -> None:
+        """One xhtml2pdf call for the marked pages the chunk lacks."""
+        from .render import render_document
+        from .worker import render_file
+
+        keys = list(missing)
+        html = render_document([missing[k] for k in keys], self.options, self.settings)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # Named apart: Celery's chunk tasks may make stamps side by side.
+        path = str(self.directory / f"stamps-{os.getpid()}-{id(self):x}-{self._renders:04d}.pdf")
+        self._renders += 1
+        render_file(html, path, self.settings.roots)
+        for page, stamp in enumerate(read_stamps(path)):
+            header_key, body_key = keys[page]
+            index = len(self.stamps)
+            self.stamps[index] = stamp
+            self._exact[(header_key, body_key)] = index
+            self._bodies.setdefault(body_key, index)
+            if header_key is not None:
+                self._headers.setdefault(header_key, index)
+
+
+# -- reading a marked page ------------------------------------------------------------------------
+
+
+class _Font:
+    """A simple font of the marked page: its codes' characters and widths."""
+
+    def __init__(self, font: Any) -> None:
+        self.name = str(font.get("/BaseFont", "")).lstrip("/").split("+")[-1]
+        first = int(font.get("/FirstChar", 0))
+        self.widths = {first + i: float(w) for i, w in enumerate(font.get("/Widths", []))}
+        self.chars: dict[int, str] = {}
+        unicode = font.get("/ToUnicode")
+        if unicode is not None:
+            data = unicode.get_object().get_data().decode("latin-1")
+            for block in re.findall(r"beginbfchar(.*?)endbfchar", data, re.S):
+                for code, text in re.findall(r"<([0-9A-Fa-f]+)>\s*<([0-9A-Fa-f]+)>", block):
+                    self.chars[int(code, 16)] = bytes.fromhex(text).decode("utf-16-be")
+            for block in re.findall(r"beginbfrange(.*?)endbfrange", data, re.S):
+                for low, high, start in re.findall(r"<([0-9A-Fa-f]+)>\s*<([0-9A-Fa-f]+)>\s*<([0-9A-Fa-f]+)>", block):
+                    base = int(start, 16)
+                    for offset, code in enumerate(range(int(low, 16), int(high, 16) + 1)):
+                        self.chars[code] = chr(base + offset)
+
+    def decode(self, data: bytes) -> str:
+        return "".join(self.chars.get(code, "\ufffd") for code in data)
+
+
+def _multiply(m: Sequence[float], n: Sequence[float]) -> tuple[float, ...]:
+    a, b, c, d, e, f = m
+    g, h, i, j, k, l_ = n
+    return (a * g + b * i, a * h + b * j, c * g + d * i, c * h + d * j, e * g + f * i + k, e * h + f * j + l_)
+
+
+def read_stamps(path: str) -> list[Stamp]:
+    """Every page of a marked PDF read back as a stamp."""
+    from pypdf import PdfReader
+
+    reader = PdfReader(path)
+    return [_read_page(reader, path, number) for number in range(len(reader.pages))]
+
+
+def _read_page(reader: Any, path: str, number: int) -> Stamp:
+    from pypdf.generic import ArrayObject, ByteStringObject, ContentStream, FloatObject
+
+    page = reader.pages[number]
+    resources = page["/Resources"].get_object()
+    font_dicts = resources.get("/Font", {})
+    font_dicts = font_dicts.get_object() if font_dicts else {}
+    decoders = {name: _Font(value.get_object()) for name, value in font_dicts.items()}
+    xobjects = resources.get("/XObject", {})
+    xobjects = xobjects.get_object() if xobjects else {}
+    operations = ContentStream(page.get_contents(), reader).operations
+
+    fields: dict[int, Field] = {}
+    number_field: Field | None = None
+    qr: tuple[float, float, float, float] | None = None
+    # The graphics state this reading needs: matrix, font, size, leading, colour.
+    ctm: tuple[float, ...] = (1, 0, 0, 1, 0, 0)
+    font: _Font | None = None
+    size = 0.0
+    leading = 0.0
+    color: tuple[float, ...] = (0.0,)
+    saved: list[tuple[Any, ...]] = []
+    tm = tlm = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+    depth = 0
+    # Top-level blocks: (operations, holds the number, bottom).
+    blocks: list[list[Any]] = [[[], False, None]]
+    kept: list[Any] = blocks[0][0]
+
+    def show(data: bytes, out: list[Any]) -> float:
+        """Add ``data``'s pieces to ``out`` (markers as displacements); its advance (text space)."""
+        nonlocal number_field
+        assert font is not None
+        text = font.decode(data)
+        advance = 0.0
+        start = 0
+        spans = [(m.start(), m.end(), int(m.group(1))) for m in _MARK.finditer(text)]
+        figures = re.search(FIGURE + "+", text)
+        if figures:
+            spans.append((figures.start(), figures.end(), -1))
+            blocks[-1][1] = True
+        spans.sort()
+        widths = [font.widths.get(code, 0.0) * size / 1000 for code in data]
+        for begin, end, index in spans:
+            if begin > start:
+                out.append(ByteStringObject(data[start:begin]))
+            x = sum(widths[:begin])
+            point = _multiply((1, 0, 0, 1, x, 0), _multiply(tm, ctm))
+            found = Field(round(point[4], 3), round(point[5], 3), font.name, size * (tm[0] if tm[0] else 1), color)
+            if index >= 0:
+                fields[index] = found
+            else:
+                number_field = found
+            out.append(FloatObject(-sum(widths[begin:end]) * 1000 / size))
+            start = end
+        if start < len(data):
+            out.append(ByteStringObject(data[start:]))
+        return sum(widths)
+
+    def raw(value: Any) -> bytes:
+        return bytes(value) if isinstance(value, bytes) else bytes(value.original_bytes)
+
+    for operands, operator in operations:
+        op = operator
+        out_operands, out_operator = operands, operator
+        if op == b"q":
+            saved.append((ctm, font, size, leading, color))
+            if depth == 0:
+                blocks.append([[], False, None])
+                kept = blocks[-1][0]
+            depth += 1
+        elif op == b"Q":
+            if saved:
+                ctm, font, size, leading, color = saved.pop()
+            depth = max(0, depth - 1)
+        elif op == b"cm":
+            matrix = tuple(float(v) for v in operands)
+            ctm = _multiply(matrix, ctm)
+            if depth == 1 and blocks[-1][2] is None:
+                blocks[-1][2] = ctm[5]
+        elif op == b"BT":
+            tm = tlm = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+        elif op == b"Tm":
+            tm = tlm = tuple(float(v) for v in operands)
+        elif op in (b"Td", b"TD"):
+            tx, ty = (float(v) for v in operands)
+            tlm = _multiply((1, 0, 0, 1, tx, ty), tlm)
+            tm = tlm
+            if op == b"TD":
+                leading = -ty
+        elif op == b"T*":
+            tlm = _multiply((1, 0, 0, 1, 0, -leading), tlm)
+            tm = tlm
+        elif op == b"TL":
+            leading = float(operands[0])
+        elif op == b"Tf":
+            font = decoders.get(operands[0])
+            size = float(operands[1])
+        elif op == b"rg":
+            color = tuple(float(v) for v in operands)
+        elif op == b"g":
+            color = (float(operands[0]),)
+        elif op in (b"Tj", b"TJ", b"'") and font is not None:
+            if op == b"'":
+                tlm = _multiply((1, 0, 0, 1, 0, -leading), tlm)
+                tm = tlm
+                kept.append(([], b"T*"))
+            pieces: list[Any] = []
+            total = 0.0
+            items = operands[0] if op == b"TJ" else [operands[0]]
+            for item in items:
+                if isinstance(item, (int, float)) or type(item).__name__ in ("FloatObject", "NumberObject"):
+                    pieces.append(item)
+                    shift = -float(item) / 1000 * size
+                    total += shift
+                    tm = _multiply((1, 0, 0, 1, shift, 0), tm)
+                    continue
+                data = raw(item)
+                advance = show(data, pieces)
+                total += advance
+                tm = _multiply((1, 0, 0, 1, advance, 0), tm)
+            out_operands, out_operator = [ArrayObject(pieces)], b"TJ"
+        elif op == b"Do":
+            target = xobjects.get(operands[0])
+            target = target.get_object() if target is not None else None
+            if target is not None and target.get("/Subtype") == "/Image" and int(target.get("/Width", 0)) == QR_PIXELS \
+                    and int(target.get("/Height", 0)) == QR_PIXELS:
+                a, _b, _c, d, e, f = ctm
+                qr = (e, f, a, d)
+                continue
+        kept.append((out_operands, out_operator))
+
+    header_ops: list[Any] = []
+    body_ops: list[Any] = []
+    header_bottom: float | None = None
+    for operations_of, holds_number, bottom in blocks:
+        if holds_number:
+            header_ops += operations_of
+            header_bottom = bottom if header_bottom is None else min(header_bottom, bottom or 0)
+        else:
+            body_ops += operations_of
+    return Stamp(path, number, _serialise(header_ops, reader), _serialise(body_ops, reader),
+                 header_bottom, fields, number_field, qr)
+
+
+def _serialise(operations: list[Any], reader: Any) -> bytes:
+    from pypdf.generic import ContentStream
+
+    if not operations:
+        return b""
+    stream = ContentStream(None, reader)
+    stream.operations = operations
+    return bytes(stream.get_data())
+
+
+# -- the workers: drawing and stamping ------------------------------------------------------------
+
+
+#: PostScript name of each shipped font file -> (family, bold).
+_FACES = {
+    "DejaVuSans": ("PPSans", False),
+    "DejaVuSans-Bold": ("PPSans", True),
+    "DejaVuSansMono": ("PPMono", False),
+    "DejaVuSansMono-Bold": ("PPMono", True),
+}
+
+
+def compose(plan: Plan, out: Any) -> None:
+    """Write the chunk's PDF to the binary file ``out``: each page drawn, then stamped."""
+    from pypdf import PdfReader, PdfWriter
+    from pypdf.generic import ArrayObject, DictionaryObject, NameObject, StreamObject
+
+    overlay = _draw(plan, fonts.typesetter(plan.fallbacks))
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(overlay)))
+    forms: dict[tuple[int, str], Any] = {}
+
+    def form(index: int, band: str) -> Any:
+        key = (index, band)
+        if key not in forms:
+            stamp = plan.stamps[index]
+            page = _reader(stamp.path).pages[stamp.page]
+            stream = StreamObject()
+            stream.set_data(getattr(stamp, band))
+            stream[NameObject("/Type")] = NameObject("/XObject")
+            stream[NameObject("/Subtype")] = NameObject("/Form")
+            stream[NameObject("/BBox")] = ArrayObject(page.mediabox)
+            stream[NameObject("/Resources")] = page["/Resources"].get_object().clone(writer)
+            forms[key] = writer._add_object(stream)
+        return forms[key]
+
+    prefixes: dict[bytes, Any] = {}
+    for page, spec in zip(writer.pages, plan.pages):
+        names = DictionaryObject()
+        calls = []
+        bands = [(spec.header, "header"), (spec.body, "body")] if spec.header is not None else [(spec.body, "body")]
+        for index, band in bands:
+            if index is None or not getattr(plan.stamps[index], band):
+                continue
+            name = f"/PP{band[0].upper()}"
+            names[NameObject(name)] = form(index, band)
+            calls.append(f"q {name} Do Q".encode("ascii"))
+        resources = DictionaryObject()
+        old = page.get("/Resources")
+        if old is not None:
+            for key, value in old.get_object().items():
+                resources[NameObject(key)] = value
+        xobjects = DictionaryObject()
+        if "/XObject" in resources:
+            for key, value in resources["/XObject"].get_object().items():
+                xobjects[NameObject(key)] = value
+        xobjects.update(names)
+        resources[NameObject("/XObject")] = xobjects
+        page[NameObject("/Resources")] = resources
+        code = b"\n".join(calls) + b"\n"
+        if code not in prefixes:
+            prefix = StreamObject()
+            prefix.set_data(code)
+            prefixes[code] = writer._add_object(prefix)
+        contents = page.get("/Contents")
+        listed = [prefixes[code]]
+        if contents is not None:
+            raw_contents = page.raw_get("/Contents")
+            if isinstance(raw_contents.get_object(), ArrayObject):
+                listed += list(raw_contents.get_object())
+            else:
+                listed.append(raw_contents)
+        page[NameObject("/Contents")] = ArrayObject(listed)
+    writer.write(out)
+
+
+@functools.lru_cache(maxsize=16)
+def _reader(path: str) -> Any:
+    from pypdf import PdfReader
+
+    return PdfReader(path)
+
+
+def _draw(plan: Plan, typesetter: fonts.Typesetter) -> bytes:
+    """The accounts' texts and QR codes, a page each (reportlab's canvas)."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+    from xhtml2pdf.bidi import get_display, needs_bidi
+
+    fonts.register_stable_fonts()
+    buffer = io.BytesIO()
+    pdf = canvas.Canvas(buffer, pagesize=A4, pageCompression=1, initialFontName=fonts.initial_font())
+    qr_forms: dict[str, str] = {}
+    for spec in plan.pages:
+        body = plan.stamps[spec.body]
+        for index, text in enumerate(spec.texts):
+            place = body.fields.get(index)
+            if place is not None and text:
+                _text(pdf, typesetter, place, text, get_display, needs_bidi)
+        if spec.number and spec.header is not None:
+            place = plan.stamps[spec.header].number
+            if place is not None:
+                _text(pdf, typesetter, place, spec.number, get_display, needs_bidi)
+        if spec.qr and body.qr:
+            _qr(pdf, spec.qr, body.qr, qr_forms)
+        pdf.showPage()
+    pdf.save()
+    return buffer.getvalue()
+
+
+def _text(pdf: Any, typesetter: fonts.Typesetter, place: Field, text: str, get_display: Any, needs_bidi: Any) -> None:
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    family, bold = _FACES.get(place.font, ("PPSans", False))
+    if needs_bidi(text, "L"):
+        text = get_display(text, "L")
+    color = place.color
+    if len(color) == 3:
+        pdf.setFillColorRGB(*color)
+    else:
+        pdf.setFillGray(color[0])
+    x = place.x
+    for face, run in typesetter.runs(text, family, bold):
+        pdf.setFont(face.metrics, place.size)
+        pdf.drawString(x, place.y, run)
+        x += stringWidth(run, face.metrics, place.size)
+
+
+@functools.lru_cache(maxsize=64)
+def _qr_code(data: str) -> str:
+    """The QR code of ``data`` as PDF operators in the unit square (white, then
+    the dark modules, rows merged into runs), quiet zone included: the same
+    modules as the PNG of :func:`~.render.qr_data_uri`, drawn as squares."""
+    import qrcode
+    from qrcode.constants import ERROR_CORRECT_M
+
+    code = qrcode.QRCode(error_correction=ERROR_CORRECT_M, box_size=4, border=2)
+    code.add_data(data)
+    code.make(fit=True)
+    matrix = code.get_matrix()
+    step = 1 / len(matrix)
+    parts = ["1 1 1 rg 0 0 1 1 re f 0 0 0 rg"]
+    for number, row in enumerate(matrix):
+        bottom = 1 - (number + 1) * step
+        start = None
+        for index, dark in enumerate([*row, False]):
+            if dark and start is None:
+                start = index
+            elif not dark and start is not None:
+                parts.append(f"{start * step:.5f} {bottom:.5f} {(index - start) * step:.5f} {step:.5f} re")
+                start = None
+    parts.append("f")
+    return "\n".join(parts)
+
+
+def _qr(pdf: Any, data: str, box: tuple[float, float, float, float], forms: dict[str, str]) -> None:
+    """The QR code in ``box`` (x, y, width, height): a form per content and chunk."""
+    name = forms.get(data)
+    if name is None:
+        name = forms[data] = f"ppqr{len(forms)}"
+        pdf.beginForm(name, 0, 0, 1, 1)
+        pdf.addLiteral(_qr_code(data))
+        pdf.endForm()
+    x, y, width, height = box
+    pdf.saveState()
+    pdf.transform(width, 0, 0, height, x, y)
+    pdf.doForm(name)
+    pdf.restoreState()
+
