@@ -207,7 +207,7 @@ def child_single(database_url: str, instance: str) -> dict[str, Any]:
         html = job.html(0)
         settings = job.settings
         html_seconds = time.perf_counter() - built
-        core.cancel(run)  # its HTML was all we wanted: no process may take it over
+        core.cancel(run, _scope())  # its HTML was all we wanted: no process may take it over
     Path(instance).mkdir(parents=True, exist_ok=True)
     target = Path(instance) / "single.pdf"
     started = time.perf_counter()

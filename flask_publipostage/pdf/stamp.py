@@ -34,6 +34,7 @@ import functools
 import io
 import os
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,9 +156,17 @@ def marked(view: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     result["profile"] = mark(view["profile"]) if view["profile"] else ""
     result["code"] = "x" if view["code"] else view["code"]
     result["qr"] = _stand_in_qr() if view["qr"] else None
+    result["qr_target"] = None
     recipient = view["r"]
     result["r"] = _Account(recipient.school, bool(recipient.children))
     return result, texts
+
+
+def layout_key(view: dict[str, Any]) -> str:
+    """What a marked view gives the template (the run's options and settings aside):
+    two letters of one key are one layout."""
+    account = view["r"]
+    return repr((sorted((k, v) for k, v in view.items() if k != "r"), account.school, bool(account.children)))
 
 
 @functools.cache
@@ -169,10 +178,6 @@ def _stand_in_qr() -> str:
     buffer = io.BytesIO()
     Image.new("RGB", (QR_PIXELS, QR_PIXELS), (255, 255, 255)).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-#: The group of the marked page a body is known by: any header of one line.
-_REFERENCE_GROUP = ("Reference", 9)
 
 
 class Stamper:
@@ -188,20 +193,10 @@ class Stamper:
         self._exact: dict[tuple[Any, str], int] = {}
         self._renders = 0
 
-    def _fragment(self, sheet: Any) -> str:
-        from flask import current_app
-
-        from .render import _memo
-        from ..i18n import gettext, ngettext
-
-        template = current_app.jinja_env.get_template("publipostage/pdf/letter.html")
-        return template.render(sheet=sheet, options=self.options, settings=self.settings,
-                               _pp=_memo(gettext), _pp_n=_memo(ngettext))
-
     def plan(self, sheets: Sequence[Any]) -> Plan | None:
         """The chunk's plan, or None when a sheet is not a letter (or the template
         reads what no marker stands for): the chunk is rendered whole then."""
-        from .render import Group, Sheet, qr_target_of
+        from .render import Sheet, qr_target_of
 
         if any(sheet.kind != "letter" for sheet in sheets):
             return None
@@ -213,18 +208,23 @@ class Stamper:
                 number = str(sheet.data["number"]) if group else ""
                 figures = FIGURE * len(number)
                 data = {"v": view, "group": group, "number": figures}
-                body_group = Group(*_REFERENCE_GROUP) if group else None
-                body_key = self._fragment(Sheet("letter", {**data, "group": body_group}))
                 header_key = (group.name, group.count, view["r"].school, len(number)) if group else None
-                wanted.append((Sheet("letter", data), body_key, header_key, texts, number,
+                wanted.append((Sheet("letter", data), layout_key(view), header_key, texts, number,
                                qr_target_of(sheet.data["v"])))
         except Unknown:
             return None
-        for attempt in range(3):
+        for _attempt in range(2):
+            # A marked page for each body and each header not known yet (most
+            # pages bring both), then for each pair whose header's height differs.
             missing: dict[tuple[Any, str], Any] = {}
+            bodies, headers = set(self._bodies), set(self._headers)
             for marked_sheet, body_key, header_key, *_rest in wanted:
-                if self._find(body_key, header_key) is None:
+                if self._find(body_key, header_key) is None and (
+                    body_key not in bodies or (header_key is not None and header_key not in headers) or _attempt
+                ):
                     missing.setdefault((header_key, body_key), marked_sheet)
+                    bodies.add(body_key)
+                    headers.add(header_key)
             if not missing:
                 break
             self._render(missing)
@@ -351,7 +351,6 @@ def _read_page(reader: Any, path: str, number: int) -> Stamp:
         nonlocal number_field
         assert font is not None
         text = font.decode(data)
-        advance = 0.0
         start = 0
         spans = [(m.start(), m.end(), int(m.group(1))) for m in _MARK.finditer(text)]
         figures = re.search(FIGURE + "+", text)
@@ -485,84 +484,160 @@ _FACES = {
 
 
 def compose(plan: Plan, out: Any) -> None:
-    """Write the chunk's PDF to the binary file ``out``: each page drawn, then stamped."""
-    from pypdf import PdfReader, PdfWriter
-    from pypdf.generic import ArrayObject, DictionaryObject, NameObject, StreamObject
+    """Write the chunk's PDF to the binary file ``out``: each page drawn by the
+    canvas, then stamped: its bands put under the drawing as form XObjects.
+
+    Written as bytes, as :mod:`.merge` copies chunks: the canvas's objects as
+    they are (a page gets the forms in its resources and a first content
+    stream calling them), then each band used, as a form holding the marked
+    page's resources, and what those refer to (fonts, images), once a chunk."""
+    from .merge import _raw_objects
 
     overlay = _draw(plan, fonts.typesetter(plan.fallbacks))
-    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(overlay)))
-    forms: dict[tuple[int, str], Any] = {}
+    drawn = _raw_objects(overlay)
+    numbers = iter(range(max(drawn.offsets) + 1, 1 << 30))
+    written: list[tuple[int, bytes]] = []
+    forms: dict[tuple[int, str], int] = {}
+    copied: dict[tuple[str, int], int] = {}
+    prefixes: dict[bytes, int] = {}
 
-    def form(index: int, band: str) -> Any:
+    def copy(path: str, number: int) -> int:
+        """Object ``number`` of a marked PDF (and all it refers to), renumbered."""
+        key = (path, number)
+        if key in copied:
+            return copied[key]
+        copied[key] = new = next(numbers)
+        source = _raw_of(path)
+        head, tail = source.body(number)
+        written.append((new, _REFERENCE.sub(lambda m: b"%d 0 R" % copy(path, int(m.group(1))), head) + tail))
+        return new
+
+    def form(index: int, band: str) -> int:
         key = (index, band)
         if key not in forms:
             stamp = plan.stamps[index]
-            page = _reader(stamp.path).pages[stamp.page]
-            stream = StreamObject()
-            stream.set_data(getattr(stamp, band))
-            stream[NameObject("/Type")] = NameObject("/XObject")
-            stream[NameObject("/Subtype")] = NameObject("/Form")
-            stream[NameObject("/BBox")] = ArrayObject(page.mediabox)
-            stream[NameObject("/Resources")] = page["/Resources"].get_object().clone(writer)
-            forms[key] = writer._add_object(stream)
+            source = _raw_of(stamp.path)
+            page_head = source.body(source.page_order[stamp.page])[0]
+            resources = _resources(source, page_head)
+            resources = _REFERENCE.sub(lambda m: b"%d 0 R" % copy(stamp.path, int(m.group(1))), resources)
+            box = _MEDIA_BOX.search(page_head)
+            data = zlib.compress(getattr(stamp, band))
+            forms[key] = number = next(numbers)
+            written.append((number, b"<< /Type /XObject /Subtype /Form /BBox " + (box.group(1) if box else b"[0 0 595.2756 841.8898]")
+                            + b" /Resources " + resources + b" /Filter /FlateDecode /Length %d >>\nstream\n" % len(data)
+                            + data + b"\nendstream"))
         return forms[key]
 
-    prefixes: dict[bytes, Any] = {}
-    for page, spec in zip(writer.pages, plan.pages):
-        names = DictionaryObject()
-        calls = []
-        bands = [(spec.header, "header"), (spec.body, "body")] if spec.header is not None else [(spec.body, "body")]
-        for index, band in bands:
-            if index is None or not getattr(plan.stamps[index], band):
-                continue
-            name = f"/PP{band[0].upper()}"
-            names[NameObject(name)] = form(index, band)
-            calls.append(f"q {name} Do Q".encode("ascii"))
-        resources = DictionaryObject()
-        old = page.get("/Resources")
-        if old is not None:
-            for key, value in old.get_object().items():
-                resources[NameObject(key)] = value
-        xobjects = DictionaryObject()
-        if "/XObject" in resources:
-            for key, value in resources["/XObject"].get_object().items():
-                xobjects[NameObject(key)] = value
-        xobjects.update(names)
-        resources[NameObject("/XObject")] = xobjects
-        page[NameObject("/Resources")] = resources
-        code = b"\n".join(calls) + b"\n"
-        if code not in prefixes:
-            prefix = StreamObject()
-            prefix.set_data(code)
-            prefixes[code] = writer._add_object(prefix)
-        contents = page.get("/Contents")
-        listed = [prefixes[code]]
-        if contents is not None:
-            raw_contents = page.raw_get("/Contents")
-            if isinstance(raw_contents.get_object(), ArrayObject):
-                listed += list(raw_contents.get_object())
+    pages = dict(zip(drawn.page_order, plan.pages))
+    out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets: dict[int, int] = {}
+    for number in sorted(drawn.offsets):
+        head, tail = drawn.body(number)
+        spec = pages.get(number)
+        if spec is not None:
+            bands = [(spec.header, "header"), (spec.body, "body")]
+            names = []
+            for index, band in bands:
+                if index is not None and getattr(plan.stamps[index], band):
+                    names.append((b"/PP" + band[0].upper().encode(), form(index, band)))
+            calls = b" ".join(b"q %s Do Q" % name for name, _n in names) + b"\n"
+            if calls not in prefixes:
+                prefixes[calls] = next(numbers)
+                written.append((prefixes[calls], b"<< /Length %d >>\nstream\n" % len(calls) + calls + b"\nendstream"))
+            resources = _resources(drawn, head)
+            entries = b" ".join(b"%s %d 0 R" % (name, n) for name, n in names)
+            if b"/XObject <<" in resources:
+                resources = resources.replace(b"/XObject <<", b"/XObject << " + entries, 1)
             else:
-                listed.append(raw_contents)
-        page[NameObject("/Contents")] = ArrayObject(listed)
-    writer.write(out)
+                resources = resources[: resources.rindex(b">>")] + b" /XObject << " + entries + b" >> >>"
+            head = _replace_resources(head, resources)
+            first = prefixes[calls]
+            head = re.sub(rb"/Contents (\d+) 0 R", lambda m, first=first: b"/Contents [ %d 0 R %s 0 R ]" % (first, m.group(1)),
+                          head, count=1)
+        offsets[number] = out.tell()
+        out.write(b"%d 0 obj\n" % number + head + tail + b"\nendobj\n")
+    for number, body in written:
+        offsets[number] = out.tell()
+        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
+    size = max(offsets) + 1
+    xref = out.tell()
+    lines = [b"xref\n0 %d\n" % size, b"0000000000 65535 f \n"]
+    for number in range(1, size):
+        offset = offsets.get(number)
+        lines.append(b"%010d 00000 n \n" % offset if offset is not None else b"0000000000 65535 f \n")
+    out.write(b"".join(lines))
+    root = re.search(rb"/Root (\d+) 0 R", overlay[overlay.rindex(b"trailer"):])
+    assert root is not None
+    out.write(b"trailer\n<< /Size %d /Root %s 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (size, root.group(1), xref))
+
+
+_REFERENCE = re.compile(rb"(\d+) 0 R")
+_MEDIA_BOX = re.compile(rb"/MediaBox\s*(\[[^\]]*\])")
+
+
+def _resources(objects: Any, head: bytes) -> bytes:
+    """A page's resource dictionary, as bytes (followed when it is a reference)."""
+    at = head.index(b"/Resources") + len(b"/Resources")
+    found = re.compile(rb"\s*(\d+) 0 R").match(head, at)
+    if found is not None:
+        return objects.body(int(found.group(1)))[0].strip()
+    start = head.index(b"<<", at)
+    return head[start : _dictionary_end(head, start)]
+
+
+def _dictionary_end(data: bytes, start: int) -> int:
+    """Where the dictionary opening at ``start`` ends (past its ``>>``)."""
+    depth = 0
+    index = start
+    while index < len(data):
+        pair = data[index : index + 2]
+        if pair == b"<<":
+            depth += 1
+            index += 2
+            continue
+        if pair == b">>":
+            depth -= 1
+            index += 2
+            if depth == 0:
+                return index
+            continue
+        index += 1
+    raise ValueError("unbalanced dictionary")
+
+
+def _replace_resources(head: bytes, resources: bytes) -> bytes:
+    at = head.index(b"/Resources")
+    after = at + len(b"/Resources")
+    found = re.compile(rb"\s*(\d+) 0 R").match(head, after)
+    if found is not None:
+        end = found.end()
+    else:
+        end = _dictionary_end(head, head.index(b"<<", after))
+    return head[:at] + b"/Resources " + resources + head[end:]
 
 
 @functools.lru_cache(maxsize=16)
-def _reader(path: str) -> Any:
-    from pypdf import PdfReader
+def _raw_of(path: str) -> Any:
+    from .merge import _raw_objects
 
-    return PdfReader(path)
+    with open(path, "rb") as handle:
+        return _raw_objects(handle.read())
 
 
 def _draw(plan: Plan, typesetter: fonts.Typesetter) -> bytes:
     """The accounts' texts and QR codes, a page each (reportlab's canvas)."""
+    from reportlab import rl_config
     from reportlab.lib.pagesizes import A4
     from reportlab.pdfgen import canvas
     from xhtml2pdf.bidi import get_display, needs_bidi
 
     fonts.register_stable_fonts()
     buffer = io.BytesIO()
-    pdf = canvas.Canvas(buffer, pagesize=A4, pageCompression=1, initialFontName=fonts.initial_font())
+    ascii85, rl_config.useA85 = rl_config.useA85, 0  # binary streams: smaller, and no encoding in Python
+    try:
+        pdf = canvas.Canvas(buffer, pagesize=A4, pageCompression=1, initialFontName=fonts.initial_font())
+    finally:
+        rl_config.useA85 = ascii85
     qr_forms: dict[str, str] = {}
     for spec in plan.pages:
         body = plan.stamps[spec.body]
