@@ -4,7 +4,7 @@ once, a canvas draws each account's own text on it.
 All letters of one kind (the same content, the same number of name, class,
 login and code lines, the same group header...) share everything but a dozen
 texts. So the letter template is rendered once per kind with *markers* in place
-of the account's texts (``QXJ007JXQ``; the letter's number in its group as as
+of the account's texts (``QXJ007JXQ``; the letter's number in its group as
 many ``¥``, exactly as wide as its digits), and the marked
 page is read back: where each marker stands (position, font, size, colour), and
 where the QR code goes. Its content stream, the markers taken out, is the kind's
