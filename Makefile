@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 BABEL_KEYWORDS := -k _l -k _pp -k _pp_n:1,2 -k lazy_gettext -k ngettext:1,2
 
-.PHONY: demo test venv translations bench-selection bench-pdf bench-mail clean
+.PHONY: demo test venv translations bench-selection bench-pdf bench-mail bench-load clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,11 @@ demo: $(STAMP)
 	$(PY) -m examples.ent_console.seed $(if $(filter-out 0 no false,$(DEMO_KEEP)),,--reset) $(if $(wildcard ../shared/fixtures/entcore-samples/*.csv),--import-be1d ../shared/fixtures/entcore-samples)
 	$(PY) -m examples.ent_console.serve
 
+# One test process per core (pytest-xdist): most tests wait on a socket, a browser or a
+# worker process. `make test TEST_PROCESSES=0` runs them in this process alone.
+TEST_PROCESSES ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_PROCESSES) $(PYTEST_ARGS)
 
 # Refresh the catalog after changing texts: extract, merge, compile.
 translations: $(STAMP)
@@ -37,6 +40,10 @@ bench-pdf: $(STAMP)
 
 bench-mail: $(STAMP)
 	$(PY) -m bench.bench_mail $(BENCH_ARGS)
+
+# The demo's production server under 20 clients for 60 s (BENCH_ARGS="--seconds 20" for less).
+bench-load: $(STAMP)
+	$(PY) -m bench.bench_load $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info instance

@@ -1,17 +1,23 @@
 """Benchmark of "Générer en PDF" on the same accounts, each method in a fresh process.
 
-    python -m bench.bench_pdf [--n 2000] [--reps 3] [--methods a,b,c,d,e]
+    python -m bench.bench_pdf [--n 2000] [--reps 3] [--methods a,b,c,d,e,f]
 
 (a) our 1 per page: the background run (frozen accounts, chunks rendered by
     PDF_WORKERS processes, streamed merge), from its start to the finished file;
 (b) our 8 per page, the same way;
 (c) baseline: one single ``pisa.CreatePDF`` call on the whole HTML of (a);
 (d) floor: a minimal reportlab canvas drawing the same fields, one page each;
-(e) (a) delivered as one PDF per class in a ZIP (chunks cut at each class).
+(e) (a) delivered as one PDF per class in a ZIP (chunks cut at each class);
+(f) (a) on the Celery backend: two worker processes on Redis (one task at a time
+    each, as (a) renders in two processes) plan the run, render one chunk per task
+    and merge; only when ``PUBLIPOSTAGE_TEST_REDIS_URL`` is set. The workers are
+    started (and ready) before the clock starts, as a host's workers are.
 
 Prints wall time, pages/s, peak RSS (VmHWM of the process, and of the largest
 worker for a and b), time to first progress, and the ratios (a)/(c) and (a)/(d)
-taken per repetition, then the median. The accounts (a school-like mix: pupils in
+taken per repetition, then the median, with the target (f)/(a) ≤ 1.25: the
+Celery backend costs at most a quarter more than the thread backend on the same
+two cores (each chunk task plans the run again and reads its own accounts). The accounts (a school-like mix: pupils in
 classes, parents of one to three children, teachers, staff, a third activated)
 are generated once into a temporary SQLite database through the test host.
 """
@@ -19,6 +25,7 @@ are generated once into a temporary SQLite database through the test host.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -38,7 +45,11 @@ METHODS = {
     "c": "one pisa.CreatePDF (HTML of a)",
     "d": "reportlab canvas floor",
     "e": "ours, 1 per page, a PDF per class (ZIP)",
+    "f": "ours, 1 per page, 2 Celery workers",
 }
+#: (f) against (a): the Celery backend's overhead on the same two cores.
+CELERY_TARGET = 1.25
+REDIS_URL = os.environ.get("PUBLIPOSTAGE_TEST_REDIS_URL")
 FIRST_NAMES = ["Zoé", "Łukasz", "Élodie", "Nguyễn Thị", "Şükrü", "Inès", "Jiří", "Noël", "Ștefan", "Anaïs", "Mathéo", "Chloé"]
 LAST_NAMES = ["Abel", "Żółć", "Dvořák", "Étienne", "İnce", "Œillet", "Martin", "L’Haÿ", "Ţurcanu", "Dupont", "Moreau", "Nguyen"]
 
@@ -133,7 +144,31 @@ def _scope() -> Any:
     return Scope(actor="bench", key="*", school_name="École Émile Zola")
 
 
-def child_job(database_url: str, instance: str, template: str, zip_file: bool = False) -> dict[str, Any]:
+def child_job(database_url: str, instance: str, template: str, zip_file: bool = False, celery: bool = False) -> dict[str, Any]:
+    with contextlib.ExitStack() as stack:
+        config: dict[str, Any] = {}
+        if celery:
+            config = celery_backend(stack, database_url, instance)
+        return timed_job(database_url, instance, template, zip_file, config)
+
+
+def celery_backend(stack: contextlib.ExitStack, database_url: str, instance: str) -> dict[str, Any]:
+    """Two Celery worker processes on a queue of their own (the tests' launcher),
+    sharing the storage folder with this process; the settings of its app."""
+    sys.path.insert(0, str(ROOT))
+    from tests.celery_workers import celery_workers, delete_queue, make_celery, new_queue
+
+    folder = Path(instance) / "celery"
+    folder.mkdir(parents=True, exist_ok=True)
+    queue = new_queue()
+    stack.callback(delete_queue, queue)
+    shared = {"PUBLIPOSTAGE_ENT_NAME": "ENT Lumière", "PUBLIPOSTAGE_ENT_URL": "https://ent.lumiere.example.fr",
+              "PUBLIPOSTAGE_PDF_SYNC_LIMIT": 0, "PUBLIPOSTAGE_STORAGE_DIR": str(folder / "storage")}
+    stack.enter_context(celery_workers(database_url, folder, queue, shared, concurrency=1))
+    return {**shared, "PUBLIPOSTAGE_JOB_BACKEND": "celery", "PUBLIPOSTAGE_CELERY_APP": make_celery(queue)}
+
+
+def timed_job(database_url: str, instance: str, template: str, zip_file: bool, config: dict[str, Any]) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from flask_publipostage.pdf import pipeline, render
@@ -141,7 +176,7 @@ def child_job(database_url: str, instance: str, template: str, zip_file: bool = 
     from flask_publipostage.runs.models import RunItem
     from flask_publipostage.selection import Selection
 
-    app = bench_app(database_url, instance)
+    app = bench_app(database_url, instance, **config)
     with app.app_context():
         selection = Selection.from_args({"sort": "class"}, _scope(), extra_params=())
         worker_peak = 0.0
@@ -300,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000, help="accounts (default 2000)")
     parser.add_argument("--reps", type=int, default=3, help="repetitions; medians are printed (default 3)")
-    parser.add_argument("--methods", default="a,b,c,d,e", help="subset of a,b,c,d,e (default all)")
+    parser.add_argument("--methods", default="a,b,c,d,e,f",
+                        help="subset of a,b,c,d,e,f (default all; f only with PUBLIPOSTAGE_TEST_REDIS_URL)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--instance", help=argparse.SUPPRESS)
@@ -310,8 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         import logging
 
         logging.disable(logging.WARNING)  # xhtml2pdf's CSS notices
-        if args.child in ("a", "b", "e"):
-            result = child_job(args.db, args.instance, "cards" if args.child == "b" else "letter", zip_file=args.child == "e")
+        if args.child in ("a", "b", "e", "f"):
+            result = child_job(args.db, args.instance, "cards" if args.child == "b" else "letter", zip_file=args.child == "e",
+                               celery=args.child == "f")
         elif args.child == "c":
             result = child_single(args.db, args.instance)
         else:
@@ -320,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     methods = [m for m in args.methods.split(",") if m in METHODS]
+    if "f" in methods and not REDIS_URL:
+        methods.remove("f")
+        print("(f) 2 Celery workers: skipped, set PUBLIPOSTAGE_TEST_REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
     with tempfile.TemporaryDirectory(prefix="bench_pdf_") as tmp:
         database_url = f"sqlite:///{tmp}/bench.sqlite3"
         print(f"Generating {args.n} accounts into {database_url} ...", flush=True)
@@ -334,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  rep {rep + 1} {method}: {result['wall']:.2f} s, {result['pages']} pages, "
                     f"RSS {result['rss']:.0f} MiB" + (f", worker {result['worker_rss']:.0f} MiB" if "worker_rss" in result else "")
-                    + (f", first progress {result['first']:.2f} s" if method in "abe" and result.get("first") else ""),
+                    + (f", first progress {result['first']:.2f} s" if method in "abef" and result.get("first") else ""),
                     flush=True,
                 )
     print()
@@ -347,15 +387,19 @@ def main(argv: list[str] | None = None) -> int:
         wall = statistics.median(r["wall"] for r in rows)
         pages = rows[0]["pages"]
         worker = statistics.median(r.get("worker_rss", 0) for r in rows)
-        first = statistics.median(r["first"] for r in rows if r.get("first") is not None) if method in "abe" else None
-        memory = f"{statistics.median(r['rss'] for r in rows):.0f}" + (f" / {worker:.0f}" if method in "abe" else "")
+        first = statistics.median(r["first"] for r in rows if r.get("first") is not None) if method in "abef" else None
+        memory = f"{statistics.median(r['rss'] for r in rows):.0f}" + (f" / {worker:.0f}" if method in "abef" else "")
         first_text = f"{first:.2f}" if first is not None else "–"
         print(f"| ({method}) {METHODS[method]} | {wall:.2f} | {pages} | {pages / wall:.0f} | {memory} | {first_text} |")
     print()
-    for top, bottom in (("a", "c"), ("a", "d"), ("b", "d"), ("e", "a")):
+    for top, bottom in (("a", "c"), ("a", "d"), ("b", "d"), ("e", "a"), ("f", "a")):
         if top in results and bottom in results:
             ratios = [x["wall"] / y["wall"] for x, y in zip(results[top], results[bottom])]
-            print(f"({top})/({bottom}) = {statistics.median(ratios):.3f}  (per repetition: {', '.join(f'{r:.3f}' for r in ratios)})")
+            ratio = statistics.median(ratios)
+            target = (
+                f"; target ≤ {CELERY_TARGET}: {'met' if ratio <= CELERY_TARGET else 'MISSED'}" if top == "f" else ""
+            )
+            print(f"({top})/({bottom}) = {ratio:.3f}  (per repetition: {', '.join(f'{r:.3f}' for r in ratios)}){target}")
     if "c" in results:
         print(f"(c) building its HTML (not timed above): {statistics.median(r['html_seconds'] for r in results['c']):.2f} s")
     return 0

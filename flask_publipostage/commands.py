@@ -24,6 +24,7 @@ from .access import Scope
 from .config import config_value
 from .i18n import gettext as _
 from .i18n import ngettext
+from .models import metadata
 from .runs import core, files
 from .selection import FILTERS, Selection, SelectionError
 from .state import state
@@ -31,14 +32,15 @@ from .state import state
 
 def selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """One option per filter of the table (``--class`` repeatable, ``--activation``
-    a choice...), plus who runs the command."""
+    a choice...), plus who runs the command. Values are checked by the selection,
+    as the page's are: a bad one gets the page's French message."""
     for param in reversed(list(FILTERS)):
         found = FILTERS[param]
         kwargs: dict[str, Any] = {"help": found.help or str(found.label)}
         if found.multiple:
             kwargs["multiple"] = True
         if found.choices:
-            kwargs.update(type=click.Choice([v for v, _label in found.choices]), default=found.default,
+            kwargs.update(metavar="[" + "|".join(v for v, _label in found.choices) + "]", default=found.default,
                           show_default=True)
         command = click.option(f"--{param.replace('_', '-')}", f"opt_{param}", **kwargs)(command)
     command = click.option("--as-actor", default="cli", show_default=True, help="Who the journal and the audit record.")(command)
@@ -74,25 +76,36 @@ def cli_scope(actor: str, scope_key: str, school_name: str = "") -> Scope:
     return Scope(actor=actor, key=scope_key, school_name=school_name)
 
 
-def follow(run_id: int, line: Callable[[core.Progress], str], every: float = 1.0) -> core.Progress:
-    """Wait for the run to end, rewriting ``line(progress)`` on a terminal."""
+def follow(run_id: int, line: Callable[[core.Progress], str], label: str = "", every: float = 1.0) -> core.Progress:
+    """Wait for the run to end, then print ``line(progress)``. On a terminal a
+    progress bar (Click's) counts its weight meanwhile (a PDF's pages, a campaign's
+    emails) with ``line(progress)`` beside it; elsewhere (a log) ``label`` is
+    printed once."""
     session = state().session
-    while True:
-        session.expire_all()
-        run = core.get(run_id)
-        assert run is not None
-        progress = core.progress(run)
-        if progress.finished:
-            click.echo(("\r" if _tty() else "") + line(progress) + "   ")
-            return progress
-        if _tty():
-            click.echo("\r" + line(progress) + "   ", nl=False)
-        session.rollback()
-        time.sleep(every)
+    progress = _progress_of(run_id)
+    if not progress.finished:
+        with click.progressbar(
+            length=max(1, progress.counts.weight_total),
+            label=label,
+            item_show_func=lambda shown: line(shown) if shown is not None else None,
+            show_eta=False,
+        ) as bar:
+            while not progress.finished:
+                session.rollback()
+                time.sleep(every)
+                progress = _progress_of(run_id)
+                # A PDF's weights are known once it is planned.
+                bar.length = max(1, progress.counts.weight_total)
+                bar.update(max(0, progress.counts.weight_done - bar.pos), progress)
+    click.echo(line(progress))
+    return progress
 
 
-def _tty() -> bool:
-    return click.get_text_stream("stdout").isatty()
+def _progress_of(run_id: int) -> core.Progress:
+    state().session.expire_all()
+    run = core.get(run_id)
+    assert run is not None
+    return core.progress(run)
 
 
 @click.command("purge-files")
@@ -137,7 +150,8 @@ def upgrade_db() -> None:
     campaigns of version 0.1 (their recipients become the items of runs, with the
     same ids) into the tables of runs (PDF jobs of 0.1 are not kept: their files
     expired within the hour); let a PDF hold an account in several bundles; give
-    the items what the distribution history reads."""
+    the items what the distribution history reads; create the tables added since
+    (the saved selections)."""
     with force_locale("fr"):
         _upgrade()
 
@@ -151,6 +165,14 @@ def _upgrade() -> None:
     engine = core.engine()
     inspector = sa.inspect(engine)
     existing = set(inspector.get_table_names())
+    # Tables a newer version added (the saved selections): created as init_app
+    # creates them, for a host that does not let it (``CREATE_TABLES = False``).
+    missing = [table for table in metadata.sorted_tables if table.name not in existing]
+    if missing:
+        metadata.create_all(engine, tables=missing)
+        click.echo(_("Tables created: %(names)s.", names=", ".join(table.name for table in missing)))
+        inspector = sa.inspect(engine)
+        existing = set(inspector.get_table_names())
     audit_columns = {c["name"] for c in inspector.get_columns("publipostage_audit")} if "publipostage_audit" in existing else set()
     if audit_columns and "actor_name" not in audit_columns:
         with engine.begin() as conn:

@@ -1,9 +1,10 @@
 """CSV export of a selection: the preview's columns, streamed.
 
 An export hands the credentials out as surely as a letter: it is recorded as a
-run of its own kind, done as it starts, with an item per account ``exported``
-(each account's history) and its audit row; like a PDF, its accounts count as
-distributed once the file went out whole."""
+run of its own kind, done as it starts, with its audit row; once the file went out
+whole, like a downloaded PDF, it gains an item per account ``exported`` and
+distributed (each account's history). An export broken off leaves its audit row
+alone: nobody can say which accounts the admin received."""
 
 from __future__ import annotations
 
@@ -125,7 +126,7 @@ def row(
 
 def stream(selection: Selection, run: Run | None = None) -> Iterator[str]:
     """UTF-8 with BOM, ``;``-separated, one batch of rows in memory at a time;
-    at its end, ``run``'s accounts (:func:`record`) count as distributed."""
+    at its end, ``run`` (:func:`record`) gains its items, distributed now."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
     schools = len(perimeter_schools(selection.scope)) > 1
@@ -139,7 +140,7 @@ def stream(selection: Selection, run: Run | None = None) -> Iterator[str]:
         writer.writerows([safe_cell(v) for v in row(recipient, texts, zone, schools)] for recipient in batch)
         yield buffer.getvalue()
     if run is not None:
-        core.distributed(run.id, EXPORTED)
+        _record_items(run, selection)
 
 
 def _nothing(run: Run, scope: Scope) -> None:
@@ -149,18 +150,26 @@ def _nothing(run: Run, scope: Scope) -> None:
 KIND = core.register(core.Kind(name="csv", drive=_nothing, visibility=core.OWNER, url_key="token", busy=""))
 
 
-def record(selection: Selection, file_name: str) -> Run:
-    """Record the export of ``selection``: an item per account, exported now, and
-    the audit row, in one commit; the run is done at once. (Its accounts count as
-    distributed when :func:`stream` ends: the selection it streams is still theirs.)"""
-    now = sa.literal(utcnow(), sa.DateTime())
+def record(selection: Selection, file_name: str, accounts: int) -> Run:
+    """Record the export of ``selection`` (``accounts`` accounts) and its audit row,
+    in one commit; the run is done at once. Its items come when :func:`stream` ends
+    (one INSERT … SELECT, distributed already: no second pass over them)."""
     run, _created = core.start(
-        KIND, selection, {}, item_kind="export",
-        columns=lambda rows: {"state": sa.literal(EXPORTED), "done_at": now},
-        file_name=file_name, audit_action="csv", audit_template="csv", inline=True,
+        KIND, selection, {}, item_kind="export", file_name=file_name, audit_action="csv",
+        audit_template="csv", audit_count=accounts, inline=True, items=False,
     )
     core.finish(run.id)
     return run
+
+
+def _record_items(run: Run, selection: Selection) -> None:
+    now = sa.literal(utcnow(), sa.DateTime())
+    core.freeze_items(
+        run, selection, "export",
+        lambda rows: {"state": sa.literal(EXPORTED), "done_at": now, "distributed_at": now},
+        every_class=False,
+    )
+    state().session.commit()
 
 
 #: Longest file name (the header and every file system take it).

@@ -14,7 +14,7 @@ from flask import Blueprint, Flask, current_app, url_for
 from flask.sessions import SecureCookieSessionInterface
 from jinja2 import TemplateNotFound
 
-from . import errors, followup, views
+from . import errors, followup, saved, views
 from .access import VIEW, Scope, has_capability
 from .class_order import rank_text, school_order_text
 from .commands import make_group
@@ -26,6 +26,7 @@ from .mail import commands as mail_commands
 from .mail import tls as mail_tls
 from .mail import views as mail_views
 from .models import metadata, when
+from .pdf import commands as pdf_commands
 from .pdf import views as pdf_views
 from .runs import backends, core
 from .sql import fold_for_sort
@@ -70,7 +71,7 @@ def create_blueprint(name: str = "publipostage") -> Blueprint:
         static_folder=resource_dir("assets"),
         static_url_path="/assets",
     )
-    for module in (errors, views, followup, pdf_views, mail_views):
+    for module in (errors, views, followup, saved, pdf_views, mail_views):
         module.register(bp)
     return bp
 
@@ -159,7 +160,7 @@ class Publipostage:
         )
         app.extensions[KEY] = found
         app.register_blueprint(create_blueprint(), url_prefix=config_value("URL_PREFIX", app))
-        app.cli.add_command(make_group(mail_commands.COMMANDS))
+        app.cli.add_command(make_group((*mail_commands.COMMANDS, *pdf_commands.COMMANDS)))
         app.jinja_env.globals.update(
             _pp=gettext,
             _pp_n=ngettext,

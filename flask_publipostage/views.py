@@ -176,12 +176,17 @@ def school_year_start(today: date | None = None) -> date:
     return date(today.year if today.month >= 9 else today.year - 1, 9, 1)
 
 
-def chosen_template() -> str | None:
-    """The PDF template named in the URL (a preset link), or None; never an error."""
-    values = request.args.getlist("template")
+def template_name(values: list[str]) -> str | None:
+    """The PDF template one value names (a short name: the PDF form preselects it
+    when it is one of its templates), or None."""
     if len(values) == 1 and _TEMPLATE_NAME.fullmatch(values[0]):
         return values[0]
     return None
+
+
+def chosen_template() -> str | None:
+    """The PDF template named in the URL (a preset link), or None; never an error."""
+    return template_name(request.args.getlist("template"))
 
 
 def every_class_chosen() -> bool:
@@ -425,7 +430,7 @@ def export_csv() -> Response:
     mimetype = "text/csv"  # Werkzeug adds "; charset=utf-8" to text types
     if request.method == "HEAD":
         return Response(mimetype=mimetype, headers=headers)
-    run = csv_export.record(selection, filename)
+    run = csv_export.record(selection, filename, counters.selected)
     return Response(stream_with_context(csv_export.stream(selection, run)), mimetype=mimetype, headers=headers)
 
 

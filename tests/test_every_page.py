@@ -185,9 +185,17 @@ def test_every_page_under_a_strict_policy_with_axe(browser_axe: tuple[Any, Path]
         # -- the follow-up ---------------------------------------------------------------------
         tour.visit("/follow-up", "the follow-up of activations")
         tour.visit("/follow-up?class=999999", "the follow-up of a class outside the perimeter (403)")
+
+        # -- "Mes sélections" ------------------------------------------------------------------
+        page.goto(f"{BASE}/?profile=Personnel")
+        page.get_by_label("Enregistrer cette sélection et son modèle PDF sous le nom").fill("Personnels")
+        page.get_by_role("button", name="Enregistrer", exact=True).click()
+        page.get_by_role("link", name="Personnels").wait_for()
+        page.get_by_text("Renommer ou supprimer").click()  # its forms open
+        tour.check("the page with a saved selection")
         page.wait_for_timeout(300)
         assert violations == []
-    assert len(tour.checked) == len(set(tour.checked)) == 25
+    assert len(tour.checked) == len(set(tour.checked)) == 26
 
 
 @pytest.fixture(scope="module")

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import io
-import os
+import json
 import re
 import smtplib
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +30,7 @@ from examples.ent_console.seed import seed_database
 from flask_publipostage import Publipostage
 
 from .browser import launched_browser, live_server, require_chromium
+from .live_console import PUBLIPOSTAGE, ConsoleSession, free_port, production_console
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,12 +71,6 @@ def _imports_exports_section(html: str) -> str:
     match = re.search(r'<section[^>]*id="imports-exports".*?</section>', html, re.S)
     assert match, "no Imports/Exports section"
     return match.group(0)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # -- application factory -----------------------------------------------------------------
@@ -731,7 +722,7 @@ def test_the_step_up_round_trip_in_chromium(app: Flask, monkeypatch: pytest.Monk
 
 
 def test_outbox_stores_messages_sent_over_smtp(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     controller = start_outbox(tmp_path / "outbox", port=port)
     try:
         message = EmailMessage()
@@ -755,7 +746,7 @@ def test_outbox_stores_messages_sent_over_smtp(tmp_path: Path) -> None:
 
 
 def test_outbox_pages(app: Flask, client: FlaskClient) -> None:
-    port = _free_port()
+    port = free_port()
     controller = start_outbox(app.config["ENT_CONSOLE_OUTBOX_DIR"], port=port)
     try:
         message = EmailMessage()
@@ -844,7 +835,7 @@ EVERY_SUBJECT = {
 def test_outbox_shows_a_local_admin_only_the_messages_of_their_school(app: Flask, client: FlaskClient) -> None:
     with app.app_context():
         ecole, college = _parent("école"), _parent("collège")
-    port = _free_port()
+    port = free_port()
     controller = start_console_outbox(app, port=port)  # as `serve` starts it
     try:
         _send(port, [ecole.courriel], "Code école", f"code d'activation : {ecole.code}")
@@ -894,7 +885,7 @@ def test_outbox_shows_a_local_admin_only_the_messages_of_their_school(app: Flask
 
 
 def test_mail_from_the_publipostage_page_reaches_only_its_schools_outbox(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     app = create_app(
         _config(
             MAIL_PORT=port,
@@ -963,7 +954,7 @@ def test_a_message_stored_while_the_directory_fails_is_for_super_admins_only(tmp
     def broken(addresses: Any) -> str:
         raise RuntimeError("base injoignable")
 
-    port = _free_port()
+    port = free_port()
     controller = start_outbox(tmp_path / "outbox", port=port, school_of=broken)
     try:
         _send(port, ["parent@example.fr"], "Code", "code d'activation : ABCD2345")
@@ -978,49 +969,56 @@ def test_a_message_stored_while_the_directory_fails_is_for_super_admins_only(tmp
 
 
 def test_demo_ports_come_from_the_environment(tmp_path: Path) -> None:
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("ENT_CONSOLE_")}
-    environment["ENT_CONSOLE_INSTANCE_PATH"] = str(tmp_path)
-    seed = [sys.executable, "-m", "examples.ent_console.seed", "--reset", "--seed", "5"]
-    subprocess.run(seed, cwd=ROOT, env=environment, check=True, capture_output=True)
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'ent_console.sqlite3'}")
-    with engine.connect() as connection:
-        address = connection.scalar(
-            sa.text(
-                "SELECT courriel FROM utilisateur WHERE login = 'adml.ecole'"
-            )
-        )
-    engine.dispose()
-
-    web, smtp = _free_port(), _free_port()
-    environment.update(ENT_CONSOLE_PORT=str(web), ENT_CONSOLE_SMTP_PORT=str(smtp))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "examples.ent_console.serve"],
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, process.communicate()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{web}/login", timeout=5) as response:
-                    login_page = response.read().decode()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the console never answered"
-                time.sleep(0.2)
-        assert "Connexion" in login_page
-        _send(smtp, [address], "Exemple", "code d'activation : ABCD2345")
-    finally:
-        process.terminate()
-        out, _err = process.communicate(timeout=10)
-    assert f"Console : http://127.0.0.1:{web}/" in out and f"SMTP    : 127.0.0.1:{smtp}," in out
+    with production_console(tmp_path) as console:
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'ent_console.sqlite3'}")
+        with engine.connect() as connection:
+            address = connection.scalar(sa.text("SELECT courriel FROM utilisateur WHERE login = 'adml.ecole'"))
+        engine.dispose()
+        assert "Connexion" in ConsoleSession(console.port).get("/login").text
+        _send(console.smtp_port, [address], "Exemple", "code d'activation : ABCD2345")
+    assert f"Console : http://127.0.0.1:{console.port}/" in console.banner
+    assert f"SMTP    : 127.0.0.1:{console.smtp_port}," in console.banner
     # Received by the demo's outbox, tied to the école of adml.ecole.
     [stored] = (tmp_path / "outbox").glob("*.eml")
     assert stored.name.endswith(".0370001A.eml")
+
+
+def test_the_production_server_serves_previews_pdf_runs_and_mail(tmp_path: Path) -> None:
+    """``make demo``'s gunicorn: several processes, each request on a new connection
+    (any of them answers); a PDF run started by one is followed and downloaded
+    through the others, a campaign reaches the one outbox."""
+    with production_console(tmp_path, workers=3) as console:
+        assert "gunicorn, 3 processus" in console.banner
+        admin = ConsoleSession(console.port, keep_alive=False)
+        admin.login("adml.ecole")
+        preview = admin.get(f"{PUBLIPOSTAGE}/preview?profile=Teacher")
+        assert preview.status == 200 and "Identifiant" in preview.text
+
+        # 474 parents: above PDF_SYNC_LIMIT, a background run.
+        started = admin.post(f"{PUBLIPOSTAGE}/pdf?profile=Relative", {"template": "cards"}, token_from=f"{PUBLIPOSTAGE}/?profile=Relative")
+        assert started.status == 303, started.text[:500]
+        job = started.headers["location"].rstrip("/").rsplit("/", 1)[-1]
+        deadline = time.monotonic() + 120
+        while (status := json.loads(admin.get(f"{PUBLIPOSTAGE}/pdf/jobs/{job}/status").body))["state"] in ("queued", "running"):
+            assert time.monotonic() < deadline, status
+            time.sleep(0.3)
+        assert status["state"] == "done", status
+        download = admin.get(status["download_url"])
+        assert download.status == 200 and download.headers["content-type"] == "application/pdf"
+        assert len(PdfReader(io.BytesIO(download.body)).pages) == status["pages_total"] >= 50
+
+        # The école's teachers with an email: the campaign goes through the outbox process.
+        sent = admin.post(f"{PUBLIPOSTAGE}/mail/send?profile=Teacher&email=with", {},
+                          token_from=f"{PUBLIPOSTAGE}/mail?profile=Teacher&email=with")
+        assert sent.status == 303, sent.text[:500]
+        campaign = sent.headers["location"].rstrip("/").rsplit("/", 1)[-1]
+        deadline = time.monotonic() + 60
+        while (status := json.loads(admin.get(f"{PUBLIPOSTAGE}/mail/campaigns/{campaign}/status").body))["remaining"]:
+            assert time.monotonic() < deadline, status
+            time.sleep(0.3)
+        assert status["sent"] > 0 and status["failed"] == 0, status
+    stored = list_messages(console.outbox)
+    assert len(stored) == status["sent"] and all(message.school == "0370001A" for message in stored)
 
 
 @pytest.mark.parametrize(

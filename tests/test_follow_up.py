@@ -26,6 +26,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
+from flask_publipostage.audit import AuditEntry
 from flask_publipostage.models import local, metadata, utcnow
 from flask_publipostage.runs.models import Run, RunItem
 
@@ -225,6 +226,21 @@ def test_the_same_selection_everywhere(app: Flask, client: Any, school: Built, h
     assert logins(client, "distributed=never&profile=Teacher") == ["jean.prof"]
     assert b"jean.prof" in exported.get_data()
     assert logins(client, "distributed=never&profile=Teacher") == []
+
+
+def test_an_export_broken_off_distributes_nothing(app: Flask, client: Any, school: Built) -> None:
+    # The admin's browser stopped after the header: nobody knows what was received.
+    never = logins(client, "distributed=never&profile=Teacher")
+    assert never
+    exported = client.get(f"{BASE}/export.csv?distributed=never&profile=Teacher", "adml_a", buffered=False)
+    chunks = iter(exported.response)
+    assert next(chunks).startswith("\ufeff".encode())
+    exported.close()
+    assert logins(client, "distributed=never&profile=Teacher") == never
+    with app.app_context():
+        run = db.session.execute(sa.select(Run).where(Run.kind == "csv")).scalar_one()
+        assert db.session.execute(sa.select(sa.func.count()).select_from(RunItem).where(RunItem.run_id == run.id)).scalar() == 0
+        assert db.session.execute(sa.select(AuditEntry.count).where(AuditEntry.run_id == run.id)).scalar() == len(never)
 
 
 def test_bad_distribution_filters_are_refused_in_french(client: Any, school: Built) -> None:

@@ -19,6 +19,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from flask_publipostage.runs import backends
 from flask_publipostage.runs.models import Run, new_token
+from flask_publipostage.saved import SavedSelection
 
 from .hosts import db
 from .runs import run_of
@@ -54,6 +55,10 @@ def app_config(smtp: SmtpServer, tmp_path: Path) -> dict[str, Any]:
 
 def _state(app: Flask, smtp: SmtpServer, tmp_path: Path) -> dict[str, Any]:
     state = table_state(app)
+    with app.app_context():
+        # A rename changes no count.
+        state["saved"] = sorted(db.session.execute(sa.select(SavedSelection.name)).scalars())
+        db.session.remove()
     state["mails"] = smtp.count()
     storage = tmp_path / "storage"
     state["files"] = sorted(p.name for p in storage.rglob("*") if p.is_file())
@@ -61,7 +66,8 @@ def _state(app: Flask, smtp: SmtpServer, tmp_path: Path) -> dict[str, Any]:
 
 
 class Objects:
-    """An active PDF job, an active campaign and a stopped one, all school A's admin's."""
+    """An active PDF job, an active campaign and a stopped one, and a saved
+    selection, all school A's admin's."""
 
     def __init__(self, app: Flask, client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         token = page_token(client, f"{BASE}/")
@@ -74,7 +80,9 @@ class Objects:
             assert run_of(self.job).state == "queued"
             assert run_of(self.campaign).state == "queued"
             db.session.execute(sa.update(Run).where(Run.id == self.stopped).values(state="failed"))
+            db.session.add(SavedSelection(actor="adml_a", scope_key="ecole:A", name="Élèves", selection="{}"))
             db.session.commit()
+            self.saved = db.session.execute(sa.select(SavedSelection.id)).scalar_one()
             db.session.remove()
 
 
@@ -89,7 +97,18 @@ def _posts(o: Objects) -> dict[str, tuple[str, str, int]]:
             f"{BASE}/mail/campaigns/{o.campaign}/cancel", f"{BASE}/mail/campaigns/{o.campaign}", 303),
         "publipostage.mail_campaign_resume": (
             f"{BASE}/mail/campaigns/{o.stopped}/resume", f"{BASE}/mail/campaigns/{o.stopped}", 303),
+        "publipostage.save_selection": (f"{BASE}/selections?profile=Teacher", f"{BASE}/?profile=Teacher", 303),
+        "publipostage.rename_selection": (f"{BASE}/selections/{o.saved}/rename", f"{BASE}/", 303),
+        "publipostage.delete_selection": (f"{BASE}/selections/{o.saved}/delete", f"{BASE}/", 303),
     }
+
+
+#: The fields a POST needs besides its token.
+FORMS = {
+    "publipostage.generate_pdf": {"template": "cards"},
+    "publipostage.save_selection": {"name": "Enseignants"},
+    "publipostage.rename_selection": {"name": "Pupils"},
+}
 
 
 def test_every_post_needs_the_token_of_the_page(
@@ -106,7 +125,7 @@ def test_every_post_needs_the_token_of_the_page(
     other = app.test_client()
     foreign = token_from(other.get(f"{BASE}/", headers={"X-Test-User": "adml_a"}).get_data(as_text=True))
     for endpoint, (url, page, success) in posts.items():
-        form = {"template": "cards"} if endpoint == "publipostage.generate_pdf" else {}
+        form = FORMS.get(endpoint, {})
         before = _state(app, smtp, tmp_path)
         for token in (None, "", "forged", foreign, foreign + "x"):
             data = dict(form) if token is None else {**form, "csrf_token": token}

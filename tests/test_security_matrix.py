@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from flask_publipostage.runs.models import Run
+from flask_publipostage.saved import SavedSelection
 
 from .hosts import db
 from .runs import run_of
@@ -63,6 +64,8 @@ ALL_PRINT = (*DENIED, 200, 200, 200)
 ALL_SEND = (*DENIED, 200, 200, 200)
 OWNER_ONLY = (*DENIED, 200, 404, 404)
 PERIMETER = (*DENIED, 200, 404, 200)
+#: A saved selection is its admin's, in its perimeter: another admin of the school too gets 404.
+OWN_SAVED = (401, 403, 404, 303, 404, 404)
 
 MATRIX: tuple[Row, ...] = (
     Row("publipostage.static", "GET", None, (200,) * 6, "/assets/publipostage.css",
@@ -74,6 +77,11 @@ MATRIX: tuple[Row, ...] = (
     Row("publipostage.audit_csv", "GET", "view", ALL_VIEW, "/journal.csv", note="rows of the perimeter"),
     Row("publipostage.follow_up", "GET", "view", ALL_VIEW, "/follow-up", note="counts of the perimeter"),
     Row("publipostage.follow_up_csv", "GET", "view", ALL_VIEW, "/follow-up.csv", note="counts of the perimeter"),
+    Row("publipostage.save_selection", "POST", "view", (401, 403, 303, 303, 303, 303), "/selections",
+        query="profile=Teacher", form={"name": "Rentrée"}, note="in the admin's own list"),
+    Row("publipostage.rename_selection", "POST", "view", OWN_SAVED, "/selections/{saved}/rename",
+        form={"name": "Renommée"}),
+    Row("publipostage.delete_selection", "POST", "view", OWN_SAVED, "/selections/{saved}/delete"),
     Row("publipostage.export_csv", "GET", "print", ALL_PRINT, "/export.csv"),
     Row("publipostage.generate_pdf", "POST", "print", ALL_PRINT, "/pdf",
         query="profile=Student&activation=inactive", form={"template": "cards"},
@@ -110,7 +118,7 @@ def matrix_table() -> str:
         "|---|---|---|" + "---|" * len(names),
     ]
     for row in MATRIX:
-        path = row.path.replace("{job}", "<job>").replace("{campaign}", "<campaign>")
+        path = row.path.replace("{job}", "<job>").replace("{campaign}", "<campaign>").replace("{saved}", "<saved>")
         cells = [str(s) for s in row.statuses]
         note = f" ({row.note})" if row.note else ""
         lines.append(
@@ -176,9 +184,12 @@ def test_route_role_matrix(app: Flask, client: Any, smtp: SmtpServer) -> None:
     # sync limit of 4) and a campaign, both finished.
     job = job_id_of(post_pdf(client, ADML_A, "", token, template="cards"))
     campaign = campaign_id_of(post_mail(client, ADML_A, "", token))
+    saved = client.post(f"{BASE}/selections?profile=Student", ADML_A, data={"name": "Élèves", "csrf_token": token})
+    assert saved.status_code == 303
     with app.app_context():
         assert run_of(job).state == "done"
         assert run_of(campaign).state == "done"
+        saved_id = db.session.execute(sa.select(SavedSelection.id)).scalar_one()
         db.session.remove()
 
     def stop_campaign() -> None:
@@ -191,7 +202,7 @@ def test_route_role_matrix(app: Flask, client: Any, smtp: SmtpServer) -> None:
     asked = _ask_log(app)
     mismatches: list[str] = []
     for row in MATRIX:
-        url = BASE + row.path.format(job=job, campaign=campaign) + (f"?{row.query}" if row.query else "")
+        url = BASE + row.path.format(job=job, campaign=campaign, saved=saved_id) + (f"?{row.query}" if row.query else "")
         for role in RUN_ORDER:
             if row.endpoint in prepare:
                 prepare[row.endpoint]()

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask
 from flask_babel import Babel
 from flask_mail import Mail
@@ -96,6 +97,15 @@ def _secret_key(instance_path: str) -> str:
     return path.read_text(encoding="ascii").strip()
 
 
+def _sqlite_wal(connection: Any, _record: Any) -> None:
+    """Readers never wait for a writer, nor a writer for readers (the file is shared
+    by the server's processes); a commit is synced at checkpoints, not each time."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
 def _locale() -> str:
     return "fr"
 
@@ -128,7 +138,15 @@ def create_app(
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(app.instance_path)
 
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:"):
+        # Several server processes share the file: a writer waits for another's lock
+        # (up to 30 s) instead of failing at once.
+        options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
+        options.setdefault("connect_args", {}).setdefault("timeout", 30)
     db.init_app(app)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
+        with app.app_context():
+            sa.event.listen(db.engine, "connect", _sqlite_wal)
     csrf.init_app(app)
     mail.init_app(app)
     babel.init_app(app, locale_selector=_locale)

@@ -233,9 +233,15 @@ def main(argv: list[str] | None = None) -> None:
         help="dossier où chaque message est enregistré (.eml)",
     )
     args = parser.parse_args(argv)
-    # The console's directory ties each message to its school, as under ``serve``.
-    controller = start_outbox(args.dir, port=args.port, school_of=school_of_recipients(create_app()))
-    print(f"SMTP de démonstration sur {DEFAULT_HOST}:{args.port}, messages dans {args.dir}")
+    # The console's directory ties each message to its school, as under ``serve``;
+    # ``eager``: this process runs no background work of the console.
+    app = create_app({"PUBLIPOSTAGE_JOB_BACKEND": "eager"})
+    try:
+        controller = start_outbox(args.dir, port=args.port, school_of=school_of_recipients(app))
+    except (OSError, RuntimeError) as error:
+        parser.exit(1, f"Serveur SMTP de démonstration non démarré sur le port {args.port} : {error}\n")
+    # ``serve`` waits for this line.
+    print(f"SMTP de démonstration sur {DEFAULT_HOST}:{args.port}, messages dans {args.dir}", flush=True)
     stop = threading.Event()
     # Ctrl-C, and also `kill` from a script that started it in the background.
     for signum in (signal.SIGINT, signal.SIGTERM):

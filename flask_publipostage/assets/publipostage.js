@@ -504,6 +504,19 @@
     }
   });
 
+  /* -- "Mes sélections": the template ticked in step 3 is saved with the selection -- */
+
+  var save = document.getElementById("pp-save");
+  if (save) {
+    save.addEventListener("submit", function () {
+      var chosen = document.querySelector("#pp-pdf input[name=template]:checked");
+      var kept = save.querySelector("input[name=template]");
+      if (chosen && kept) {
+        kept.value = chosen.value;
+      }
+    });
+  }
+
   window.history.replaceState({ ppQuery: location.search.replace(/^\?/, "") }, "", location.href);
   syncSortOptions();
   filterAdvice();

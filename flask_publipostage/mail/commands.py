@@ -62,7 +62,7 @@ def _follow(campaign_id: int) -> None:
     if backends.runner().distributed:
         click.echo(_("Handed to the Celery workers; follow it with: flask publipostage status %(id)d", id=campaign_id))
         return
-    status = campaigns.CampaignStatus(follow(campaign_id, _counts_line))
+    status = campaigns.CampaignStatus(follow(campaign_id, _counts_line, _("Sending")))
     click.echo(_("Campaign %(id)d: %(state)s.", id=campaign_id, state=campaigns.state_label(status.state)))
     if status.duplicates:
         click.echo(_duplicates_line(status.duplicates))

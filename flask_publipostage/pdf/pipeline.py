@@ -27,7 +27,7 @@ import math
 import multiprocessing
 import os
 from bisect import bisect_right
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,8 +45,8 @@ from ..i18n import lazy_gettext as _l
 from ..models import utcnow
 from ..recipients import EXPIRED, Recipient, Related
 from ..runs import backends, core, files
-from ..runs.models import DONE, ITEM_FAILED, PENDING, PRINTED, RENDERED, SKIPPED, Run, RunItem
-from ..selection import Selection
+from ..runs.models import DONE, FAILED, ITEM_FAILED, PENDING, PRINTED, RENDERED, SKIPPED, Run, RunItem
+from ..selection import Selection, SelectionError, count_sheets
 from ..state import state
 from . import render, worker
 
@@ -121,6 +121,67 @@ def start(selection: Selection, options: render.Options, *, inline: bool = False
 def is_small(sheets: int) -> bool:
     """A small run is one chunk, rendered in the admin's request."""
     return sheets <= int(config_value("PDF_SYNC_LIMIT"))
+
+
+def check_options(selection: Selection, options: render.Options, may_renew: Callable[[], bool] = lambda: True) -> None:
+    """Refuse an option that cannot apply, never ignore it: the rules of the
+    page's form and of ``flask publipostage pdf`` alike. ``may_renew``: whether
+    the admin may have renewal codes issued (the page asks for the capability
+    ``renew``; the command line, run on the server, may)."""
+    if options.renew not in ("", *renewal.CHOICES):
+        raise SelectionError(_("Invalid choice of renewal codes."), field="renew")
+    if options.renews:
+        # Asking the host for codes changes accounts: its own capability.
+        if not renewal.available():
+            raise SelectionError(_("This console does not issue renewal codes."), field="renew")
+        if not may_renew():
+            raise SelectionError(_("You may not generate renewal codes."), status=403, field="renew")
+        if options.renew_expired and not state().host.maps("code_valid_until"):
+            raise SelectionError(_("This console does not say when activation codes expire."), field="renew_expired")
+    if options.postal and options.template != render.LETTER:
+        raise SelectionError(_("Postal mail needs the template “1 per page”."), field="postal")
+    if options.postal and not state().host.has_postal_address:
+        raise SelectionError(
+            _("Postal letters need postal addresses, which this console does not provide."), field="postal"
+        )
+    if options.signoff and selection.group_by != "class":
+        raise SelectionError(_("The sign-off sheet needs the accounts sorted by class first."), field="signoff")
+    if options.every_class and not selection.by_class:
+        raise SelectionError(
+            _("A bundle per class needs the accounts sorted by class (“Sort by” or “Then by”)."), field="every_class"
+        )
+    if options.zip and selection.group_by != "class":
+        raise SelectionError(_("One PDF file per class needs the accounts sorted by class first."), field="zip")
+
+
+def launch(selection: Selection, options: render.Options, selected: int) -> tuple[Run, bool]:
+    """Start the PDF of ``selection`` (``selected`` accounts) as the page and the
+    command line do: a small one (not a ZIP) is rendered here and now, a larger
+    one goes to the runner. Returns the run and whether it was driven here (it is
+    then over, unless the runner is Celery's: its workers render every chunk)."""
+    sheets = count_sheets(selection) if options.every_class else selected
+    # A ZIP is always prepared in the background: its page lists what it holds.
+    inline = is_small(sheets) and not options.zip
+    run, _created = start(selection, options, inline=inline)
+    if inline:
+        core.drive(run.id)
+        found = core.get(run.id)
+        assert found is not None
+        run = found
+    return run, inline
+
+
+def failure(run: Run) -> SelectionError | None:
+    """Why a run that is over left no file, as the admin is told; None when its
+    file is ready."""
+    if run.last_error == renewal.FAILED:
+        return SelectionError(renewal.failed_message(), status=502)
+    if run.state != DONE:
+        return SelectionError(
+            _("The PDF could not be generated. Try again; if it fails again, contact your administrator."),
+            status=500 if run.state == FAILED else 409,
+        )
+    return None
 
 
 # -- planning ---------------------------------------------------------------------------------

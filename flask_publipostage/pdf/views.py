@@ -19,7 +19,7 @@ from ..i18n import lazy_gettext as _l
 from ..i18n import ngettext
 from ..runs import core, files
 from ..runs.models import DONE, SKIPPED, Run
-from ..selection import Selection, SelectionError, check_size, count, count_sheets
+from ..selection import Selection, SelectionError, check_size, count
 from ..state import state
 from ..views import PostForm, current_selection, form_error, stalled_label, time_left_label
 from . import check, pipeline, render
@@ -58,36 +58,16 @@ class PdfForm(FlaskForm):
 
     def options(self, selection: Selection) -> render.Options:
         """The options chosen; one that cannot apply is refused, never ignored."""
-        renew = self.renew.data or ""
-        if renew not in ("", *renewal.CHOICES):
-            raise SelectionError(_("Invalid choice of renewal codes."), field="renew")
         options = render.Options(
             template=self.template.data,
             postal=bool(self.postal.data),
             signoff=bool(self.signoff.data),
             every_class=bool(self.every_class.data),
             zip=bool(self.zip.data),
-            renew=renew,
+            renew=self.renew.data or "",
             renew_expired=bool(self.renew_expired.data),
         )
-        if options.renews:
-            # Asking the host for codes changes accounts: its own capability.
-            if not renewal.available():
-                raise SelectionError(_("This console does not issue renewal codes."), field="renew")
-            if not has_capability(RENEW):
-                raise SelectionError(_("You may not generate renewal codes."), status=403, field="renew")
-            if options.renew_expired and not state().host.maps("code_valid_until"):
-                raise SelectionError(_("This console does not say when activation codes expire."), field="renew_expired")
-        if options.postal and options.template != render.LETTER:
-            raise SelectionError(_("Postal mail needs the template “1 per page”."), field="postal")
-        if options.signoff and selection.group_by != "class":
-            raise SelectionError(_("The sign-off sheet needs the accounts sorted by class first."), field="signoff")
-        if options.every_class and not selection.by_class:
-            raise SelectionError(
-                _("A bundle per class needs the accounts sorted by class (“Sort by” or “Then by”)."), field="every_class"
-            )
-        if options.zip and selection.group_by != "class":
-            raise SelectionError(_("One PDF file per class needs the accounts sorted by class first."), field="zip")
+        pipeline.check_options(selection, options, may_renew=lambda: has_capability(RENEW))
         return options
 
 
@@ -187,10 +167,6 @@ def generate_pdf() -> Any:
     # Back to the same selection and template, at the button, once authenticated again.
     require_recent_authentication(url_for("publipostage.index", **selection.to_args().to_dict(flat=False),
                                           template=options.template, _anchor="pp-pdf"))
-    if options.postal and not state().host.has_postal_address:
-        raise SelectionError(
-            _("Postal letters need postal addresses, which this console does not provide."), field="postal"
-        )
     counters = count(selection)
     check_size(counters)
     if counters.selected == 0:
@@ -199,20 +175,12 @@ def generate_pdf() -> Any:
         problems, total = check.unprintable(selection, render.Settings.from_config().typesetter)
         if total:
             return _check_page(form, selection, problems, total)
-    sheets = count_sheets(selection) if options.every_class else counters.selected
-    # A ZIP is always prepared in the background: its page lists what it holds.
-    inline = pipeline.is_small(sheets) and not options.zip
-    run, _created = pipeline.start(selection, options, inline=inline)
+    run, inline = pipeline.launch(selection, options, counters.selected)
     if not inline:
         return redirect(url_for("publipostage.pdf_job", job_id=run.token), code=303)
-    core.drive(run.id)
-    run = core.get(run.id)
-    assert run is not None
-    if run.last_error == renewal.FAILED:
-        raise SelectionError(renewal.failed_message(), status=502)
-    if run.state != DONE:
-        raise SelectionError(_("The PDF could not be generated. Try again; if it fails again, contact your administrator."),
-                             status=500 if run.state == "failed" else 409)
+    error = pipeline.failure(run)
+    if error is not None:
+        raise error
     return _download(run)
 
 

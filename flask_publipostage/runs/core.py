@@ -139,6 +139,7 @@ def start(
     audit_template: str,
     audit_count: int | None = None,
     inline: bool = False,
+    items: bool = True,
 ) -> tuple[Run, bool]:
     """Record a run of ``selection`` with its items and audit row, in one commit,
     and hand it to the runner. Returns ``(run, created)``.
@@ -152,7 +153,8 @@ def start(
     (a PDF's bundle for every class), else one per account. The audit row counts
     accounts unless ``audit_count`` says otherwise. An ``inline`` run is driven by
     the caller at once (a small PDF, in its request, calls :func:`drive`): it
-    takes no slot.
+    takes no slot. Without ``items`` the caller adds them itself
+    (:func:`freeze_items`; a CSV export, once streamed) and gives ``audit_count``.
     """
     scope = selection.scope
     assert scope is not None
@@ -177,7 +179,8 @@ def start(
     session.add(run)
     session.flush()
     try:
-        _freeze_items(run, selection, item_kind, columns, every_class)
+        if items:
+            freeze_items(run, selection, item_kind, columns, every_class)
     except IntegrityError:
         if not every_class:
             raise
@@ -240,10 +243,11 @@ def _take_slot(kind: Kind, scope: Scope, run: Run) -> Run | None:
     raise SelectionError(str(kind.busy), status=409)
 
 
-def _freeze_items(
+def freeze_items(
     run: Run, selection: Selection, item_kind: str, columns: Callable[[Any], dict[str, Any]] | None, every_class: bool
 ) -> None:
-    """One INSERT … SELECT over the selection: memory stays flat at any size."""
+    """The run's items, one INSERT … SELECT over the selection: memory stays flat
+    at any size (not committed)."""
     rows = selection.numbered(state().host, every_class=every_class).subquery("pp_numbered")
     values: dict[str, Any] = {
         "run_id": sa.literal(run.id, sa.Integer),

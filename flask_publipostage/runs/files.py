@@ -101,9 +101,7 @@ def claim_download(run: Run, by: Scope) -> Path:
 
 
 def stream(run_id: int, path: Path, app: Flask) -> Iterator[bytes]:
-    """The file's bytes; at the end it is deleted and its sheets count as
-    distributed (the history), and a download that did not go to the end gives
-    the claim back (the admin may try again)."""
+    """The file's bytes, then :func:`end_download`."""
     complete = False
     try:
         with open(path, "rb") as handle:
@@ -112,14 +110,21 @@ def stream(run_id: int, path: Path, app: Flask) -> Iterator[bytes]:
         complete = True
     finally:
         with app.app_context():
-            with engine().begin() as conn:
-                if complete:
-                    path.unlink(missing_ok=True)
-                    conn.execute(sa.update(run_t).where(run_t.c.id == run_id).values(file_path=None))
-                else:
-                    conn.execute(sa.update(run_t).where(run_t.c.id == run_id).values(downloaded_at=None))
-            if complete:
-                distributed(run_id, PRINTED)
+            end_download(run_id, path, complete=complete)
+
+
+def end_download(run_id: int, path: Path, *, complete: bool) -> None:
+    """After a claimed download (a response streamed, a copy by the command line):
+    a file that went out whole is deleted and its sheets count as distributed (the
+    history); one cut short gives the claim back (the admin may try again)."""
+    with engine().begin() as conn:
+        if complete:
+            path.unlink(missing_ok=True)
+            conn.execute(sa.update(run_t).where(run_t.c.id == run_id).values(file_path=None))
+        else:
+            conn.execute(sa.update(run_t).where(run_t.c.id == run_id).values(downloaded_at=None))
+    if complete:
+        distributed(run_id, PRINTED)
 
 
 def drop_work(run: Run) -> None:
