@@ -77,13 +77,28 @@ class _Account:
 @dataclass(frozen=True)
 class Field:
     """Where a marker stood: its baseline's start (pt, from the page's bottom
-    left), font (PostScript name), size and fill colour."""
+    left), font (PostScript name), size, fill colour and leading."""
 
     x: float
     y: float
     font: str
     size: float
     color: tuple[float, ...]
+    leading: float = 0.0
+
+
+#: The slot of the letter's number in its group (the texts are numbered from 0).
+NUMBER = -1
+
+
+@dataclass(frozen=True)
+class Band:
+    """Part of a marked page's content stream, cut where the accounts' texts go:
+    ``parts[i]``, the text of ``slots[i]``, ``parts[i + 1]``... Each part is bytes
+    and resource names (:class:`_Name`), renamed for the page that uses them."""
+
+    parts: tuple[tuple[bytes, ...], ...]
+    slots: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -92,8 +107,8 @@ class Stamp:
 
     path: str
     page: int
-    header: bytes
-    body: bytes
+    header: Band
+    body: Band
     #: Bottom of the header's blocks (its height shows there): two stamps whose
     #: headers end at the same place share their bodies.
     header_bottom: float | None
@@ -101,6 +116,8 @@ class Stamp:
     number: Field | None
     #: The QR code's box: x, y, width, height (pt).
     qr: tuple[float, float, float, float] | None
+    #: The page's resources: (kind, name, object number or the value itself).
+    resources: tuple[tuple[str, bytes, int | bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -310,6 +327,35 @@ def _multiply(m: Sequence[float], n: Sequence[float]) -> tuple[float, ...]:
     return (a * g + b * i, a * h + b * j, c * g + d * i, c * h + d * j, e * g + f * i + k, e * h + f * j + l_)
 
 
+def _numbers(values: Sequence[float]) -> bytes:
+    return " ".join(f"{v:.6f}".rstrip("0").rstrip(".") or "0" for v in values).encode("ascii")
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """Where an account's text goes in the marked page's stream: in its text
+    object, where the marker was, in the marker's font (the text's own fonts set
+    for it); the marker's font (its resource name) and size set again after it."""
+
+    slot: int
+    font: bytes
+    size: float
+
+    def resume(self) -> list[bytes]:
+        return [_Name(self.font[1:]), b" " + _numbers([self.size]) + b" Tf\n"]
+
+
+#: The resource kinds of a marked page, and the operators naming them (operand index).
+_RESOURCE_KINDS = ("/Font", "/XObject", "/ExtGState", "/ColorSpace", "/Pattern", "/Shading", "/Properties")
+_NAMED_BY = {b"Tf": ("/Font", 0), b"Do": ("/XObject", 0), b"gs": ("/ExtGState", 0), b"sh": ("/Shading", 0),
+             b"cs": ("/ColorSpace", 0), b"CS": ("/ColorSpace", 0), b"scn": ("/Pattern", -1),
+             b"SCN": ("/Pattern", -1), b"BDC": ("/Properties", 1), b"DP": ("/Properties", 1)}
+
+
+class _Name(bytes):
+    """A resource's name in a band (without its slash): renamed when the page is made."""
+
+
 def read_stamps(path: str) -> list[Stamp]:
     """Every page of a marked PDF read back as a stamp."""
     from pypdf import PdfReader
@@ -319,7 +365,7 @@ def read_stamps(path: str) -> list[Stamp]:
 
 
 def _read_page(reader: Any, path: str, number: int) -> Stamp:
-    from pypdf.generic import ArrayObject, ByteStringObject, ContentStream, FloatObject
+    from pypdf.generic import ArrayObject, ByteStringObject, ContentStream, IndirectObject
 
     page = reader.pages[number]
     resources = page["/Resources"].get_object()
@@ -329,6 +375,17 @@ def _read_page(reader: Any, path: str, number: int) -> Stamp:
     xobjects = resources.get("/XObject", {})
     xobjects = xobjects.get_object() if xobjects else {}
     operations = ContentStream(page.get_contents(), reader).operations
+    kinds: list[tuple[str, bytes, int | bytes]] = []
+    for kind in _RESOURCE_KINDS:
+        entries = resources.get(kind)
+        for name, value in (entries.get_object().items() if entries is not None else []):
+            if isinstance(value, IndirectObject):
+                kinds.append((kind, name.encode("latin-1"), value.idnum))
+            else:
+                buffer = io.BytesIO()
+                value.write_to_stream(buffer)
+                kinds.append((kind, name.encode("latin-1"), buffer.getvalue()))
+    named = {(kind, name) for kind, name, _value in kinds}
 
     fields: dict[int, Field] = {}
     number_field: Field | None = None
@@ -336,6 +393,7 @@ def _read_page(reader: Any, path: str, number: int) -> Stamp:
     # The graphics state this reading needs: matrix, font, size, leading, colour.
     ctm: tuple[float, ...] = (1, 0, 0, 1, 0, 0)
     font: _Font | None = None
+    font_name = b""
     size = 0.0
     leading = 0.0
     color: tuple[float, ...] = (0.0,)
@@ -346,34 +404,38 @@ def _read_page(reader: Any, path: str, number: int) -> Stamp:
     blocks: list[list[Any]] = [[[], False, None]]
     kept: list[Any] = blocks[0][0]
 
-    def show(data: bytes, out: list[Any]) -> float:
-        """Add ``data``'s pieces to ``out`` (markers as displacements); its advance (text space)."""
-        nonlocal number_field
+    def show(data: bytes, pieces: list[Any]) -> list[Any]:
+        """``data``'s pieces added to the text operation under way; at each marker
+        that operation is cut (its account's text drawn there). The pieces left."""
+        nonlocal number_field, tm
         assert font is not None
         text = font.decode(data)
-        start = 0
         spans = [(m.start(), m.end(), int(m.group(1))) for m in _MARK.finditer(text)]
         figures = re.search(FIGURE + "+", text)
         if figures:
-            spans.append((figures.start(), figures.end(), -1))
+            spans.append((figures.start(), figures.end(), NUMBER))
             blocks[-1][1] = True
         spans.sort()
         widths = [font.widths.get(code, 0.0) * size / 1000 for code in data]
+        start = 0
         for begin, end, index in spans:
             if begin > start:
-                out.append(ByteStringObject(data[start:begin]))
-            x = sum(widths[:begin])
-            point = _multiply((1, 0, 0, 1, x, 0), _multiply(tm, ctm))
-            found = Field(round(point[4], 3), round(point[5], 3), font.name, size * (tm[0] if tm[0] else 1), color)
+                pieces.append(ByteStringObject(data[start:begin]))
+            point = _multiply(_multiply((1, 0, 0, 1, sum(widths[:begin]), 0), tm), ctm)
+            found = Field(round(point[4], 3), round(point[5], 3), font.name, size * (tm[0] if tm[0] else 1), color, leading)
             if index >= 0:
                 fields[index] = found
             else:
                 number_field = found
-            out.append(FloatObject(-sum(widths[begin:end]) * 1000 / size))
+            if pieces:
+                kept.append(([ArrayObject(pieces)], b"TJ"))
+            kept.append(_Cut(index, font_name, size))
+            pieces = []
             start = end
         if start < len(data):
-            out.append(ByteStringObject(data[start:]))
-        return sum(widths)
+            pieces.append(ByteStringObject(data[start:]))
+        tm = _multiply((1, 0, 0, 1, sum(widths), 0), tm)
+        return pieces
 
     def raw(value: Any) -> bytes:
         return bytes(value) if isinstance(value, bytes) else bytes(value.original_bytes)
@@ -382,14 +444,14 @@ def _read_page(reader: Any, path: str, number: int) -> Stamp:
         op = operator
         out_operands, out_operator = operands, operator
         if op == b"q":
-            saved.append((ctm, font, size, leading, color))
+            saved.append((ctm, font, font_name, size, leading, color))
             if depth == 0:
                 blocks.append([[], False, None])
                 kept = blocks[-1][0]
             depth += 1
         elif op == b"Q":
             if saved:
-                ctm, font, size, leading, color = saved.pop()
+                ctm, font, font_name, size, leading, color = saved.pop()
             depth = max(0, depth - 1)
         elif op == b"cm":
             matrix = tuple(float(v) for v in operands)
@@ -412,7 +474,7 @@ def _read_page(reader: Any, path: str, number: int) -> Stamp:
         elif op == b"TL":
             leading = float(operands[0])
         elif op == b"Tf":
-            font = decoders.get(operands[0])
+            font, font_name = decoders.get(operands[0]), str(operands[0]).encode("latin-1")
             size = float(operands[1])
         elif op == b"rg":
             color = tuple(float(v) for v in operands)
@@ -424,19 +486,15 @@ def _read_page(reader: Any, path: str, number: int) -> Stamp:
                 tm = tlm
                 kept.append(([], b"T*"))
             pieces: list[Any] = []
-            total = 0.0
             items = operands[0] if op == b"TJ" else [operands[0]]
             for item in items:
                 if isinstance(item, (int, float)) or type(item).__name__ in ("FloatObject", "NumberObject"):
                     pieces.append(item)
-                    shift = -float(item) / 1000 * size
-                    total += shift
-                    tm = _multiply((1, 0, 0, 1, shift, 0), tm)
+                    tm = _multiply((1, 0, 0, 1, -float(item) / 1000 * size, 0), tm)
                     continue
-                data = raw(item)
-                advance = show(data, pieces)
-                total += advance
-                tm = _multiply((1, 0, 0, 1, advance, 0), tm)
+                pieces = show(raw(item), pieces)
+            if not pieces:
+                continue
             out_operands, out_operator = [ArrayObject(pieces)], b"TJ"
         elif op == b"Do":
             target = xobjects.get(operands[0])
@@ -457,18 +515,51 @@ def _read_page(reader: Any, path: str, number: int) -> Stamp:
             header_bottom = bottom if header_bottom is None else min(header_bottom, bottom or 0)
         else:
             body_ops += operations_of
-    return Stamp(path, number, _serialise(header_ops, reader), _serialise(body_ops, reader),
-                 header_bottom, fields, number_field, qr)
+    return Stamp(path, number, _band(header_ops, reader, named), _band(body_ops, reader, named),
+                 header_bottom, fields, number_field, qr, tuple(kinds))
 
 
-def _serialise(operations: list[Any], reader: Any) -> bytes:
-    from pypdf.generic import ContentStream
+def _band(operations: list[Any], reader: Any, named: set[tuple[str, bytes]]) -> Band:
+    """Operations written as a band: cut at each marker, resource names apart."""
+    from pypdf.generic import ContentStream, NameObject
 
-    if not operations:
-        return b""
-    stream = ContentStream(None, reader)
-    stream.operations = operations
-    return bytes(stream.get_data())
+    parts: list[tuple[bytes, ...]] = []
+    slots: list[int] = []
+    part: list[bytes] = []
+    buffer = io.BytesIO()
+
+    def flush() -> None:
+        if buffer.tell():
+            part.append(buffer.getvalue())
+            buffer.seek(0)
+            buffer.truncate()
+
+    for operation in operations:
+        if isinstance(operation, _Cut):
+            flush()
+            parts.append(tuple(part))
+            slots.append(operation.slot)
+            part = operation.resume()
+            continue
+        operands, operator = operation
+        if operator == b"INLINE IMAGE":
+            stream = ContentStream(None, reader)
+            stream.operations = [operation]
+            buffer.write(stream.get_data() + b"\n")
+            continue
+        kind, at = _NAMED_BY.get(operator, (None, 0))
+        for position, operand in enumerate(operands):
+            if (kind is not None and isinstance(operand, NameObject) and position == at % max(len(operands), 1)
+                    and (kind, str(operand).encode("latin-1")) in named):
+                flush()
+                part.append(_Name(str(operand).encode("latin-1")[1:]))
+            else:
+                operand.write_to_stream(buffer)
+            buffer.write(b" ")
+        buffer.write(operator + b"\n")
+    flush()
+    parts.append(tuple(part))
+    return Band(tuple(parts), tuple(slots))
 
 
 # -- the workers: drawing and stamping ------------------------------------------------------------
@@ -484,22 +575,23 @@ _FACES = {
 
 
 def compose(plan: Plan, out: Any) -> None:
-    """Write the chunk's PDF to the binary file ``out``: each page drawn by the
-    canvas, then stamped: its bands put under the drawing as form XObjects.
+    """Write the chunk's PDF to the binary file ``out``: each letter the marked
+    page's content with the account's texts in the markers' places.
 
-    Written as bytes, as :mod:`.merge` copies chunks: the canvas's objects as
-    they are (a page gets the forms in its resources and a first content
-    stream calling them), then each band used, as a form holding the marked
-    page's resources, and what those refer to (fonts, images), once a chunk."""
-    from .merge import _raw_objects
+    The canvas draws each page's texts and QR code, each after a comment naming
+    its slot; a page's content stream is then the bands of its marked pages, its
+    texts put in between where the markers stood: the text reads in the order of
+    a letter laid out whole. Written as bytes, as :mod:`.merge` copies chunks:
+    the canvas's objects as they are but for the pages' contents and resources,
+    then the marked pages' resources (fonts, images) and what they refer to,
+    once a chunk, under names of their own (``/L<stamp>.<name>``)."""
+    from .merge import _LENGTH, _raw_objects
 
     overlay = _draw(plan, fonts.typesetter(plan.fallbacks))
     drawn = _raw_objects(overlay)
     numbers = iter(range(max(drawn.offsets) + 1, 1 << 30))
     written: list[tuple[int, bytes]] = []
-    forms: dict[tuple[int, str], int] = {}
     copied: dict[tuple[str, int], int] = {}
-    prefixes: dict[bytes, int] = {}
 
     def copy(path: str, number: int) -> int:
         """Object ``number`` of a marked PDF (and all it refers to), renumbered."""
@@ -507,53 +599,81 @@ def compose(plan: Plan, out: Any) -> None:
         if key in copied:
             return copied[key]
         copied[key] = new = next(numbers)
-        source = _raw_of(path)
-        head, tail = source.body(number)
+        head, tail = _raw_of(path).body(number)
         written.append((new, _REFERENCE.sub(lambda m: b"%d 0 R" % copy(path, int(m.group(1))), head) + tail))
         return new
 
-    def form(index: int, band: str) -> int:
-        key = (index, band)
-        if key not in forms:
-            stamp = plan.stamps[index]
-            source = _raw_of(stamp.path)
-            page_head = source.body(source.page_order[stamp.page])[0]
-            resources = _resources(source, page_head)
-            resources = _REFERENCE.sub(lambda m: b"%d 0 R" % copy(stamp.path, int(m.group(1))), resources)
-            box = _MEDIA_BOX.search(page_head)
-            data = zlib.compress(getattr(stamp, band))
-            forms[key] = number = next(numbers)
-            written.append((number, b"<< /Type /XObject /Subtype /Form /BBox " + (box.group(1) if box else b"[0 0 595.2756 841.8898]")
-                            + b" /Resources " + resources + b" /Filter /FlateDecode /Length %d >>\nstream\n" % len(data)
-                            + data + b"\nendstream"))
-        return forms[key]
+    @functools.cache
+    def entries(index: int) -> dict[str, bytes]:
+        """The resources of stamp ``index`` by kind, renamed."""
+        stamp = plan.stamps[index]
+        by_kind: dict[str, list[bytes]] = {}
+        for kind, name, value in stamp.resources:
+            if isinstance(value, int):
+                target = b"%d 0 R" % copy(stamp.path, value)
+            else:
+                target = _REFERENCE.sub(lambda m: b"%d 0 R" % copy(stamp.path, int(m.group(1))), value)
+            by_kind.setdefault(kind, []).append(b"/" + _prefix(index) + name[1:] + b" " + target)
+        return {kind: b" ".join(items) for kind, items in by_kind.items()}
+
+    @functools.cache
+    def bound(index: int, band: str) -> tuple[tuple[bytes, ...], tuple[int, ...]]:
+        """A band's parts with their resources renamed."""
+        cut = getattr(plan.stamps[index], band)
+        prefix = b"/" + _prefix(index)
+        return tuple(b"".join(prefix + p if isinstance(p, _Name) else p for p in part) for part in cut.parts), cut.slots
+
+    @functools.cache
+    def canvas_entries(resources: bytes, kind: bytes) -> bytes:
+        return _entries(drawn, resources, kind)
+
+    def resources_of(head: bytes, spec: Page) -> bytes:
+        canvas = _resources(drawn, head)
+        kinds: dict[str, list[bytes]] = {}
+        for kind in ("/Font", "/XObject"):
+            found = canvas_entries(canvas, kind.encode("ascii"))
+            if found:
+                kinds[kind] = [found]
+        for index in dict.fromkeys(i for i in (spec.header, spec.body) if i is not None):
+            for kind, items in entries(index).items():
+                kinds.setdefault(kind, []).append(items)
+        return (b"<< /ProcSet [ /PDF /Text /ImageB /ImageC /ImageI ] "
+                + b" ".join(kind.encode("ascii") + b" << " + b" ".join(items) + b" >>" for kind, items in kinds.items())
+                + b" >>")
+
+    def content(head: bytes, tail: bytes, spec: Page) -> bytes:
+        length = _LENGTH.search(head)
+        assert length is not None
+        start = tail.index(b"\n") + 1
+        pieces = _SLOT.split(tail[start : start + int(length.group(1))])
+        texts = {slot: piece for slot, piece in zip(pieces[1::2], pieces[2::2])}
+        parts: list[bytes] = []
+        for index, band in ((spec.header, "header"), (spec.body, "body")):
+            if index is None:
+                continue
+            cuts, slots = bound(index, band)
+            for cut, slot in zip(cuts, slots):
+                parts += (cut, texts.get(b"%d" % slot, b""))
+            parts.append(cuts[-1])
+        parts.append(texts.get(b"qr", b""))
+        data = zlib.compress(b"".join(parts))
+        return b"<< /Filter /FlateDecode /Length %d >>\n" % len(data) + b"stream\n" + data + b"\nendstream"
 
     pages = dict(zip(drawn.page_order, plan.pages))
+    contents: dict[int, Page] = {}
+    for number, spec in pages.items():
+        found = re.search(rb"/Contents (\d+) 0 R", drawn.body(number)[0])
+        assert found is not None
+        contents[int(found.group(1))] = spec
     out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets: dict[int, int] = {}
     for number in sorted(drawn.offsets):
         head, tail = drawn.body(number)
         spec = pages.get(number)
         if spec is not None:
-            bands = [(spec.header, "header"), (spec.body, "body")]
-            names = []
-            for index, band in bands:
-                if index is not None and getattr(plan.stamps[index], band):
-                    names.append((b"/PP" + band[0].upper().encode(), form(index, band)))
-            calls = b" ".join(b"q %s Do Q" % name for name, _n in names) + b"\n"
-            if calls not in prefixes:
-                prefixes[calls] = next(numbers)
-                written.append((prefixes[calls], b"<< /Length %d >>\nstream\n" % len(calls) + calls + b"\nendstream"))
-            resources = _resources(drawn, head)
-            entries = b" ".join(b"%s %d 0 R" % (name, n) for name, n in names)
-            if b"/XObject <<" in resources:
-                resources = resources.replace(b"/XObject <<", b"/XObject << " + entries, 1)
-            else:
-                resources = resources[: resources.rindex(b">>")] + b" /XObject << " + entries + b" >> >>"
-            head = _replace_resources(head, resources)
-            first = prefixes[calls]
-            head = re.sub(rb"/Contents (\d+) 0 R", lambda m, first=first: b"/Contents [ %d 0 R %s 0 R ]" % (first, m.group(1)),
-                          head, count=1)
+            head = _replace_resources(head, resources_of(head, spec))
+        elif number in contents:
+            head, tail = content(head, tail, contents[number]), b""
         offsets[number] = out.tell()
         out.write(b"%d 0 obj\n" % number + head + tail + b"\nendobj\n")
     for number, body in written:
@@ -572,7 +692,25 @@ def compose(plan: Plan, out: Any) -> None:
 
 
 _REFERENCE = re.compile(rb"(\d+) 0 R")
-_MEDIA_BOX = re.compile(rb"/MediaBox\s*(\[[^\]]*\])")
+#: The comment the canvas writes before each text it draws: the text's slot.
+_SLOT = re.compile(rb"%PP(-?\d+|qr)\r?\n")
+
+
+def _prefix(index: int) -> bytes:
+    """What the names of stamp ``index``'s resources start with, on a page."""
+    return b"L%d." % index
+
+
+def _entries(objects: Any, resources: bytes, kind: bytes) -> bytes:
+    """The entries of the ``kind`` dictionary of ``resources`` (followed when a reference), or b""."""
+    found = re.compile(rb"%s\s*(?:(\d+) 0 R|<<)" % re.escape(kind)).search(resources)
+    if found is None:
+        return b""
+    if found.group(1) is not None:
+        data = objects.body(int(found.group(1)))[0].strip()
+        return data[data.index(b"<<") + 2 : data.rindex(b">>")].strip()
+    start = found.end() - 2
+    return resources[start + 2 : _dictionary_end(resources, start) - 2].strip()
 
 
 def _resources(objects: Any, head: bytes) -> bytes:
@@ -625,7 +763,9 @@ def _raw_of(path: str) -> Any:
 
 
 def _draw(plan: Plan, typesetter: fonts.Typesetter) -> bytes:
-    """The accounts' texts and QR codes, a page each (reportlab's canvas)."""
+    """The accounts' texts and QR codes, a page each (reportlab's canvas), each
+    after a comment naming its slot (:data:`_SLOT`); pages' contents uncompressed,
+    as :func:`compose` cuts them."""
     from reportlab import rl_config
     from reportlab.lib.pagesizes import A4
     from reportlab.pdfgen import canvas
@@ -635,7 +775,7 @@ def _draw(plan: Plan, typesetter: fonts.Typesetter) -> bytes:
     buffer = io.BytesIO()
     ascii85, rl_config.useA85 = rl_config.useA85, 0  # binary streams: smaller, and no encoding in Python
     try:
-        pdf = canvas.Canvas(buffer, pagesize=A4, pageCompression=1, initialFontName=fonts.initial_font())
+        pdf = canvas.Canvas(buffer, pagesize=A4, pageCompression=0, initialFontName=fonts.initial_font())
     finally:
         rl_config.useA85 = ascii85
     qr_forms: dict[str, str] = {}
@@ -644,12 +784,15 @@ def _draw(plan: Plan, typesetter: fonts.Typesetter) -> bytes:
         for index, text in enumerate(spec.texts):
             place = body.fields.get(index)
             if place is not None and text:
+                pdf.addLiteral(f"%PP{index}")
                 _text(pdf, typesetter, place, text, get_display, needs_bidi)
         if spec.number and spec.header is not None:
             place = plan.stamps[spec.header].number
             if place is not None:
+                pdf.addLiteral(f"%PP{NUMBER}")
                 _text(pdf, typesetter, place, spec.number, get_display, needs_bidi)
         if spec.qr and body.qr:
+            pdf.addLiteral("%PPqr")
             _qr(pdf, spec.qr, body.qr, qr_forms)
         pdf.showPage()
     pdf.save()
@@ -657,21 +800,23 @@ def _draw(plan: Plan, typesetter: fonts.Typesetter) -> bytes:
 
 
 def _text(pdf: Any, typesetter: fonts.Typesetter, place: Field, text: str, get_display: Any, needs_bidi: Any) -> None:
-    from reportlab.pdfbase.pdfmetrics import stringWidth
+    """The operators showing ``text`` in the marked page's text object, where the
+    marker was (its position, colour and leading are in effect there): font
+    changes and strings only, written as a literal of the page."""
+    from xhtml2pdf.util import shape_frag_text
 
     family, bold = _FACES.get(place.font, ("PPSans", False))
+    # As xhtml2pdf does: Arabic letters joined, run by run in the face that
+    # draws them, then the line put in drawing order.
+    text = "".join(shape_frag_text(run, face.metrics) or run for face, run in typesetter.runs(text, family, bold))
     if needs_bidi(text, "L"):
         text = get_display(text, "L")
-    color = place.color
-    if len(color) == 3:
-        pdf.setFillColorRGB(*color)
-    else:
-        pdf.setFillGray(color[0])
-    x = place.x
+    line = pdf.beginText()
+    assert line._code[0] == "BT" and line._code[1].endswith(" Tm")
     for face, run in typesetter.runs(text, family, bold):
-        pdf.setFont(face.metrics, place.size)
-        pdf.drawString(x, place.y, run)
-        x += stringWidth(run, face.metrics, place.size)
+        line.setFont(face.metrics, place.size, place.leading)
+        line.textOut(run)
+    pdf.addLiteral(" ".join(line._code[2:]))
 
 
 @functools.lru_cache(maxsize=64)
