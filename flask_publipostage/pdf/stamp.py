@@ -1,20 +1,23 @@
 """Letters at the cost of drawing them: xhtml2pdf lays out each *kind* of letter
-once, a canvas draws each account's own text on it.
+once, each account's own text is written in that layout.
 
 All letters of one kind (the same content, the same number of name, class,
 login and code lines, the same group header...) share everything but a dozen
 texts. So the letter template is rendered once per kind with *markers* in place
 of the account's texts (``QXJ007JXQ``; the letter's number in its group as
 many ``¥``, exactly as wide as its digits), and the marked
-page is read back: where each marker stands (position, font, size, colour), and
-where the QR code goes. Its content stream, the markers taken out, is the kind's
-*stamp*, split in two bands: the group header (the blocks holding the letter's
-number) and the body. Each letter is then a page of a reportlab canvas drawing
-the account's texts at the markers' places (the same fitted lines as the HTML
-renderer prints, so the fitting rules hold), the QR code as squares, under
-which the two bands are laid as form XObjects (the header of the letter's
-group, the body of its kind: a class's header is not rendered again for each
-kind of its letters).
+page is read back: where each marker stands (font, size, colour), and where the
+QR code goes. Its content stream is the kind's *stamp*, cut at each marker and
+split in two bands: the group header (the blocks holding the letter's number)
+and the body. Each letter's page is then the stamp's content with the account's
+own texts written in the markers' places, in the layout's text object (font
+changes and strings: the text flows on from where the marker began, as in a
+letter laid out whole, and reads back the same, in the same order), and its QR
+code drawn as squares. The texts are the same fitted lines as the HTML renderer
+prints, so the fitting rules hold. A letter takes the header of its group and
+the body of its kind: a class's header is not rendered again for each kind of
+its letters. Reportlab's canvas draws the texts (it subsets and embeds the
+fonts), a comment before each; :func:`compose` puts them in their places.
 
 The sheets of the run are planned here, in the driver (an app context: the
 templates are the host's); the marked pages are rendered and read there, a
@@ -283,7 +286,7 @@ class Stamper:
         # Named apart: Celery's chunk tasks may make stamps side by side.
         path = str(self.directory / f"stamps-{os.getpid()}-{id(self):x}-{self._renders:04d}.pdf")
         self._renders += 1
-        render_file(html, path, self.settings.roots)
+        render_file(html, path, self.settings.roots, collect=False)
         for page, stamp in enumerate(read_stamps(path)):
             header_key, body_key = keys[page]
             index = len(self.stamps)

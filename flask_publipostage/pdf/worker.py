@@ -23,16 +23,19 @@ def render_bytes(html: str, roots: Iterable[str]) -> bytes:
     return buffer.getvalue()
 
 
-def render_file(html: str | Plan, path: str, roots: Iterable[str]) -> str:
+def render_file(html: str | Plan, path: str, roots: Iterable[str], collect: bool = True) -> str:
     """Render to ``path`` (written whole or not at all); return the path.
-    ``html``: a document for xhtml2pdf, or the plan of stamped letters."""
+    ``html``: a document for xhtml2pdf, or the plan of stamped letters.
+    ``collect``: free the layout's objects at once (a chunk's worker); the
+    driver's few marked pages leave that to the collector's own pace, as a full
+    collection of its heap costs more than their layout."""
     partial = path + ".part"
     try:
         with open(partial, "wb") as out:
             if isinstance(html, Plan):
                 compose(html, out)
             else:
-                _render(html, out, roots)
+                _render(html, out, roots, collect)
         os.replace(partial, path)
     finally:
         if os.path.exists(partial):
@@ -47,7 +50,7 @@ def warm_up() -> int:
     return os.getpid()
 
 
-def _render(html: str, out: io.BufferedIOBase | io.BytesIO, roots: Iterable[str]) -> None:
+def _render(html: str, out: io.BufferedIOBase | io.BytesIO, roots: Iterable[str], collect: bool = True) -> None:
     from reportlab import rl_config
     from xhtml2pdf import pisa
 
@@ -66,6 +69,7 @@ def _render(html: str, out: io.BufferedIOBase | io.BytesIO, roots: Iterable[str]
         rl_config.canvas_basefontname = base_font
         if enabled:
             gc.enable()
-        gc.collect()
+        if collect:
+            gc.collect()
     if status.err:
         raise RenderError(f"xhtml2pdf reported {status.err} error(s)")
