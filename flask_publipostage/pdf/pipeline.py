@@ -56,6 +56,9 @@ CHUNK_TASK = "publipostage.pdf.chunk"
 FINISH_TASK = "publipostage.pdf.finish"
 SIGNOFF = "signoff"
 ACCOUNTS = "accounts"
+#: Chunks whose stamped letters' layouts the driver makes in one xhtml2pdf call
+#: (the first chunk's alone: the file starts at once).
+STAMP_AHEAD = 8
 
 item_t = cast(sa.Table, RunItem.__table__)
 
@@ -393,6 +396,7 @@ class Job:
         self._read: dict[int, Recipient] = {}
         self._items: dict[int, int] = {}  # position -> item id, of _read
         self._span = (0, -1)  # the positions in _read
+        self._read_ahead: dict[int, list[render.Sheet]] = {}  # chunk -> its sheets, read ahead (work)
 
     def accounts(self, lo: int, hi: int) -> dict[int, Recipient]:
         """The accounts at positions ``lo`` .. ``hi`` that still exist, by position."""
@@ -465,11 +469,20 @@ class Job:
             return None
         return Stamper(self.options, self.settings, files.parts_dir(self.run) / "stamps")
 
-    def work(self, index: int) -> str | Any:
+    def work(self, index: int, ahead: int = 0) -> str | Any:
         """What a worker makes chunk ``index`` from (:func:`.worker.render_file`):
         its stamped letters' plan, or its HTML; "" when none of its accounts
-        exists any more."""
-        sheets = self.sheets(index)
+        exists any more. ``ahead``: with stamped letters, the sheets of as many
+        chunks after it are read now, and their letters' layouts made with its
+        own (:meth:`.stamp.Stamper.prepare`); they are kept for their turn."""
+        sheets = self._read_ahead.pop(index, None)
+        read_now = sheets is None
+        if sheets is None:
+            sheets = self.sheets(index)
+        if self.stamper is not None and read_now and ahead:
+            for following in range(index + 1, min(len(self.chunks), index + 1 + ahead)):
+                self._read_ahead[following] = self.sheets(following)
+            self.stamper.prepare([sheets, *self._read_ahead.values()])
         if not sheets:
             return ""
         if self.stamper is not None:
@@ -601,7 +614,9 @@ def _render_here(job: Job, done: set[int]) -> None:
             while len(futures) >= workers * 2:
                 collect(block=True)
             collect(block=False)
-            html = job.work(index)
+            # The first chunk alone (it starts the file at once), the next ones
+            # read and laid out several at a time.
+            html = job.work(index, ahead=0 if index == todo[0] else STAMP_AHEAD)
             state().session.commit()  # end the read transaction: no snapshot held for the whole run
             if not html:
                 ready.add(index)

@@ -216,6 +216,34 @@ class Stamper:
     def plan(self, sheets: Sequence[Any]) -> Plan | None:
         """The chunk's plan, or None when a sheet is not a letter (or the template
         reads what no marker stands for): the chunk is rendered whole then."""
+        wanted = self._wanted(sheets)
+        if wanted is None:
+            return None
+        self._make(wanted)
+        plan = Plan(fallbacks=tuple(self.settings.fallbacks))
+        for _sheet, body_key, header_key, texts, number, qr in wanted:
+            found = self._find(body_key, header_key)
+            if found is None:
+                return None  # never: made above
+            header, body = found
+            for index in (header, body):
+                if index is not None:
+                    plan.stamps[index] = self.stamps[index]
+            plan.pages.append(Page(header, body, tuple(texts), number, qr))
+        return plan
+
+    def prepare(self, chunks: Sequence[Sequence[Any]]) -> None:
+        """Make the stamps of several chunks' letters at once: one xhtml2pdf call
+        costs about as much before its first page (styles, fonts) as for a few
+        pages, so the driver makes those of the chunks ahead together."""
+        wanted = []
+        for sheets in chunks:
+            wanted += self._wanted(sheets) or []
+        self._make(wanted)
+
+    def _wanted(self, sheets: Sequence[Any]) -> list[tuple[Any, ...]] | None:
+        """Each letter marked, with its body's and header's keys, texts, number and
+        QR code; None when the chunk is not stamped."""
         from .render import Sheet, qr_target_of
 
         if any(sheet.kind != "letter" for sheet in sheets):
@@ -233,6 +261,10 @@ class Stamper:
                                qr_target_of(sheet.data["v"])))
         except Unknown:
             return None
+        return wanted
+
+    def _make(self, wanted: Sequence[tuple[Any, ...]]) -> None:
+        """The stamps ``wanted`` lacks, made."""
         for _attempt in range(2):
             # A marked page for each body and each header not known yet (most
             # pages bring both), then for each pair whose header's height differs.
@@ -248,17 +280,6 @@ class Stamper:
             if not missing:
                 break
             self._render(missing)
-        plan = Plan(fallbacks=tuple(self.settings.fallbacks))
-        for _sheet, body_key, header_key, texts, number, qr in wanted:
-            found = self._find(body_key, header_key)
-            if found is None:
-                return None  # never: rendered above
-            header, body = found
-            for index in (header, body):
-                if index is not None:
-                    plan.stamps[index] = self.stamps[index]
-            plan.pages.append(Page(header, body, tuple(texts), number, qr))
-        return plan
 
     def _find(self, body_key: str, header_key: Any) -> tuple[int | None, int] | None:
         """The stamps of a letter: its header's and its body's."""
