@@ -33,6 +33,7 @@ before (as are cards, sign-off sheets and lists).
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
 import os
@@ -398,7 +399,10 @@ def _read_page(reader: Any, path: str, number: int) -> Stamp:
     decoders = {name: _Font(value.get_object()) for name, value in font_dicts.items()}
     xobjects = resources.get("/XObject", {})
     xobjects = xobjects.get_object() if xobjects else {}
-    operations = ContentStream(page.get_contents(), reader).operations
+    try:
+        operations = _operations(page.get_contents().get_data())
+    except _Unusual:
+        operations = ContentStream(page.get_contents(), reader).operations
     kinds: list[tuple[str, bytes, int | bytes]] = []
     for kind in _RESOURCE_KINDS:
         entries = resources.get(kind)
@@ -543,6 +547,106 @@ def _read_page(reader: Any, path: str, number: int) -> Stamp:
                  header_bottom, fields, number_field, qr, tuple(kinds))
 
 
+#: The tokens of a content stream as reportlab writes it (:func:`_operations`).
+_TOKEN = re.compile(
+    rb"\s+|%[^\r\n]*"
+    rb"|(?P<number>[+-]?(?:\d+\.?\d*|\.\d+))"
+    rb"|(?P<name>/[^\s/\[\]()<>{}%#]*)(?![#])"
+    rb"|(?P<string>\()"
+    rb"|(?P<hex><[0-9A-Fa-f\s]*>)"
+    rb"|(?P<open>\[)|(?P<close>\])"
+    rb"|(?P<operator>[A-Za-z'\"*][A-Za-z0-9'\"*]*)"
+)
+_ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("b"): b"\b", ord("f"): b"\f",
+            ord("("): b"(", ord(")"): b")", ord("\\"): b"\\"}
+
+
+class _Unusual(Exception):
+    """A content stream :func:`_operations` leaves to pypdf's parser."""
+
+
+def _literal(data: bytes, start: int) -> tuple[bytes, int]:
+    """The string opening at ``start`` (after its parenthesis), decoded; where it ends."""
+    out = bytearray()
+    depth = 1
+    index = start
+    while index < len(data):
+        char = data[index]
+        if char == 0x5C:  # backslash
+            following = data[index + 1 : index + 2]
+            if following in (b"\n", b"\r"):
+                index += 2 + (following == b"\r" and data[index + 2 : index + 3] == b"\n")
+                continue
+            if following.isdigit():
+                digits = re.match(rb"[0-7]{1,3}", data[index + 1 : index + 4])
+                if digits is None:
+                    raise _Unusual("escape")
+                out.append(int(digits.group(0), 8) & 0xFF)
+                index += 1 + len(digits.group(0))
+                continue
+            out += _ESCAPES.get(following[0], following) if following else b""
+            index += 2
+            continue
+        if char == 0x28:
+            depth += 1
+        elif char == 0x29:
+            depth -= 1
+            if depth == 0:
+                return bytes(out), index + 1
+        out.append(char)
+        index += 1
+    raise _Unusual("unterminated string")
+
+
+def _operations(data: bytes) -> list[tuple[list[Any], bytes]]:
+    """A content stream's operations, as pypdf's ``ContentStream.operations``
+    gives them (numbers, names, strings, arrays), read with one regular
+    expression: pypdf reads byte by byte, which made most of a marked page's
+    reading. Anything else (dictionaries, inline images) is :class:`_Unusual`."""
+    from pypdf.generic import ArrayObject, ByteStringObject, FloatObject, NameObject, NumberObject
+
+    operations: list[tuple[list[Any], bytes]] = []
+    operands: list[Any] = []
+    stack: list[list[Any]] = []
+    index = 0
+    match = _TOKEN.match
+    while index < len(data):
+        found = match(data, index)
+        if found is None:
+            raise _Unusual(data[index : index + 10])
+        index = found.end()
+        kind = found.lastgroup
+        if kind is None:
+            continue
+        token = found.group(kind)
+        target = stack[-1] if stack else operands
+        if kind == "number":
+            target.append(FloatObject(token.decode()) if b"." in token else NumberObject(int(token)))
+        elif kind == "name":
+            target.append(NameObject(token.decode("latin-1")))
+        elif kind == "string":
+            value, index = _literal(data, index)
+            target.append(ByteStringObject(value))
+        elif kind == "hex":
+            digits = re.sub(rb"\s", b"", token[1:-1])
+            target.append(ByteStringObject(bytes.fromhex((digits + b"0" * (len(digits) % 2)).decode())))
+        elif kind == "open":
+            stack.append(ArrayObject())
+        elif kind == "close":
+            if not stack:
+                raise _Unusual("]")
+            array = stack.pop()
+            (stack[-1] if stack else operands).append(array)
+        else:
+            if stack or token in (b"BI", b"ID", b"EI", b"true", b"false", b"null"):
+                raise _Unusual(token)
+            operations.append((operands, token))
+            operands = []
+    if stack or operands:
+        raise _Unusual("trailing operands")
+    return operations
+
+
 def _band(operations: list[Any], reader: Any, named: set[tuple[str, bytes]]) -> Band:
     """Operations written as a band: cut at each marker, resource names apart."""
     from pypdf.generic import ContentStream, NameObject
@@ -669,7 +773,12 @@ def compose(plan: Plan, out: Any) -> None:
         length = _LENGTH.search(head)
         assert length is not None
         start = tail.index(b"\n") + 1
-        pieces = _SLOT.split(tail[start : start + int(length.group(1))])
+        data = tail[start : start + int(length.group(1))]
+        if b"/ASCII85Decode" in head:
+            data = base64.a85decode(data.strip(), adobe=True)
+        if b"/FlateDecode" in head:
+            data = zlib.decompress(data)
+        pieces = _SLOT.split(data)
         texts = {slot: piece for slot, piece in zip(pieces[1::2], pieces[2::2])}
         parts: list[bytes] = []
         for index, band in ((spec.header, "header"), (spec.body, "body")):
@@ -788,20 +897,17 @@ def _raw_of(path: str) -> Any:
 
 def _draw(plan: Plan, typesetter: fonts.Typesetter) -> bytes:
     """The accounts' texts and QR codes, a page each (reportlab's canvas), each
-    after a comment naming its slot (:data:`_SLOT`); pages' contents uncompressed,
-    as :func:`compose` cuts them."""
-    from reportlab import rl_config
+    after a comment naming its slot (:data:`_SLOT`). Its streams encoded as
+    xhtml2pdf encodes them (``rl_config.useA85`` as it is when saving): the
+    fonts' programs are then the same bytes as the layouts', and the merge keeps
+    one copy of them."""
     from reportlab.lib.pagesizes import A4
     from reportlab.pdfgen import canvas
     from xhtml2pdf.bidi import get_display, needs_bidi
 
     fonts.register_stable_fonts()
     buffer = io.BytesIO()
-    ascii85, rl_config.useA85 = rl_config.useA85, 0  # binary streams: smaller, and no encoding in Python
-    try:
-        pdf = canvas.Canvas(buffer, pagesize=A4, pageCompression=0, initialFontName=fonts.initial_font())
-    finally:
-        rl_config.useA85 = ascii85
+    pdf = canvas.Canvas(buffer, pagesize=A4, pageCompression=1, initialFontName=fonts.initial_font())
     qr_forms: dict[str, str] = {}
     for spec in plan.pages:
         body = plan.stamps[spec.body]
