@@ -20,9 +20,11 @@ its letters. Reportlab's canvas draws the texts (it subsets and embeds the
 fonts), a comment before each; :func:`compose` puts them in their places.
 
 The sheets of the run are planned here, in the driver (an app context: the
-templates are the host's); the marked pages are rendered and read there, a
-few per chunk, and kept in the run's work folder. The pool's workers get a
-:class:`Plan` and only draw and stamp (:func:`compose`).
+templates are the host's); the marked pages are rendered and read there, those
+of the first chunk alone (the file starts at once), then those of several
+chunks in one xhtml2pdf call (:meth:`Stamper.prepare`), and kept in the run's
+work folder. The pool's workers get a :class:`Plan` and only draw and put the
+texts in place (:func:`compose`).
 
 Templates take part when they say so: ``publipostage/pdf/letter.html`` and
 ``document.html`` holding the words ``pp-stamp`` (ours do, in a comment). A host
