@@ -90,7 +90,7 @@ def image_boxes(data: bytes) -> list[list[Word]]:
 
         def visit(operator: bytes, operands: Any, cm: Any, _tm: Any, height: float = height, boxes: list[Word] = boxes,
                   images: set[str] = images) -> None:
-            # Images only: a form XObject (a stamped letter's layout) is not one.
+            # Images only: a form XObject (a stamped letter's QR code, drawn as squares) is not one.
             if operator == b"Do" and str(operands[0]) in images:
                 a, _b, _c, d, e, f = (float(v) for v in cm)
                 x0, x1 = sorted((e, e + a))
