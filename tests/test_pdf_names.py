@@ -126,6 +126,8 @@ def test_fallback_fonts_declared_only_where_used(app_ctx: Any, client: Any, monk
         return original(html_text, path, roots)
 
     monkeypatch.setattr(worker, "render_file", spy)
+    # Letters laid out whole: a stamped letter's layout holds markers, never a name.
+    app_ctx.config["PUBLIPOSTAGE_PDF_STAMP"] = False
     add_person("plain.one", "Jean", "Dupont", "ELEVE")
     db.session.commit()
     data = _pdf(post_pdf(client, ""))

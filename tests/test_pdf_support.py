@@ -86,9 +86,12 @@ def image_boxes(data: bytes) -> list[list[Word]]:
     for page in PdfReader(io.BytesIO(data)).pages:
         height = float(page.mediabox.height)
         boxes: list[Word] = []
+        images = _image_names(page.get("/Resources"))
 
-        def visit(operator: bytes, _operands: Any, cm: Any, _tm: Any, height: float = height, boxes: list[Word] = boxes) -> None:
-            if operator == b"Do":
+        def visit(operator: bytes, operands: Any, cm: Any, _tm: Any, height: float = height, boxes: list[Word] = boxes,
+                  images: set[str] = images) -> None:
+            # Images only: a form XObject (a stamped letter's QR code, drawn as squares) is not one.
+            if operator == b"Do" and str(operands[0]) in images:
                 a, _b, _c, d, e, f = (float(v) for v in cm)
                 x0, x1 = sorted((e, e + a))
                 y0, y1 = sorted((height - f - d, height - f))
@@ -97,6 +100,21 @@ def image_boxes(data: bytes) -> list[list[Word]]:
         page.extract_text(visitor_operand_before=visit)
         pages.append(boxes)
     return pages
+
+
+def _image_names(resources: Any, depth: int = 0) -> set[str]:
+    """The names of the image XObjects of ``resources`` and of the forms it holds."""
+    found: set[str] = set()
+    if resources is None or depth > 4:
+        return found
+    xobjects = resources.get_object().get("/XObject")
+    for name, value in (xobjects.get_object().items() if xobjects is not None else []):
+        target = value.get_object()
+        if target.get("/Subtype") == "/Image":
+            found.add(str(name))
+        elif target.get("/Subtype") == "/Form":
+            found |= _image_names(target.get("/Resources"), depth + 1)
+    return found
 
 
 def overlaps(a: Word, b: Word) -> bool:

@@ -436,3 +436,39 @@ def test_mail_headers_stay_whole(app: Flask, client: Any, hostile: Hostile, smtp
     for row in rows[1:]:
         for cell in row:
             assert not LOOKS_LIKE_FORMULA.match(cell), row
+
+
+def _stamped(data: bytes) -> int:
+    """The pages drawn on a stamped layout: their fonts hold the layout's, renamed
+    ``/L<n>.…`` by :mod:`.pdf.stamp`."""
+    pages = PdfReader(io.BytesIO(data)).pages
+    return sum(any(re.match(r"/L\d+\.", str(name)) for name in (page["/Resources"].get_object().get("/Font") or {}))
+               for page in pages)
+
+
+@pytest.mark.parametrize("query, form", [
+    ("sort=class&email=with", {}),
+    ("profile=Relative", {"postal": "y"}),
+    ("email=with", {}),
+])
+def test_stamped_letters_print_what_laid_out_letters_print(
+    app: Flask, client: Any, hostile: Hostile, query: str, form: dict[str, str]
+) -> None:
+    """Letters stamped on a layout made once per kind hold, page by page, the
+    text of letters laid out one by one (``PDF_STAMP`` off): every name, login,
+    class, child, code and address of the hostile set."""
+    app.config["PUBLIPOSTAGE_PDF_STAMP"] = True
+    stamped = post_pdf(client, "adml_a", query, **form)
+    app.config["PUBLIPOSTAGE_PDF_STAMP"] = False
+    laid_out = post_pdf(client, "adml_a", query, **form)
+    assert stamped.status_code == laid_out.status_code == 200
+    # Every letter stamped (a list of the accounts without an address is not a letter).
+    letters = sum("Cette fiche" in text for text in pages_text(stamped.data))
+    assert letters > 1 and _stamped(stamped.data) == letters and _stamped(laid_out.data) == 0
+    # The same text, in the same order, read by pypdf (content-stream order) and
+    # by pdftotext (reading order).
+    for read in (pages_text, lambda data: pdftotext(data).split("\f")[:-1]):
+        ours, reference = read(stamped.data), read(laid_out.data)
+        assert len(ours) == len(reference) > 1
+        for page, (mine, theirs) in enumerate(zip(ours, reference)):
+            assert mine == theirs, (page, mine, theirs)

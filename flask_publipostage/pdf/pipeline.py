@@ -56,6 +56,9 @@ CHUNK_TASK = "publipostage.pdf.chunk"
 FINISH_TASK = "publipostage.pdf.finish"
 SIGNOFF = "signoff"
 ACCOUNTS = "accounts"
+#: Chunks whose stamped letters' layouts the driver makes in one xhtml2pdf call
+#: (the first chunk's alone: the file starts at once).
+STAMP_AHEAD = 8
 
 item_t = cast(sa.Table, RunItem.__table__)
 
@@ -393,6 +396,7 @@ class Job:
         self._read: dict[int, Recipient] = {}
         self._items: dict[int, int] = {}  # position -> item id, of _read
         self._span = (0, -1)  # the positions in _read
+        self._read_ahead: dict[int, list[render.Sheet]] = {}  # chunk -> its sheets, read ahead (work)
 
     def accounts(self, lo: int, hi: int) -> dict[int, Recipient]:
         """The accounts at positions ``lo`` .. ``hi`` that still exist, by position."""
@@ -451,14 +455,54 @@ class Job:
                         state=SKIPPED, reason=_("The activation code has expired: no letter was printed.")))
         return [r for r in recipients if r.content != EXPIRED]
 
+    @functools.cached_property
+    def stamper(self) -> Any:
+        """The run's letter stamps (:mod:`.stamp`), or None: cards, ``PDF_STAMP``
+        off, or a host template that does not take part."""
+        if self.options.template != render.LETTER or not config_value("PDF_STAMP"):
+            return None
+        from flask import current_app
+
+        from .stamp import Stamper, template_takes_part
+
+        if not template_takes_part(current_app.jinja_env):
+            return None
+        return Stamper(self.options, self.settings, files.parts_dir(self.run) / "stamps")
+
+    def work(self, index: int, ahead: int = 0) -> str | Any:
+        """What a worker makes chunk ``index`` from (:func:`.worker.render_file`):
+        its stamped letters' plan, or its HTML; "" when none of its accounts
+        exists any more. ``ahead``: with stamped letters, the sheets of as many
+        chunks after it are read now, and their letters' layouts made with its
+        own (:meth:`.stamp.Stamper.prepare`); they are kept for their turn."""
+        sheets = self._read_ahead.pop(index, None)
+        read_now = sheets is None
+        if sheets is None:
+            sheets = self.sheets(index)
+        if self.stamper is not None and read_now and ahead:
+            for following in range(index + 1, min(len(self.chunks), index + 1 + ahead)):
+                self._read_ahead[following] = self.sheets(following)
+            self.stamper.prepare([sheets, *self._read_ahead.values()])
+        if not sheets:
+            return ""
+        if self.stamper is not None:
+            plan = self.stamper.plan(sheets)
+            if plan is not None:
+                return plan
+        return render.render_document(sheets, self.options, self.settings)
+
     def html(self, index: int) -> str:
-        """The HTML of one chunk (empty when none of its accounts exists any more);
-        its accounts without a postal address are noted beside it, and for a ZIP
-        the name of its bundle."""
+        """The HTML of one chunk (empty when none of its accounts exists any more)."""
+        sheets = self.sheets(index)
+        return render.render_document(sheets, self.options, self.settings) if sheets else ""
+
+    def sheets(self, index: int) -> list[render.Sheet]:
+        """The sheets of one chunk; its accounts without a postal address are
+        noted beside it, and for a ZIP the name of its bundle."""
         run, span, grouped = self.run, self.chunks[index], bool(self.selection.sort)
         parts = parts_of(span, self.groups, self.signoff_at)
         if not parts:
-            return ""
+            return []
         # A sign-off sheet lists its whole bundle, beyond the chunk.
         by_position = self.accounts(span[0], max(p.start + p.count - 1 for p in parts))
         sheets: list[render.Sheet] = []
@@ -490,7 +534,7 @@ class Job:
             if school and school not in bundle and self.several_schools:
                 bundle = f"{bundle} ({school})"  # "CM2 (École Marie Curie).pdf"
             label_path(run, index).write_text(bundle, encoding="utf-8")
-        return render.render_document(sheets, self.options, self.settings) if sheets else ""
+        return sheets
 
 
 def in_pdf_locale(function: Any) -> Any:
@@ -573,7 +617,9 @@ def _render_here(job: Job, done: set[int]) -> None:
             while len(futures) >= workers * 2:
                 collect(block=True)
             collect(block=False)
-            html = job.html(index)
+            # The first chunk alone (it starts the file at once), the next ones
+            # read and laid out several at a time.
+            html = job.work(index, ahead=0 if index == todo[0] else STAMP_AHEAD)
             state().session.commit()  # end the read transaction: no snapshot held for the whole run
             if not html:
                 ready.add(index)
@@ -714,7 +760,7 @@ def chunk_task(run_id: int, index: int) -> None:
     try:
         job = Job(run, core.frozen_scope(run))
         if index not in chunks_on_disk(run, job.chunks):  # not a task sent again after a take-over
-            html = job.html(index)
+            html = job.work(index)
             if html:
                 worker.render_file(html, str(chunk_path(run, index)), job.settings.roots)
             chunk_done(run, index)

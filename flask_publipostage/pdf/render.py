@@ -228,11 +228,18 @@ def qr_data_uri(data: str) -> str:
 
 
 def qr_for(recipient: Recipient, settings: Settings) -> str | None:
-    """The account's QR code (letters and cards alike), or None when
-    ``PDF_QR_CODE`` is off: the activation page; the renewal page with a renewal
-    code; the ENT for a federated account (its sign-in page offers the academic
-    identity); the password reset page once activated. ``PDF_QR_PARAMS`` added,
-    a code only if the host put ``{code}`` there."""
+    """The account's QR code (letters and cards alike) as a PNG ``data:`` URI,
+    or None when ``PDF_QR_CODE`` is off."""
+    target = qr_target(recipient, settings)
+    return qr_data_uri(target) if target is not None else None
+
+
+def qr_target(recipient: Recipient, settings: Settings) -> str | None:
+    """What the account's QR code holds, or None when ``PDF_QR_CODE`` is off:
+    the activation page; the renewal page with a renewal code; the ENT for a
+    federated account (its sign-in page offers the academic identity); the
+    password reset page once activated. ``PDF_QR_PARAMS`` added, a code only if
+    the host put ``{code}`` there."""
     if not settings.qr_code:
         return None
     content = recipient.content
@@ -247,7 +254,12 @@ def qr_for(recipient: Recipient, settings: Settings) -> str | None:
         url, code = settings.activation_url, recipient.activation_code or ""
     if settings.qr_params and (code is not None or "{code}" not in settings.qr_params):
         url += settings.qr_params.format(login=quote(recipient.login, safe=""), code=quote(code or "", safe=""))
-    return qr_data_uri(url)
+    return url
+
+
+def qr_target_of(view: dict[str, Any]) -> str | None:
+    """What the QR code of a letter or card view holds (None: no QR code)."""
+    return view.get("qr_target")
 
 
 def _day(value: Any) -> str:
@@ -323,7 +335,8 @@ def letter_view(recipient: Recipient, settings: Settings, postal: bool = False) 
         "address": address,
         "address_name": address_name,
         "window_size": window_size,
-        "qr": qr_for(recipient, settings),
+        "qr_target": (target := qr_target(recipient, settings)),
+        "qr": qr_data_uri(target) if target is not None else None,
     }
 
 

@@ -1,5 +1,6 @@
 """HTML to PDF, in whatever process runs it (a pool worker, a Celery worker, the
-web process for small runs). No Flask, no database here: only xhtml2pdf."""
+web process for small runs). No Flask, no database here: only xhtml2pdf, or
+for stamped letters reportlab's canvas and pypdf (:mod:`.stamp`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 from collections.abc import Iterable
 
 from .fonts import initial_font, register_stable_fonts, resource_policy
+from .stamp import Plan, compose
 
 
 class RenderError(RuntimeError):
@@ -21,12 +23,19 @@ def render_bytes(html: str, roots: Iterable[str]) -> bytes:
     return buffer.getvalue()
 
 
-def render_file(html: str, path: str, roots: Iterable[str]) -> str:
-    """Render to ``path`` (written whole or not at all); return the path."""
+def render_file(html: str | Plan, path: str, roots: Iterable[str], collect: bool = True) -> str:
+    """Render to ``path`` (written whole or not at all); return the path.
+    ``html``: a document for xhtml2pdf, or the plan of stamped letters.
+    ``collect``: free the layout's objects at once (a chunk's worker); the
+    driver's few marked pages leave that to the collector's own pace, as a full
+    collection of its heap costs more than their layout."""
     partial = path + ".part"
     try:
         with open(partial, "wb") as out:
-            _render(html, out, roots)
+            if isinstance(html, Plan):
+                compose(html, out)
+            else:
+                _render(html, out, roots, collect)
         os.replace(partial, path)
     finally:
         if os.path.exists(partial):
@@ -41,7 +50,7 @@ def warm_up() -> int:
     return os.getpid()
 
 
-def _render(html: str, out: io.BufferedIOBase | io.BytesIO, roots: Iterable[str]) -> None:
+def _render(html: str, out: io.BufferedIOBase | io.BytesIO, roots: Iterable[str], collect: bool = True) -> None:
     from reportlab import rl_config
     from xhtml2pdf import pisa
 
@@ -60,6 +69,7 @@ def _render(html: str, out: io.BufferedIOBase | io.BytesIO, roots: Iterable[str]
         rl_config.canvas_basefontname = base_font
         if enabled:
             gc.enable()
-        gc.collect()
+        if collect:
+            gc.collect()
     if status.err:
         raise RenderError(f"xhtml2pdf reported {status.err} error(s)")

@@ -1,0 +1,994 @@
+"""Letters at the cost of drawing them: xhtml2pdf lays out each *kind* of letter
+once, each account's own text is written in that layout.
+
+All letters of one kind (the same content, the same number of name, class,
+login and code lines, the same group header...) share everything but a dozen
+texts. So the letter template is rendered once per kind with *markers* in place
+of the account's texts (``QXJ007JXQ``; the letter's number in its group as
+many ``¥``, exactly as wide as its digits), and the marked
+page is read back: where each marker stands (font, size, colour), and where the
+QR code goes. Its content stream is the kind's *stamp*, cut at each marker and
+split in two bands: the group header (the blocks holding the letter's number)
+and the body. Each letter's page is then the stamp's content with the account's
+own texts written in the markers' places, in the layout's text object (font
+changes and strings: the text flows on from where the marker began, as in a
+letter laid out whole, and reads back the same, in the same order), and its QR
+code drawn as squares. The texts are the same fitted lines as the HTML renderer
+prints, so the fitting rules hold. A letter takes the header of its group and
+the body of its kind: a class's header is not rendered again for each kind of
+its letters. Reportlab's canvas draws the texts (it subsets and embeds the
+fonts), a comment before each; :func:`compose` puts them in their places.
+
+The sheets of the run are planned here, in the driver (an app context: the
+templates are the host's); the marked pages are rendered and read there, those
+of the first chunk alone (the file starts at once), then those of several
+chunks in one xhtml2pdf call (:meth:`Stamper.prepare`), and kept in the run's
+work folder. The pool's workers get a :class:`Plan` and only draw and put the
+texts in place (:func:`compose`).
+
+Templates take part when they say so: ``publipostage/pdf/letter.html`` and
+``document.html`` holding the words ``pp-stamp`` (ours do, in a comment). A host
+template that prints anything of an account beyond the view's fields must leave
+them out: its letters are then rendered whole by xhtml2pdf, one by one, as
+before (as are cards, sign-off sheets and lists).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+import os
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+
+from . import fonts
+
+#: A marker: its number on the page. ASCII letters and digits, one word: the
+#: renderer neither wraps nor splits it, and DejaVu draws it.
+MARK = "QXJ{:03d}JXQ"
+_MARK = re.compile(r"QXJ(\d{3})JXQ")
+#: The number's stand-in, a character per digit: "¥" is exactly as wide as a
+#: digit in each DejaVu face, and no group header prints it (a figure space,
+#: as wide, is white space: the renderer drops it).
+FIGURE = "¥"
+#: The words a template says it takes part with.
+FLAG = "pp-stamp"
+#: The QR code's stand-in: a 29-pixel PNG no account has (its size finds it).
+QR_PIXELS = 29
+
+
+class Unknown(Exception):
+    """The template reads of an account something the view does not give."""
+
+
+class _Account:
+    """What the letter template reads of the account itself: its school, and
+    whether it has children. Anything else is :class:`Unknown`."""
+
+    def __init__(self, school: str, children: bool) -> None:
+        self.school = school
+        self.children = [True] if children else []
+
+    def __getattr__(self, name: str) -> Any:
+        raise Unknown(name)
+
+
+@dataclass(frozen=True)
+class Field:
+    """Where a marker stood: its baseline's start (pt, from the page's bottom
+    left), font (PostScript name), size, fill colour and leading."""
+
+    x: float
+    y: float
+    font: str
+    size: float
+    color: tuple[float, ...]
+    leading: float = 0.0
+
+
+#: The slot of the letter's number in its group (the texts are numbered from 0).
+NUMBER = -1
+
+
+@dataclass(frozen=True)
+class Band:
+    """Part of a marked page's content stream, cut where the accounts' texts go:
+    ``parts[i]``, the text of ``slots[i]``, ``parts[i + 1]``... Each part is bytes
+    and resource names (:class:`_Name`), renamed for the page that uses them."""
+
+    parts: tuple[tuple[bytes, ...], ...]
+    slots: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """One marked page read back: its bands and where its texts go."""
+
+    path: str
+    page: int
+    header: Band
+    body: Band
+    #: Bottom of the header's blocks (its height shows there): two stamps whose
+    #: headers end at the same place share their bodies.
+    header_bottom: float | None
+    fields: dict[int, Field]
+    number: Field | None
+    #: The QR code's box: x, y, width, height (pt).
+    qr: tuple[float, float, float, float] | None
+    #: The page's resources: (kind, name, object number or the value itself).
+    resources: tuple[tuple[str, bytes, int | bytes], ...] = ()
+
+
+@dataclass(frozen=True)
+class Page:
+    header: int | None
+    body: int
+    texts: tuple[str, ...]
+    number: str
+    qr: str | None
+
+
+@dataclass
+class Plan:
+    """A chunk of letters for :func:`compose`: the stamps it uses, then its pages."""
+
+    stamps: dict[int, Stamp] = field(default_factory=dict)
+    pages: list[Page] = field(default_factory=list)
+    #: The fallback font files (``PDF_FALLBACK_FONTS``) the texts may need.
+    fallbacks: tuple[str, ...] = ()
+
+
+# -- the driver: marking, rendering, reading -------------------------------------------------------
+
+
+def template_takes_part(jinja_env: Any) -> bool:
+    """``letter.html`` and ``document.html`` (the host's, or ours) say ``pp-stamp``."""
+    for name in ("publipostage/pdf/letter.html", "publipostage/pdf/document.html"):
+        source, _filename, _uptodate = jinja_env.loader.get_source(jinja_env, name)
+        if FLAG not in source:
+            return False
+    return True
+
+
+def plain(line: Any) -> str:
+    """A fitted line as text (the fitting gives HTML when a fallback font sets part of it)."""
+    if isinstance(line, Markup):
+        return str(Markup(str(line)).striptags())
+    return str(line)
+
+
+def marked(view: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A letter view with markers for the account's texts, and those texts in marker order."""
+    texts: list[str] = []
+
+    def mark(line: Any) -> str:
+        texts.append(plain(line))
+        return MARK.format(len(texts) - 1)
+
+    result = dict(view)
+    for key in ("name_lines", "class_lines", "login_lines", "code_lines", "address_name", "address"):
+        result[key] = [mark(line) for line in view[key]]
+    result["children"] = [[mark(line) for line in child] for child in view["children"]]
+    result["profile"] = mark(view["profile"]) if view["profile"] else ""
+    result["code"] = "x" if view["code"] else view["code"]
+    result["qr"] = _stand_in_qr() if view["qr"] else None
+    result["qr_target"] = None
+    recipient = view["r"]
+    result["r"] = _Account(recipient.school, bool(recipient.children))
+    return result, texts
+
+
+def layout_key(view: dict[str, Any]) -> str:
+    """What a marked view gives the template (the run's options and settings aside):
+    two letters of one key are one layout."""
+    account = view["r"]
+    return repr((sorted((k, v) for k, v in view.items() if k != "r"), account.school, bool(account.children)))
+
+
+@functools.cache
+def _stand_in_qr() -> str:
+    import base64
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (QR_PIXELS, QR_PIXELS), (255, 255, 255)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class Stamper:
+    """The stamps of one run, made as its chunks need them (in ``directory``)."""
+
+    def __init__(self, options: Any, settings: Any, directory: Path) -> None:
+        self.options = options
+        self.settings = settings
+        self.directory = directory
+        self.stamps: dict[int, Stamp] = {}
+        self._bodies: dict[str, int] = {}
+        self._headers: dict[tuple[Any, ...], int] = {}
+        self._exact: dict[tuple[Any, str], int] = {}
+        self._renders = 0
+
+    def plan(self, sheets: Sequence[Any]) -> Plan | None:
+        """The chunk's plan, or None when a sheet is not a letter (or the template
+        reads what no marker stands for): the chunk is rendered whole then."""
+        wanted = self._wanted(sheets)
+        if wanted is None:
+            return None
+        self._make(wanted)
+        plan = Plan(fallbacks=tuple(self.settings.fallbacks))
+        for _sheet, body_key, header_key, texts, number, qr in wanted:
+            found = self._find(body_key, header_key)
+            if found is None:
+                return None  # never: made above
+            header, body = found
+            for index in (header, body):
+                if index is not None:
+                    plan.stamps[index] = self.stamps[index]
+            plan.pages.append(Page(header, body, tuple(texts), number, qr))
+        return plan
+
+    def prepare(self, chunks: Sequence[Sequence[Any]]) -> None:
+        """Make the stamps of several chunks' letters at once: one xhtml2pdf call
+        costs about as much before its first page (styles, fonts) as for a few
+        pages, so the driver makes those of the chunks ahead together."""
+        wanted = []
+        for sheets in chunks:
+            wanted += self._wanted(sheets) or []
+        self._make(wanted)
+
+    def _wanted(self, sheets: Sequence[Any]) -> list[tuple[Any, ...]] | None:
+        """Each letter marked, with its body's and header's keys, texts, number and
+        QR code; None when the chunk is not stamped."""
+        from .render import Sheet, qr_target_of
+
+        if any(sheet.kind != "letter" for sheet in sheets):
+            return None
+        wanted = []
+        try:
+            for sheet in sheets:
+                view, texts = marked(sheet.data["v"])
+                group = sheet.data["group"]
+                number = str(sheet.data["number"]) if group else ""
+                figures = FIGURE * len(number)
+                data = {"v": view, "group": group, "number": figures}
+                header_key = (group.name, group.count, view["r"].school, len(number)) if group else None
+                wanted.append((Sheet("letter", data), layout_key(view), header_key, texts, number,
+                               qr_target_of(sheet.data["v"])))
+        except Unknown:
+            return None
+        return wanted
+
+    def _make(self, wanted: Sequence[tuple[Any, ...]]) -> None:
+        """The stamps ``wanted`` lacks, made."""
+        for _attempt in range(2):
+            # A marked page for each body and each header not known yet (most
+            # pages bring both), then for each pair whose header's height differs.
+            missing: dict[tuple[Any, str], Any] = {}
+            bodies, headers = set(self._bodies), set(self._headers)
+            for marked_sheet, body_key, header_key, *_rest in wanted:
+                if self._find(body_key, header_key) is None and (
+                    body_key not in bodies or (header_key is not None and header_key not in headers) or _attempt
+                ):
+                    missing.setdefault((header_key, body_key), marked_sheet)
+                    bodies.add(body_key)
+                    headers.add(header_key)
+            if not missing:
+                break
+            self._render(missing)
+
+    def _find(self, body_key: str, header_key: Any) -> tuple[int | None, int] | None:
+        """The stamps of a letter: its header's and its body's."""
+        if header_key is None:
+            body = self._bodies.get(body_key)
+            return None if body is None else (None, body)
+        both = self._exact.get((header_key, body_key))
+        if both is not None:
+            return both, both
+        body, header = self._bodies.get(body_key), self._headers.get(header_key)
+        if body is None or header is None:
+            return None
+        if self.stamps[body].header_bottom != self.stamps[header].header_bottom:
+            return None  # a header of another height: the body moves
+        return header, body
+
+    def _render(self, missing: dict[tuple[Any, str], Any]) -> None:
+        """One xhtml2pdf call for the marked pages the chunk lacks."""
+        from .render import render_document
+        from .worker import render_file
+
+        keys = list(missing)
+        html = render_document([missing[k] for k in keys], self.options, self.settings)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # Named apart: Celery's chunk tasks may make stamps side by side.
+        path = str(self.directory / f"stamps-{os.getpid()}-{id(self):x}-{self._renders:04d}.pdf")
+        self._renders += 1
+        render_file(html, path, self.settings.roots, collect=False)
+        for page, stamp in enumerate(read_stamps(path)):
+            header_key, body_key = keys[page]
+            index = len(self.stamps)
+            self.stamps[index] = stamp
+            self._exact[(header_key, body_key)] = index
+            self._bodies.setdefault(body_key, index)
+            if header_key is not None:
+                self._headers.setdefault(header_key, index)
+
+
+# -- reading a marked page ------------------------------------------------------------------------
+
+
+class _Font:
+    """A simple font of the marked page: its codes' characters and widths."""
+
+    def __init__(self, font: Any) -> None:
+        self.name = str(font.get("/BaseFont", "")).lstrip("/").split("+")[-1]
+        first = int(font.get("/FirstChar", 0))
+        self.widths = {first + i: float(w) for i, w in enumerate(font.get("/Widths", []))}
+        self.chars: dict[int, str] = {}
+        unicode = font.get("/ToUnicode")
+        if unicode is not None:
+            data = unicode.get_object().get_data().decode("latin-1")
+            for block in re.findall(r"beginbfchar(.*?)endbfchar", data, re.S):
+                for code, text in re.findall(r"<([0-9A-Fa-f]+)>\s*<([0-9A-Fa-f]+)>", block):
+                    self.chars[int(code, 16)] = bytes.fromhex(text).decode("utf-16-be")
+            for block in re.findall(r"beginbfrange(.*?)endbfrange", data, re.S):
+                for low, high, start in re.findall(r"<([0-9A-Fa-f]+)>\s*<([0-9A-Fa-f]+)>\s*<([0-9A-Fa-f]+)>", block):
+                    base = int(start, 16)
+                    for offset, code in enumerate(range(int(low, 16), int(high, 16) + 1)):
+                        self.chars[code] = chr(base + offset)
+
+    def decode(self, data: bytes) -> str:
+        return "".join(self.chars.get(code, "\ufffd") for code in data)
+
+
+def _multiply(m: Sequence[float], n: Sequence[float]) -> tuple[float, ...]:
+    a, b, c, d, e, f = m
+    g, h, i, j, k, l_ = n
+    return (a * g + b * i, a * h + b * j, c * g + d * i, c * h + d * j, e * g + f * i + k, e * h + f * j + l_)
+
+
+def _numbers(values: Sequence[float]) -> bytes:
+    return " ".join(f"{v:.6f}".rstrip("0").rstrip(".") or "0" for v in values).encode("ascii")
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """Where an account's text goes in the marked page's stream: in its text
+    object, where the marker was, in the marker's font (the text's own fonts set
+    for it); the marker's font (its resource name) and size set again after it."""
+
+    slot: int
+    font: bytes
+    size: float
+
+    def resume(self) -> list[bytes]:
+        return [_Name(self.font[1:]), b" " + _numbers([self.size]) + b" Tf\n"]
+
+
+#: The resource kinds of a marked page, and the operators naming them (operand index).
+_RESOURCE_KINDS = ("/Font", "/XObject", "/ExtGState", "/ColorSpace", "/Pattern", "/Shading", "/Properties")
+_NAMED_BY = {b"Tf": ("/Font", 0), b"Do": ("/XObject", 0), b"gs": ("/ExtGState", 0), b"sh": ("/Shading", 0),
+             b"cs": ("/ColorSpace", 0), b"CS": ("/ColorSpace", 0), b"scn": ("/Pattern", -1),
+             b"SCN": ("/Pattern", -1), b"BDC": ("/Properties", 1), b"DP": ("/Properties", 1)}
+
+
+class _Name(bytes):
+    """A resource's name in a band (without its slash): renamed when the page is made."""
+
+
+def read_stamps(path: str) -> list[Stamp]:
+    """Every page of a marked PDF read back as a stamp."""
+    from pypdf import PdfReader
+
+    reader = PdfReader(path)
+    return [_read_page(reader, path, number) for number in range(len(reader.pages))]
+
+
+def _read_page(reader: Any, path: str, number: int) -> Stamp:
+    from pypdf.generic import ArrayObject, ByteStringObject, ContentStream, IndirectObject
+
+    page = reader.pages[number]
+    resources = page["/Resources"].get_object()
+    font_dicts = resources.get("/Font", {})
+    font_dicts = font_dicts.get_object() if font_dicts else {}
+    decoders = {name: _Font(value.get_object()) for name, value in font_dicts.items()}
+    xobjects = resources.get("/XObject", {})
+    xobjects = xobjects.get_object() if xobjects else {}
+    try:
+        operations = _operations(page.get_contents().get_data())
+    except _Unusual:
+        operations = ContentStream(page.get_contents(), reader).operations
+    kinds: list[tuple[str, bytes, int | bytes]] = []
+    for kind in _RESOURCE_KINDS:
+        entries = resources.get(kind)
+        for name, value in (entries.get_object().items() if entries is not None else []):
+            if isinstance(value, IndirectObject):
+                kinds.append((kind, name.encode("latin-1"), value.idnum))
+            else:
+                buffer = io.BytesIO()
+                value.write_to_stream(buffer)
+                kinds.append((kind, name.encode("latin-1"), buffer.getvalue()))
+    named = {(kind, name) for kind, name, _value in kinds}
+
+    fields: dict[int, Field] = {}
+    number_field: Field | None = None
+    qr: tuple[float, float, float, float] | None = None
+    # The graphics state this reading needs: matrix, font, size, leading, colour.
+    ctm: tuple[float, ...] = (1, 0, 0, 1, 0, 0)
+    font: _Font | None = None
+    font_name = b""
+    size = 0.0
+    leading = 0.0
+    color: tuple[float, ...] = (0.0,)
+    saved: list[tuple[Any, ...]] = []
+    tm = tlm = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+    depth = 0
+    # Top-level blocks: (operations, holds the number, bottom).
+    blocks: list[list[Any]] = [[[], False, None]]
+    kept: list[Any] = blocks[0][0]
+
+    def show(data: bytes, pieces: list[Any]) -> list[Any]:
+        """``data``'s pieces added to the text operation under way; at each marker
+        that operation is cut (its account's text drawn there). The pieces left."""
+        nonlocal number_field, tm
+        assert font is not None
+        text = font.decode(data)
+        spans = [(m.start(), m.end(), int(m.group(1))) for m in _MARK.finditer(text)]
+        figures = re.search(FIGURE + "+", text)
+        if figures:
+            spans.append((figures.start(), figures.end(), NUMBER))
+            blocks[-1][1] = True
+        spans.sort()
+        widths = [font.widths.get(code, 0.0) * size / 1000 for code in data]
+        start = 0
+        for begin, end, index in spans:
+            if begin > start:
+                pieces.append(ByteStringObject(data[start:begin]))
+            point = _multiply(_multiply((1, 0, 0, 1, sum(widths[:begin]), 0), tm), ctm)
+            found = Field(round(point[4], 3), round(point[5], 3), font.name, size * (tm[0] if tm[0] else 1), color, leading)
+            if index >= 0:
+                fields[index] = found
+            else:
+                number_field = found
+            if pieces:
+                kept.append(([ArrayObject(pieces)], b"TJ"))
+            kept.append(_Cut(index, font_name, size))
+            pieces = []
+            start = end
+        if start < len(data):
+            pieces.append(ByteStringObject(data[start:]))
+        tm = _multiply((1, 0, 0, 1, sum(widths), 0), tm)
+        return pieces
+
+    def raw(value: Any) -> bytes:
+        return bytes(value) if isinstance(value, bytes) else bytes(value.original_bytes)
+
+    for operands, operator in operations:
+        op = operator
+        out_operands, out_operator = operands, operator
+        if op == b"q":
+            saved.append((ctm, font, font_name, size, leading, color))
+            if depth == 0:
+                blocks.append([[], False, None])
+                kept = blocks[-1][0]
+            depth += 1
+        elif op == b"Q":
+            if saved:
+                ctm, font, font_name, size, leading, color = saved.pop()
+            depth = max(0, depth - 1)
+        elif op == b"cm":
+            matrix = tuple(float(v) for v in operands)
+            ctm = _multiply(matrix, ctm)
+            if depth == 1 and blocks[-1][2] is None:
+                blocks[-1][2] = ctm[5]
+        elif op == b"BT":
+            tm = tlm = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+        elif op == b"Tm":
+            tm = tlm = tuple(float(v) for v in operands)
+        elif op in (b"Td", b"TD"):
+            tx, ty = (float(v) for v in operands)
+            tlm = _multiply((1, 0, 0, 1, tx, ty), tlm)
+            tm = tlm
+            if op == b"TD":
+                leading = -ty
+        elif op == b"T*":
+            tlm = _multiply((1, 0, 0, 1, 0, -leading), tlm)
+            tm = tlm
+        elif op == b"TL":
+            leading = float(operands[0])
+        elif op == b"Tf":
+            font, font_name = decoders.get(operands[0]), str(operands[0]).encode("latin-1")
+            size = float(operands[1])
+        elif op == b"rg":
+            color = tuple(float(v) for v in operands)
+        elif op == b"g":
+            color = (float(operands[0]),)
+        elif op in (b"Tj", b"TJ", b"'") and font is not None:
+            if op == b"'":
+                tlm = _multiply((1, 0, 0, 1, 0, -leading), tlm)
+                tm = tlm
+                kept.append(([], b"T*"))
+            pieces: list[Any] = []
+            items = operands[0] if op == b"TJ" else [operands[0]]
+            for item in items:
+                if isinstance(item, (int, float)) or type(item).__name__ in ("FloatObject", "NumberObject"):
+                    pieces.append(item)
+                    tm = _multiply((1, 0, 0, 1, -float(item) / 1000 * size, 0), tm)
+                    continue
+                pieces = show(raw(item), pieces)
+            if not pieces:
+                continue
+            out_operands, out_operator = [ArrayObject(pieces)], b"TJ"
+        elif op == b"Do":
+            target = xobjects.get(operands[0])
+            target = target.get_object() if target is not None else None
+            if target is not None and target.get("/Subtype") == "/Image" and int(target.get("/Width", 0)) == QR_PIXELS \
+                    and int(target.get("/Height", 0)) == QR_PIXELS:
+                a, _b, _c, d, e, f = ctm
+                qr = (e, f, a, d)
+                continue
+        kept.append((out_operands, out_operator))
+
+    header_ops: list[Any] = []
+    body_ops: list[Any] = []
+    header_bottom: float | None = None
+    for operations_of, holds_number, bottom in blocks:
+        if holds_number:
+            header_ops += operations_of
+            header_bottom = bottom if header_bottom is None else min(header_bottom, bottom or 0)
+        else:
+            body_ops += operations_of
+    return Stamp(path, number, _band(header_ops, reader, named), _band(body_ops, reader, named),
+                 header_bottom, fields, number_field, qr, tuple(kinds))
+
+
+#: The tokens of a content stream as reportlab writes it (:func:`_operations`).
+_TOKEN = re.compile(
+    rb"\s+|%[^\r\n]*"
+    rb"|(?P<number>[+-]?(?:\d+\.?\d*|\.\d+))"
+    rb"|(?P<name>/[^\s/\[\]()<>{}%#]*)(?![#])"
+    rb"|(?P<string>\()"
+    rb"|(?P<hex><[0-9A-Fa-f\s]*>)"
+    rb"|(?P<open>\[)|(?P<close>\])"
+    rb"|(?P<operator>[A-Za-z'\"*][A-Za-z0-9'\"*]*)"
+)
+_ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("b"): b"\b", ord("f"): b"\f",
+            ord("("): b"(", ord(")"): b")", ord("\\"): b"\\"}
+
+
+class _Unusual(Exception):
+    """A content stream :func:`_operations` leaves to pypdf's parser."""
+
+
+def _literal(data: bytes, start: int) -> tuple[bytes, int]:
+    """The string opening at ``start`` (after its parenthesis), decoded; where it ends."""
+    out = bytearray()
+    depth = 1
+    index = start
+    while index < len(data):
+        char = data[index]
+        if char == 0x5C:  # backslash
+            following = data[index + 1 : index + 2]
+            if following in (b"\n", b"\r"):
+                index += 2 + (following == b"\r" and data[index + 2 : index + 3] == b"\n")
+                continue
+            if following.isdigit():
+                digits = re.match(rb"[0-7]{1,3}", data[index + 1 : index + 4])
+                if digits is None:
+                    raise _Unusual("escape")
+                out.append(int(digits.group(0), 8) & 0xFF)
+                index += 1 + len(digits.group(0))
+                continue
+            out += _ESCAPES.get(following[0], following) if following else b""
+            index += 2
+            continue
+        if char == 0x28:
+            depth += 1
+        elif char == 0x29:
+            depth -= 1
+            if depth == 0:
+                return bytes(out), index + 1
+        out.append(char)
+        index += 1
+    raise _Unusual("unterminated string")
+
+
+def _operations(data: bytes) -> list[tuple[list[Any], bytes]]:
+    """A content stream's operations, as pypdf's ``ContentStream.operations``
+    gives them (numbers, names, strings, arrays), read with one regular
+    expression: pypdf reads byte by byte, which made most of a marked page's
+    reading. Anything else (dictionaries, inline images) is :class:`_Unusual`."""
+    from pypdf.generic import ArrayObject, ByteStringObject, FloatObject, NameObject, NumberObject
+
+    operations: list[tuple[list[Any], bytes]] = []
+    operands: list[Any] = []
+    stack: list[list[Any]] = []
+    index = 0
+    match = _TOKEN.match
+    while index < len(data):
+        found = match(data, index)
+        if found is None:
+            raise _Unusual(data[index : index + 10])
+        index = found.end()
+        kind = found.lastgroup
+        if kind is None:
+            continue
+        token = found.group(kind)
+        target = stack[-1] if stack else operands
+        if kind == "number":
+            target.append(FloatObject(token.decode()) if b"." in token else NumberObject(int(token)))
+        elif kind == "name":
+            target.append(NameObject(token.decode("latin-1")))
+        elif kind == "string":
+            value, index = _literal(data, index)
+            target.append(ByteStringObject(value))
+        elif kind == "hex":
+            digits = re.sub(rb"\s", b"", token[1:-1])
+            target.append(ByteStringObject(bytes.fromhex((digits + b"0" * (len(digits) % 2)).decode())))
+        elif kind == "open":
+            stack.append(ArrayObject())
+        elif kind == "close":
+            if not stack:
+                raise _Unusual("]")
+            array = stack.pop()
+            (stack[-1] if stack else operands).append(array)
+        else:
+            if stack or token in (b"BI", b"ID", b"EI", b"true", b"false", b"null"):
+                raise _Unusual(token)
+            operations.append((operands, token))
+            operands = []
+    if stack or operands:
+        raise _Unusual("trailing operands")
+    return operations
+
+
+def _band(operations: list[Any], reader: Any, named: set[tuple[str, bytes]]) -> Band:
+    """Operations written as a band: cut at each marker, resource names apart."""
+    from pypdf.generic import ContentStream, NameObject
+
+    parts: list[tuple[bytes, ...]] = []
+    slots: list[int] = []
+    part: list[bytes] = []
+    buffer = io.BytesIO()
+
+    def flush() -> None:
+        if buffer.tell():
+            part.append(buffer.getvalue())
+            buffer.seek(0)
+            buffer.truncate()
+
+    for operation in operations:
+        if isinstance(operation, _Cut):
+            flush()
+            parts.append(tuple(part))
+            slots.append(operation.slot)
+            part = operation.resume()
+            continue
+        operands, operator = operation
+        if operator == b"INLINE IMAGE":
+            stream = ContentStream(None, reader)
+            stream.operations = [operation]
+            buffer.write(stream.get_data() + b"\n")
+            continue
+        kind, at = _NAMED_BY.get(operator, (None, 0))
+        for position, operand in enumerate(operands):
+            if (kind is not None and isinstance(operand, NameObject) and position == at % max(len(operands), 1)
+                    and (kind, str(operand).encode("latin-1")) in named):
+                flush()
+                part.append(_Name(str(operand).encode("latin-1")[1:]))
+            else:
+                operand.write_to_stream(buffer)
+            buffer.write(b" ")
+        buffer.write(operator + b"\n")
+    flush()
+    parts.append(tuple(part))
+    return Band(tuple(parts), tuple(slots))
+
+
+# -- the workers: drawing and stamping ------------------------------------------------------------
+
+
+#: PostScript name of each shipped font file -> (family, bold).
+_FACES = {
+    "DejaVuSans": ("PPSans", False),
+    "DejaVuSans-Bold": ("PPSans", True),
+    "DejaVuSansMono": ("PPMono", False),
+    "DejaVuSansMono-Bold": ("PPMono", True),
+}
+
+
+def compose(plan: Plan, out: Any) -> None:
+    """Write the chunk's PDF to the binary file ``out``: each letter the marked
+    page's content with the account's texts in the markers' places.
+
+    The canvas draws each page's texts and QR code, each after a comment naming
+    its slot; a page's content stream is then the bands of its marked pages, its
+    texts put in between where the markers stood: the text reads in the order of
+    a letter laid out whole. Written as bytes, as :mod:`.merge` copies chunks:
+    the canvas's objects as they are but for the pages' contents and resources,
+    then the marked pages' resources (fonts, images) and what they refer to,
+    once a chunk, under names of their own (``/L<stamp>.<name>``)."""
+    from .merge import _LENGTH, _raw_objects
+
+    overlay = _draw(plan, fonts.typesetter(plan.fallbacks))
+    drawn = _raw_objects(overlay)
+    numbers = iter(range(max(drawn.offsets) + 1, 1 << 30))
+    written: list[tuple[int, bytes]] = []
+    copied: dict[tuple[str, int], int] = {}
+
+    def copy(path: str, number: int) -> int:
+        """Object ``number`` of a marked PDF (and all it refers to), renumbered."""
+        key = (path, number)
+        if key in copied:
+            return copied[key]
+        copied[key] = new = next(numbers)
+        head, tail = _raw_of(path).body(number)
+        written.append((new, _REFERENCE.sub(lambda m: b"%d 0 R" % copy(path, int(m.group(1))), head) + tail))
+        return new
+
+    @functools.cache
+    def entries(index: int) -> dict[str, bytes]:
+        """The resources of stamp ``index`` by kind, renamed."""
+        stamp = plan.stamps[index]
+        by_kind: dict[str, list[bytes]] = {}
+        for kind, name, value in stamp.resources:
+            if isinstance(value, int):
+                target = b"%d 0 R" % copy(stamp.path, value)
+            else:
+                target = _REFERENCE.sub(lambda m: b"%d 0 R" % copy(stamp.path, int(m.group(1))), value)
+            by_kind.setdefault(kind, []).append(b"/" + _prefix(index) + name[1:] + b" " + target)
+        return {kind: b" ".join(items) for kind, items in by_kind.items()}
+
+    @functools.cache
+    def bound(index: int, band: str) -> tuple[tuple[bytes, ...], tuple[int, ...]]:
+        """A band's parts with their resources renamed."""
+        cut = getattr(plan.stamps[index], band)
+        prefix = b"/" + _prefix(index)
+        return tuple(b"".join(prefix + p if isinstance(p, _Name) else p for p in part) for part in cut.parts), cut.slots
+
+    @functools.cache
+    def canvas_entries(resources: bytes, kind: bytes) -> bytes:
+        return _entries(drawn, resources, kind)
+
+    def resources_of(head: bytes, spec: Page) -> bytes:
+        canvas = _resources(drawn, head)
+        kinds: dict[str, list[bytes]] = {}
+        for kind in ("/Font", "/XObject"):
+            found = canvas_entries(canvas, kind.encode("ascii"))
+            if found:
+                kinds[kind] = [found]
+        for index in dict.fromkeys(i for i in (spec.header, spec.body) if i is not None):
+            for kind, items in entries(index).items():
+                kinds.setdefault(kind, []).append(items)
+        return (b"<< /ProcSet [ /PDF /Text /ImageB /ImageC /ImageI ] "
+                + b" ".join(kind.encode("ascii") + b" << " + b" ".join(items) + b" >>" for kind, items in kinds.items())
+                + b" >>")
+
+    def content(head: bytes, tail: bytes, spec: Page) -> bytes:
+        length = _LENGTH.search(head)
+        assert length is not None
+        start = tail.index(b"\n") + 1
+        data = tail[start : start + int(length.group(1))]
+        if b"/ASCII85Decode" in head:
+            data = base64.a85decode(data.strip(), adobe=True)
+        if b"/FlateDecode" in head:
+            data = zlib.decompress(data)
+        pieces = _SLOT.split(data)
+        texts = {slot: piece for slot, piece in zip(pieces[1::2], pieces[2::2])}
+        parts: list[bytes] = []
+        for index, band in ((spec.header, "header"), (spec.body, "body")):
+            if index is None:
+                continue
+            cuts, slots = bound(index, band)
+            for cut, slot in zip(cuts, slots):
+                parts += (cut, texts.get(b"%d" % slot, b""))
+            parts.append(cuts[-1])
+        parts.append(texts.get(b"qr", b""))
+        data = zlib.compress(b"".join(parts))
+        return b"<< /Filter /FlateDecode /Length %d >>\n" % len(data) + b"stream\n" + data + b"\nendstream"
+
+    pages = dict(zip(drawn.page_order, plan.pages))
+    contents: dict[int, Page] = {}
+    for number, spec in pages.items():
+        found = re.search(rb"/Contents (\d+) 0 R", drawn.body(number)[0])
+        assert found is not None
+        contents[int(found.group(1))] = spec
+    out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets: dict[int, int] = {}
+    for number in sorted(drawn.offsets):
+        head, tail = drawn.body(number)
+        spec = pages.get(number)
+        if spec is not None:
+            head = _replace_resources(head, resources_of(head, spec))
+        elif number in contents:
+            head, tail = content(head, tail, contents[number]), b""
+        offsets[number] = out.tell()
+        out.write(b"%d 0 obj\n" % number + head + tail + b"\nendobj\n")
+    for number, body in written:
+        offsets[number] = out.tell()
+        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
+    size = max(offsets) + 1
+    xref = out.tell()
+    lines = [b"xref\n0 %d\n" % size, b"0000000000 65535 f \n"]
+    for number in range(1, size):
+        offset = offsets.get(number)
+        lines.append(b"%010d 00000 n \n" % offset if offset is not None else b"0000000000 65535 f \n")
+    out.write(b"".join(lines))
+    root = re.search(rb"/Root (\d+) 0 R", overlay[overlay.rindex(b"trailer"):])
+    assert root is not None
+    out.write(b"trailer\n<< /Size %d /Root %s 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (size, root.group(1), xref))
+
+
+_REFERENCE = re.compile(rb"(\d+) 0 R")
+#: The comment the canvas writes before each text it draws: the text's slot.
+_SLOT = re.compile(rb"%PP(-?\d+|qr)\r?\n")
+
+
+def _prefix(index: int) -> bytes:
+    """What the names of stamp ``index``'s resources start with, on a page."""
+    return b"L%d." % index
+
+
+def _entries(objects: Any, resources: bytes, kind: bytes) -> bytes:
+    """The entries of the ``kind`` dictionary of ``resources`` (followed when a reference), or b""."""
+    found = re.compile(rb"%s\s*(?:(\d+) 0 R|<<)" % re.escape(kind)).search(resources)
+    if found is None:
+        return b""
+    if found.group(1) is not None:
+        data = objects.body(int(found.group(1)))[0].strip()
+        return data[data.index(b"<<") + 2 : data.rindex(b">>")].strip()
+    start = found.end() - 2
+    return resources[start + 2 : _dictionary_end(resources, start) - 2].strip()
+
+
+def _resources(objects: Any, head: bytes) -> bytes:
+    """A page's resource dictionary, as bytes (followed when it is a reference)."""
+    at = head.index(b"/Resources") + len(b"/Resources")
+    found = re.compile(rb"\s*(\d+) 0 R").match(head, at)
+    if found is not None:
+        return objects.body(int(found.group(1)))[0].strip()
+    start = head.index(b"<<", at)
+    return head[start : _dictionary_end(head, start)]
+
+
+def _dictionary_end(data: bytes, start: int) -> int:
+    """Where the dictionary opening at ``start`` ends (past its ``>>``)."""
+    depth = 0
+    index = start
+    while index < len(data):
+        pair = data[index : index + 2]
+        if pair == b"<<":
+            depth += 1
+            index += 2
+            continue
+        if pair == b">>":
+            depth -= 1
+            index += 2
+            if depth == 0:
+                return index
+            continue
+        index += 1
+    raise ValueError("unbalanced dictionary")
+
+
+def _replace_resources(head: bytes, resources: bytes) -> bytes:
+    at = head.index(b"/Resources")
+    after = at + len(b"/Resources")
+    found = re.compile(rb"\s*(\d+) 0 R").match(head, after)
+    if found is not None:
+        end = found.end()
+    else:
+        end = _dictionary_end(head, head.index(b"<<", after))
+    return head[:at] + b"/Resources " + resources + head[end:]
+
+
+@functools.lru_cache(maxsize=16)
+def _raw_of(path: str) -> Any:
+    from .merge import _raw_objects
+
+    with open(path, "rb") as handle:
+        return _raw_objects(handle.read())
+
+
+def _draw(plan: Plan, typesetter: fonts.Typesetter) -> bytes:
+    """The accounts' texts and QR codes, a page each (reportlab's canvas), each
+    after a comment naming its slot (:data:`_SLOT`). Its streams encoded as
+    xhtml2pdf encodes them (``rl_config.useA85`` as it is when saving): the
+    fonts' programs are then the same bytes as the layouts', and the merge keeps
+    one copy of them."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+    from xhtml2pdf.bidi import get_display, needs_bidi
+
+    fonts.register_stable_fonts()
+    buffer = io.BytesIO()
+    pdf = canvas.Canvas(buffer, pagesize=A4, pageCompression=1, initialFontName=fonts.initial_font())
+    qr_forms: dict[str, str] = {}
+    for spec in plan.pages:
+        body = plan.stamps[spec.body]
+        for index, text in enumerate(spec.texts):
+            place = body.fields.get(index)
+            if place is not None and text:
+                pdf.addLiteral(f"%PP{index}")
+                _text(pdf, typesetter, place, text, get_display, needs_bidi)
+        if spec.number and spec.header is not None:
+            place = plan.stamps[spec.header].number
+            if place is not None:
+                pdf.addLiteral(f"%PP{NUMBER}")
+                _text(pdf, typesetter, place, spec.number, get_display, needs_bidi)
+        if spec.qr and body.qr:
+            pdf.addLiteral("%PPqr")
+            _qr(pdf, spec.qr, body.qr, qr_forms)
+        pdf.showPage()
+    pdf.save()
+    return buffer.getvalue()
+
+
+def _text(pdf: Any, typesetter: fonts.Typesetter, place: Field, text: str, get_display: Any, needs_bidi: Any) -> None:
+    """The operators showing ``text`` in the marked page's text object, where the
+    marker was (its position, colour and leading are in effect there): font
+    changes and strings only, written as a literal of the page."""
+    from xhtml2pdf.util import shape_frag_text
+
+    family, bold = _FACES.get(place.font, ("PPSans", False))
+    # As xhtml2pdf does: Arabic letters joined, run by run in the face that
+    # draws them, then the line put in drawing order.
+    text = "".join(shape_frag_text(run, face.metrics) or run for face, run in typesetter.runs(text, family, bold))
+    if needs_bidi(text, "L"):
+        text = get_display(text, "L")
+    line = pdf.beginText()
+    assert line._code[0] == "BT" and line._code[1].endswith(" Tm")
+    for face, run in typesetter.runs(text, family, bold):
+        line.setFont(face.metrics, place.size, place.leading)
+        line.textOut(run)
+    pdf.addLiteral(" ".join(line._code[2:]))
+
+
+@functools.lru_cache(maxsize=64)
+def _qr_code(data: str) -> str:
+    """The QR code of ``data`` as PDF operators in the unit square (white, then
+    the dark modules, rows merged into runs), quiet zone included: the same
+    modules as the PNG of :func:`~.render.qr_data_uri`, drawn as squares."""
+    import qrcode
+    from qrcode.constants import ERROR_CORRECT_M
+
+    code = qrcode.QRCode(error_correction=ERROR_CORRECT_M, box_size=4, border=2)
+    code.add_data(data)
+    code.make(fit=True)
+    matrix = code.get_matrix()
+    step = 1 / len(matrix)
+    parts = ["1 1 1 rg 0 0 1 1 re f 0 0 0 rg"]
+    for number, row in enumerate(matrix):
+        bottom = 1 - (number + 1) * step
+        start = None
+        for index, dark in enumerate([*row, False]):
+            if dark and start is None:
+                start = index
+            elif not dark and start is not None:
+                parts.append(f"{start * step:.5f} {bottom:.5f} {(index - start) * step:.5f} {step:.5f} re")
+                start = None
+    parts.append("f")
+    return "\n".join(parts)
+
+
+def _qr(pdf: Any, data: str, box: tuple[float, float, float, float], forms: dict[str, str]) -> None:
+    """The QR code in ``box`` (x, y, width, height): a form per content and chunk."""
+    name = forms.get(data)
+    if name is None:
+        name = forms[data] = f"ppqr{len(forms)}"
+        pdf.beginForm(name, 0, 0, 1, 1)
+        pdf.addLiteral(_qr_code(data))
+        pdf.endForm()
+    x, y, width, height = box
+    pdf.saveState()
+    pdf.transform(width, 0, 0, height, x, y)
+    pdf.doForm(name)
+    pdf.restoreState()
+
