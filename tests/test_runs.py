@@ -269,25 +269,25 @@ def test_a_crashed_pdf_resumes_from_its_rendered_chunks(app: Flask, app_config: 
     # Chunks whose items are all rendered are on disk: those are not rendered again.
     done_before = {index for index, state in chunks.items() if state == "rendered" and (parts / f"{index:06d}.pdf").exists()}
     assert done_before and len(done_before) < len(chunks)
-    rendered_after: list[int] = []
-    real_html = pipeline.Job.html
+    read_after: list[int] = []
+    real_sheets = pipeline.Job.sheets
 
-    def spy(job: pipeline.Job, index: int, *args: Any) -> str:
-        rendered_after.append(index)
-        return real_html(job, index, *args)
+    def spy(job: pipeline.Job, index: int) -> Any:
+        read_after.append(index)
+        return real_sheets(job, index)
 
-    pipeline.Job.html = spy  # type: ignore[method-assign]
+    pipeline.Job.sheets = spy  # type: ignore[method-assign]
     try:
         time.sleep(1.2)  # the dead process's heartbeat goes stale
         core.resume_stale(app)  # what every runner does regularly
     finally:
-        pipeline.Job.html = real_html  # type: ignore[method-assign]
+        pipeline.Job.sheets = real_sheets  # type: ignore[method-assign]
     with app.app_context():
         wait_for(lambda: run_of(run_id).state == "done", timeout=60)
         done = run_of(run_id)
         assert done.takeovers == 1
         data = Path(done.file_path).read_bytes()
-    assert sorted(rendered_after) == sorted(set(chunks) - done_before)
+    assert sorted(read_after) == sorted(set(chunks) - done_before)  # each chunk left read once, no other
     texts = pages_text(data)
     assert len(texts) == 160
     for index, text in enumerate(texts):

@@ -469,18 +469,18 @@ class Job:
             return None
         return Stamper(self.options, self.settings, files.parts_dir(self.run) / "stamps")
 
-    def work(self, index: int, ahead: int = 0) -> str | Any:
+    def work(self, index: int, ahead: Sequence[int] = ()) -> str | Any:
         """What a worker makes chunk ``index`` from (:func:`.worker.render_file`):
         its stamped letters' plan, or its HTML; "" when none of its accounts
-        exists any more. ``ahead``: with stamped letters, the sheets of as many
-        chunks after it are read now, and their letters' layouts made with its
-        own (:meth:`.stamp.Stamper.prepare`); they are kept for their turn."""
+        exists any more. ``ahead``: chunks to come (not on disk yet); with stamped
+        letters, their sheets are read now, and their letters' layouts made with
+        its own (:meth:`.stamp.Stamper.prepare`); they are kept for their turn."""
         sheets = self._read_ahead.pop(index, None)
         read_now = sheets is None
         if sheets is None:
             sheets = self.sheets(index)
         if self.stamper is not None and read_now and ahead:
-            for following in range(index + 1, min(len(self.chunks), index + 1 + ahead)):
+            for following in ahead:
                 self._read_ahead[following] = self.sheets(following)
             self.stamper.prepare([sheets, *self._read_ahead.values()])
         if not sheets:
@@ -613,13 +613,13 @@ def _render_here(job: Job, done: set[int]) -> None:
             if not core.is_active(run.id):
                 raise Cancelled
 
-        for index in todo:
+        for position, index in enumerate(todo):
             while len(futures) >= workers * 2:
                 collect(block=True)
             collect(block=False)
             # The first chunk alone (it starts the file at once), the next ones
             # read and laid out several at a time.
-            html = job.work(index, ahead=0 if index == todo[0] else STAMP_AHEAD)
+            html = job.work(index, ahead=todo[position + 1 : position + 1 + STAMP_AHEAD] if position else ())
             state().session.commit()  # end the read transaction: no snapshot held for the whole run
             if not html:
                 ready.add(index)
