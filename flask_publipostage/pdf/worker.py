@@ -9,6 +9,8 @@ import io
 import os
 from collections.abc import Iterable
 
+import xhtml2pdf.pisa  # noqa: F401 (loaded with the extension: the first PDF after a start no longer waits a third of a second for it)
+
 from .fonts import initial_font, register_stable_fonts, resource_policy
 from .stamp import Plan, compose
 
@@ -44,9 +46,8 @@ def render_file(html: str | Plan, path: str, roots: Iterable[str], collect: bool
 
 
 def warm_up() -> int:
-    """Import the renderer ahead of the first chunk (the pool starts sooner)."""
-    import xhtml2pdf.pisa  # noqa: F401
-
+    """Start a pool process ahead of its first chunk (loading this module loads
+    the renderer)."""
     return os.getpid()
 
 
