@@ -467,7 +467,7 @@ class Job:
 
         if not template_takes_part(current_app.jinja_env):
             return None
-        return Stamper(self.options, self.settings, files.parts_dir(self.run) / "stamps")
+        return Stamper(self.options, self.settings, files.parts_dir(self.run) / "stamps", worker.render_file)
 
     def work(self, index: int, ahead: Sequence[int] = ()) -> str | Any:
         """What a worker makes chunk ``index`` from (:func:`.worker.render_file`):

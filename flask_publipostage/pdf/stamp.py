@@ -41,7 +41,7 @@ import io
 import os
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,12 +204,15 @@ def _stand_in_qr() -> str:
 
 
 class Stamper:
-    """The stamps of one run, made as its chunks need them (in ``directory``)."""
+    """The stamps of one run, made as its chunks need them (in ``directory``);
+    ``lay_out(html, path, roots, collect)`` renders their marked pages through
+    xhtml2pdf (:func:`.worker.render_file`, which draws the plans made here)."""
 
-    def __init__(self, options: Any, settings: Any, directory: Path) -> None:
+    def __init__(self, options: Any, settings: Any, directory: Path, lay_out: Callable[..., str]) -> None:
         self.options = options
         self.settings = settings
         self.directory = directory
+        self.lay_out = lay_out
         self.stamps: dict[int, Stamp] = {}
         self._bodies: dict[str, int] = {}
         self._headers: dict[tuple[Any, ...], int] = {}
@@ -302,7 +305,6 @@ class Stamper:
     def _render(self, missing: dict[tuple[Any, str], Any]) -> None:
         """One xhtml2pdf call for the marked pages the chunk lacks."""
         from .render import render_document
-        from .worker import render_file
 
         keys = list(missing)
         html = render_document([missing[k] for k in keys], self.options, self.settings)
@@ -310,7 +312,7 @@ class Stamper:
         # Named apart: Celery's chunk tasks may make stamps side by side.
         path = str(self.directory / f"stamps-{os.getpid()}-{id(self):x}-{self._renders:04d}.pdf")
         self._renders += 1
-        render_file(html, path, self.settings.roots, collect=False)
+        self.lay_out(html, path, self.settings.roots, collect=False)
         for page, stamp in enumerate(read_stamps(path)):
             header_key, body_key = keys[page]
             index = len(self.stamps)
