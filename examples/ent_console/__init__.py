@@ -72,17 +72,22 @@ def default_instance_path() -> str:
     return str(Path(__file__).resolve().parents[2] / "instance")
 
 
-def env_port(name: str, default: int) -> int:
-    """The TCP port in ``$name`` (``ENT_CONSOLE_PORT``, ``ENT_CONSOLE_SMTP_PORT``), else ``default``.
+def env_number(name: str, default: int, high: int, what: str = "un nombre") -> int:
+    """The whole number from 1 to ``high`` in ``$name``, else ``default``.
 
-    Raises ValueError, in French, for anything but a port number.
+    Raises ValueError, in French, for anything else (``what``: what it is).
     """
     value = os.environ.get(name, "").strip()
     if not value:
         return default
-    if value.isascii() and value.isdigit() and 1 <= int(value) <= 65535:
+    if value.isascii() and value.isdigit() and 1 <= int(value) <= high:
         return int(value)
-    raise ValueError(f"{name} doit être un numéro de port entre 1 et 65535, pas « {value} ».")
+    raise ValueError(f"{name} doit être {what} entre 1 et {high}, pas « {value} ».")
+
+
+def env_port(name: str, default: int) -> int:
+    """The TCP port in ``$name`` (``ENT_CONSOLE_PORT``, ``ENT_CONSOLE_SMTP_PORT``), else ``default``."""
+    return env_number(name, default, 65535, "un numéro de port")
 
 
 def _secret_key(instance_path: str) -> str:

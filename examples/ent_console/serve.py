@@ -27,20 +27,15 @@ import subprocess
 import sys
 from typing import Any
 
-from . import create_app, env_port
+from . import create_app, env_number, env_port
 from .auth import DEMO_ACCOUNTS
 
 DEFAULT_PORT = 5000
 
 
 def env_count(name: str, default: int) -> int:
-    """A positive number from ``$name``, else ``default``; ValueError in French."""
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    if value.isascii() and value.isdigit() and 1 <= int(value) <= 256:
-        return int(value)
-    raise ValueError(f"{name} doit être un nombre entre 1 et 256, pas « {value} ».")
+    """A number of processes or threads from ``$name``, else ``default``."""
+    return env_number(name, default, 256)
 
 
 def start_outbox_process(port: int, directory: str) -> subprocess.Popen[str] | str:
