@@ -89,8 +89,9 @@ DEFAULTS: dict[str, Any] = {
         "/usr/share/fonts-droid-fallback/truetype/DroidSansFallback.ttf",
         "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
     ),
-    #: Letters laid out once per kind by xhtml2pdf, each account's texts drawn on
-    #: them (pdf/stamp.py); ``False`` lays out every letter (slower, the same text).
+    #: Letters and cards laid out once per kind by xhtml2pdf, each account's texts
+    #: drawn on them (pdf/stamp.py); ``False`` lays out every letter and every
+    #: sheet of cards (slower, the same text).
     "PDF_STAMP": True,
     #: How worker processes are started: ``"spawn"`` (safe in threaded servers),
     #: ``"forkserver"`` or ``"fork"``.

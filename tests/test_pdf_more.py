@@ -322,6 +322,5 @@ def test_qr_code_with_login_when_configured(app_ctx: Any) -> None:
     add_class_of("CP QR", 1, prefix="qr")
     db.session.commit()
     (recipient,) = list(iter_recipients(Selection.from_args({}, Scope(actor="t"), extra_params=())))
-    default = render.qr_data_uri(settings.activation_url)
-    assert render.qr_for(recipient, settings) == render.qr_data_uri(settings.activation_url + "?login=qr0000")
-    assert render.qr_for(recipient, settings) != default
+    assert render.qr_target(recipient, settings) == settings.activation_url + "?login=qr0000"
+    assert render.card_view(recipient, settings)["qr"] == render.qr_data_uri(settings.activation_url + "?login=qr0000")

@@ -81,7 +81,9 @@ def pdftotext(data: bytes) -> str:
 
 def image_boxes(data: bytes) -> list[list[Word]]:
     """The images each page draws, as boxes in mm (``text`` empty): where the
-    content stream's ``Do`` puts them (the unit square through the current matrix)."""
+    content stream's ``Do`` puts them (the unit square through the current matrix);
+    the QR codes of stamped letters and cards too, forms drawn as squares
+    (:func:`flask_publipostage.pdf.stamp._qr`)."""
     pages: list[list[Word]] = []
     for page in PdfReader(io.BytesIO(data)).pages:
         height = float(page.mediabox.height)
@@ -90,7 +92,6 @@ def image_boxes(data: bytes) -> list[list[Word]]:
 
         def visit(operator: bytes, operands: Any, cm: Any, _tm: Any, height: float = height, boxes: list[Word] = boxes,
                   images: set[str] = images) -> None:
-            # Images only: a form XObject (a stamped letter's QR code, drawn as squares) is not one.
             if operator == b"Do" and str(operands[0]) in images:
                 a, _b, _c, d, e, f = (float(v) for v in cm)
                 x0, x1 = sorted((e, e + a))
@@ -103,14 +104,15 @@ def image_boxes(data: bytes) -> list[list[Word]]:
 
 
 def _image_names(resources: Any, depth: int = 0) -> set[str]:
-    """The names of the image XObjects of ``resources`` and of the forms it holds."""
+    """The names of the image XObjects of ``resources`` and of the forms it holds
+    (and of the stamped QR codes' forms)."""
     found: set[str] = set()
     if resources is None or depth > 4:
         return found
     xobjects = resources.get_object().get("/XObject")
     for name, value in (xobjects.get_object().items() if xobjects is not None else []):
         target = value.get_object()
-        if target.get("/Subtype") == "/Image":
+        if target.get("/Subtype") == "/Image" or str(name).startswith("/FormXob.ppqr"):
             found.add(str(name))
         elif target.get("/Subtype") == "/Form":
             found |= _image_names(target.get("/Resources"), depth + 1)

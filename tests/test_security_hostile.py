@@ -450,20 +450,26 @@ def _stamped(data: bytes) -> int:
     ("sort=class&email=with", {}),
     ("profile=Relative", {"postal": "y"}),
     ("email=with", {}),
+    ("sort=class", {"template": "cards"}),
+    ("profile=Relative&sort=class", {"template": "cards"}),
+    ("", {"template": "cards"}),
 ])
 def test_stamped_letters_print_what_laid_out_letters_print(
     app: Flask, client: Any, hostile: Hostile, query: str, form: dict[str, str]
 ) -> None:
-    """Letters stamped on a layout made once per kind hold, page by page, the
-    text of letters laid out one by one (``PDF_STAMP`` off): every name, login,
-    class, child, code and address of the hostile set."""
+    """Letters and cards stamped on a layout made once per kind hold, page by
+    page, the text of letters and sheets of cards laid out one by one
+    (``PDF_STAMP`` off): every name, login, class, child, code and address of
+    the hostile set."""
     app.config["PUBLIPOSTAGE_PDF_STAMP"] = True
     stamped = post_pdf(client, "adml_a", query, **form)
     app.config["PUBLIPOSTAGE_PDF_STAMP"] = False
     laid_out = post_pdf(client, "adml_a", query, **form)
     assert stamped.status_code == laid_out.status_code == 200
-    # Every letter stamped (a list of the accounts without an address is not a letter).
-    letters = sum("Cette fiche" in text for text in pages_text(stamped.data))
+    # Every letter or sheet of cards stamped (a list of the accounts without an
+    # address is neither).
+    mark = "découpez" if form.get("template") == "cards" else "Cette fiche"
+    letters = sum(mark in text for text in pages_text(stamped.data))
     assert letters > 1 and _stamped(stamped.data) == letters and _stamped(laid_out.data) == 0
     # The same text, in the same order, read by pypdf (content-stream order) and
     # by pdftotext (reading order).

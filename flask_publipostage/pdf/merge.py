@@ -326,6 +326,10 @@ _TYPE = re.compile(rb"/Type /(\w+)")
 _FONT_DICT = re.compile(rb"/Type\s*/Font(?![A-Za-z])")
 _DESCRIPTOR = re.compile(rb"/FontDescriptor\s+(\d+) 0 R")
 _SUBSET_TAG = re.compile(rb"(/(?:BaseFont|FontName)\s*/)[A-Z]{6}\+")
+#: A font dictionary's ``/Name``, obsolete (PDF 1.0): the renderer's name of the
+#: font in its document, which differs for one subset between a stamped page's
+#: layout and the texts drawn on it. Left out of the comparison.
+_FONT_NAME = re.compile(rb"/Name\s*/[^\s/\[\]()<>{}%]+")
 
 
 def _subset_tag(index: int) -> bytes:
@@ -375,6 +379,7 @@ class _FontGraph:
         if number in self._keys:
             return self._keys[number]
         head, tail = self.objects.body(number)
+        head = _FONT_NAME.sub(b"", head)
         digest = hashlib.sha256()
         position = 0
         for found in _REFERENCE.finditer(head):

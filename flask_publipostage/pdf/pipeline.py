@@ -457,15 +457,15 @@ class Job:
 
     @functools.cached_property
     def stamper(self) -> Any:
-        """The run's letter stamps (:mod:`.stamp`), or None: cards, ``PDF_STAMP``
+        """The run's letter or card stamps (:mod:`.stamp`), or None: ``PDF_STAMP``
         off, or a host template that does not take part."""
-        if self.options.template != render.LETTER or not config_value("PDF_STAMP"):
+        if not config_value("PDF_STAMP"):
             return None
         from flask import current_app
 
         from .stamp import Stamper, template_takes_part
 
-        if not template_takes_part(current_app.jinja_env):
+        if not template_takes_part(current_app.jinja_env, "cards" if self.options.template == render.CARDS else "letter"):
             return None
         return Stamper(self.options, self.settings, files.parts_dir(self.run) / "stamps", worker.render_file)
 

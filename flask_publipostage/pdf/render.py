@@ -227,13 +227,6 @@ def qr_data_uri(data: str) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def qr_for(recipient: Recipient, settings: Settings) -> str | None:
-    """The account's QR code (letters and cards alike) as a PNG ``data:`` URI,
-    or None when ``PDF_QR_CODE`` is off."""
-    target = qr_target(recipient, settings)
-    return qr_data_uri(target) if target is not None else None
-
-
 def qr_target(recipient: Recipient, settings: Settings) -> str | None:
     """What the account's QR code holds, or None when ``PDF_QR_CODE`` is off:
     the activation page; the renewal page with a renewal code; the ENT for a
@@ -351,7 +344,7 @@ def card_view(recipient: Recipient, settings: Settings) -> dict[str, Any]:
     address are fitted beside it (``CARD_BESIDE_QR``), and the login too when the
     lines above would bring it down to the code (``CARD_LINES_ABOVE_QR``)."""
     t = settings.typesetter
-    qr = qr_for(recipient, settings)
+    qr = qr_target(recipient, settings)
     beside = CARD_BESIDE_QR if qr else CARD_WIDTH
     content = recipient.content
     code, until = printed_code(recipient)
@@ -398,7 +391,8 @@ def card_view(recipient: Recipient, settings: Settings) -> dict[str, Any]:
                                   beside, 8.5, lines=2) if content == FEDERATED else [],
         "url_size": url_size,
         "url_lines": url_lines,
-        "qr": qr,
+        "qr_target": (target := qr_target(recipient, settings)),
+        "qr": qr_data_uri(target) if target is not None else None,
     }
 
 
@@ -429,7 +423,8 @@ def account_sheets(
             sheets.append(
                 Sheet(
                     "cards",
-                    {"cards": cards, "rows": math.ceil(len(batch) / 2), "group": group, "sheet": number, "sheets": total},
+                    {"cards": cards, "rows": math.ceil(len(batch) / 2), "group": group, "sheet": number, "sheets": total,
+                     "school": batch[0].school if batch else ""},
                 )
             )
         return sheets

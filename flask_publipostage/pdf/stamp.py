@@ -1,36 +1,44 @@
-"""Letters at the cost of drawing them: xhtml2pdf lays out each *kind* of letter
-once, each account's own text is written in that layout.
+"""Letters and cards at the cost of drawing them: xhtml2pdf lays out each *kind*
+of letter or card once, each account's own text is written in that layout.
 
 All letters of one kind (the same content, the same number of name, class,
 login and code lines, the same group header...) share everything but a dozen
-texts. So the letter template is rendered once per kind with *markers* in place
-of the account's texts (``QXJ007JXQ``; the letter's number in its group as
-many ``¥``, exactly as wide as its digits), and the marked
-page is read back: where each marker stands (font, size, colour), and where the
-QR code goes. Its content stream is the kind's *stamp*, cut at each marker and
-split in two bands: the group header (the blocks holding the letter's number)
-and the body. Each letter's page is then the stamp's content with the account's
-own texts written in the markers' places, in the layout's text object (font
-changes and strings: the text flows on from where the marker began, as in a
-letter laid out whole, and reads back the same, in the same order), and its QR
+texts; so do cards. So the letter template is rendered once per kind with
+*markers* in place of the account's texts (``QXJ007JXQ``; the letter's or card
+sheet's number in its group as many ``¥``, exactly as wide as its digits), and
+the marked page is read back: where each marker stands (font, size, colour),
+and where the QR code goes. Its content stream is the kind's *stamp*, cut at
+each marker and split in two bands: the group header (the blocks holding the
+number) and the body. Each letter's page is then the stamp's content with the
+account's own texts written in the markers' places, in the layout's text object
+(font changes and strings: the text flows on from where the marker began, as in
+a letter laid out whole, and reads back the same, in the same order), and its QR
 code drawn as squares. The texts are the same fitted lines as the HTML renderer
 prints, so the fitting rules hold. A letter takes the header of its group and
 the body of its kind: a class's header is not rendered again for each kind of
 its letters. Reportlab's canvas draws the texts (it subsets and embeds the
 fonts), a comment before each; :func:`compose` puts them in their places.
 
+A sheet of cards is made the same way of *layers*: the page (its header, the
+group and the sheet's number, and its body, the cut lines, by number of rows)
+and a stamp per card, each card laid out once per kind at the first place and
+moved to its own (cards are placed absolutely: a card's place moves it whole).
+A card's stamp is what its marked page draws beyond the same page without it.
+
 The sheets of the run are planned here, in the driver (an app context: the
 templates are the host's); the marked pages are rendered and read there, those
 of the first chunk alone (the file starts at once), then those of several
 chunks in one xhtml2pdf call (:meth:`Stamper.prepare`), and kept in the run's
-work folder. The pool's workers get a :class:`Plan` and only draw and put the
-texts in place (:func:`compose`).
+work folder with an index of what each page is: a Celery chunk task, or the
+driver of a run taken over, takes the stamps made already by any process
+(:meth:`Stamper._adopt_shared`) and makes only those missing. The pool's workers
+get a :class:`Plan` and only draw and put the texts in place (:func:`compose`).
 
-Templates take part when they say so: ``publipostage/pdf/letter.html`` and
-``document.html`` holding the words ``pp-stamp`` (ours do, in a comment). A host
-template that prints anything of an account beyond the view's fields must leave
-them out: its letters are then rendered whole by xhtml2pdf, one by one, as
-before (as are cards, sign-off sheets and lists).
+Templates take part when they say so: ``publipostage/pdf/letter.html`` (or
+``cards.html``) and ``document.html`` holding the words ``pp-stamp`` (ours do, in
+a comment). A host template that prints anything of an account beyond the
+view's fields must leave them out: its letters are then rendered whole by
+xhtml2pdf, one by one, as before (as are sign-off sheets and lists).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from __future__ import annotations
 import base64
 import functools
 import io
+import json
 import os
 import re
 import zlib
@@ -62,6 +71,17 @@ FIGURE = "¥"
 FLAG = "pp-stamp"
 #: The QR code's stand-in: a 29-pixel PNG no account has (its size finds it).
 QR_PIXELS = 29
+#: Points in a millimetre (a card's place is given in mm).
+MM = 72 / 25.4
+
+#: The account's texts in a view, by sheet kind: lists of lines, single lines.
+#: A letter's children are lines of lines.
+TEXTS = {
+    "letter": (("name_lines", "class_lines", "login_lines", "code_lines", "address_name", "address"), ("profile",)),
+    "cards": (("name_lines", "detail_lines", "login_lines", "code_lines", "url_lines"), ("ent_line", "profile")),
+}
+#: What a card's view holds beyond what it prints: its place on the sheet.
+_PLACE = ("left", "top")
 
 
 class Unknown(Exception):
@@ -124,15 +144,28 @@ class Stamp:
     qr: tuple[float, float, float, float] | None
     #: The page's resources: (kind, name, object number or the value itself).
     resources: tuple[tuple[str, bytes, int | bytes], ...] = ()
+    #: The operators of each top-level block of the page (a card's stamp is
+    #: what its page draws beyond a page without it).
+    outline: tuple[tuple[bytes, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A stamp's band on a page, with the account's texts (by slot), the group
+    number, the QR code's content, and how far it moves (pt) from where it was
+    laid out (a card at its place)."""
+
+    stamp: int
+    band: str
+    texts: tuple[str, ...] = ()
+    number: str = ""
+    qr: str | None = None
+    offset: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
 class Page:
-    header: int | None
-    body: int
-    texts: tuple[str, ...]
-    number: str
-    qr: str | None
+    layers: tuple[Layer, ...]
 
 
 @dataclass
@@ -148,9 +181,9 @@ class Plan:
 # -- the driver: marking, rendering, reading -------------------------------------------------------
 
 
-def template_takes_part(jinja_env: Any) -> bool:
-    """``letter.html`` and ``document.html`` (the host's, or ours) say ``pp-stamp``."""
-    for name in ("publipostage/pdf/letter.html", "publipostage/pdf/document.html"):
+def template_takes_part(jinja_env: Any, kind: str = "letter") -> bool:
+    """``<kind>.html`` and ``document.html`` (the host's, or ours) say ``pp-stamp``."""
+    for name in (f"publipostage/pdf/{kind}.html", "publipostage/pdf/document.html"):
         source, _filename, _uptodate = jinja_env.loader.get_source(jinja_env, name)
         if FLAG not in source:
             return False
@@ -164,19 +197,22 @@ def plain(line: Any) -> str:
     return str(line)
 
 
-def marked(view: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """A letter view with markers for the account's texts, and those texts in marker order."""
+def marked(view: dict[str, Any], kind: str = "letter") -> tuple[dict[str, Any], list[str]]:
+    """A letter or card view with markers for the account's texts, and those texts in marker order."""
     texts: list[str] = []
 
     def mark(line: Any) -> str:
         texts.append(plain(line))
         return MARK.format(len(texts) - 1)
 
+    lists, singles = TEXTS[kind]
     result = dict(view)
-    for key in ("name_lines", "class_lines", "login_lines", "code_lines", "address_name", "address"):
+    for key in lists:
         result[key] = [mark(line) for line in view[key]]
-    result["children"] = [[mark(line) for line in child] for child in view["children"]]
-    result["profile"] = mark(view["profile"]) if view["profile"] else ""
+    for key in singles:
+        result[key] = mark(view[key]) if view[key] else ""
+    if "children" in view:
+        result["children"] = [[mark(line) for line in child] for child in view["children"]]
     result["code"] = "x" if view["code"] else view["code"]
     result["qr"] = _stand_in_qr() if view["qr"] else None
     result["qr_target"] = None
@@ -186,16 +222,15 @@ def marked(view: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 
 def layout_key(view: dict[str, Any]) -> str:
-    """What a marked view gives the template (the run's options and settings aside):
-    two letters of one key are one layout."""
+    """What a marked view gives the template (the run's options and settings aside,
+    a card's place too): two letters, or cards, of one key are one layout."""
     account = view["r"]
-    return repr((sorted((k, v) for k, v in view.items() if k != "r"), account.school, bool(account.children)))
+    return repr((sorted((k, v) for k, v in view.items() if k != "r" and k not in _PLACE),
+                 account.school, bool(account.children)))
 
 
 @functools.cache
 def _stand_in_qr() -> str:
-    import base64
-
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -203,10 +238,45 @@ def _stand_in_qr() -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+@dataclass(frozen=True)
+class _Card:
+    """A card of a sheet: its layout's key, its marked view (at the first place),
+    texts, QR code's content and how far its place is from the first (pt)."""
+
+    key: str
+    view: dict[str, Any]
+    texts: tuple[str, ...]
+    qr: str | None
+    offset: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """A sheet to stamp: its marked page (a letter, or a sheet of cards without
+    its cards), the keys of that page's body and header, the letter's texts, the
+    number in its group, its QR code's content, and its cards."""
+
+    page: Any
+    body_key: str
+    header_key: str | None
+    texts: tuple[str, ...] = ()
+    number: str = ""
+    qr: str | None = None
+    cards: tuple[_Card, ...] = ()
+
+
+#: What each page of a marked PDF is (its index file): a page of a letter or of
+#: a sheet of cards ("page", body key, header key), the sheet of cards without
+#: any card that the next pages' cards are read against ("blank"), or a card
+#: alone on such a sheet ("card", its key).
+_PAGE, _BLANK, _CARD = "page", "blank", "card"
+
+
 class Stamper:
-    """The stamps of one run, made as its chunks need them (in ``directory``);
-    ``lay_out(html, path, roots, collect)`` renders their marked pages through
-    xhtml2pdf (:func:`.worker.render_file`, which draws the plans made here)."""
+    """The stamps of one run, made as its chunks need them (in ``directory``,
+    shared by every process of the run); ``lay_out(html, path, roots, collect)``
+    renders their marked pages through xhtml2pdf (:func:`.worker.render_file`,
+    which draws the plans made here)."""
 
     def __init__(self, options: Any, settings: Any, directory: Path, lay_out: Callable[..., str]) -> None:
         self.options = options
@@ -215,80 +285,112 @@ class Stamper:
         self.lay_out = lay_out
         self.stamps: dict[int, Stamp] = {}
         self._bodies: dict[str, int] = {}
-        self._headers: dict[tuple[Any, ...], int] = {}
-        self._exact: dict[tuple[Any, str], int] = {}
+        self._headers: dict[str, int] = {}
+        self._exact: dict[tuple[str | None, str], int] = {}
+        self._cards: dict[str, int | None] = {}
+        self._adopted: set[str] = set()
         self._renders = 0
 
     def plan(self, sheets: Sequence[Any]) -> Plan | None:
-        """The chunk's plan, or None when a sheet is not a letter (or the template
-        reads what no marker stands for): the chunk is rendered whole then."""
+        """The chunk's plan, or None when a sheet is neither a letter nor cards (or
+        the template reads what no marker stands for): the chunk is rendered whole then."""
         wanted = self._wanted(sheets)
         if wanted is None:
             return None
         self._make(wanted)
         plan = Plan(fallbacks=tuple(self.settings.fallbacks))
-        for _sheet, body_key, header_key, texts, number, qr in wanted:
-            found = self._find(body_key, header_key)
-            if found is None:
-                return None  # never: made above
+        for sheet in wanted:
+            found = self._find(sheet.body_key, sheet.header_key)
+            if found is None or any(self._cards.get(card.key) is None for card in sheet.cards):
+                return None  # a card's page that does not read as its sheet with a card more
             header, body = found
-            for index in (header, body):
-                if index is not None:
-                    plan.stamps[index] = self.stamps[index]
-            plan.pages.append(Page(header, body, tuple(texts), number, qr))
+            layers = [] if header is None else [Layer(header, "header", number=sheet.number)]
+            layers.append(Layer(body, "body", sheet.texts, qr=sheet.qr))
+            layers += [Layer(self._cards[card.key], "body", card.texts, qr=card.qr, offset=card.offset)
+                       for card in sheet.cards]
+            for layer in layers:
+                plan.stamps[layer.stamp] = self.stamps[layer.stamp]
+            plan.pages.append(Page(tuple(layers)))
         return plan
 
     def prepare(self, chunks: Sequence[Sequence[Any]]) -> None:
-        """Make the stamps of several chunks' letters at once: one xhtml2pdf call
+        """Make the stamps of several chunks' sheets at once: one xhtml2pdf call
         costs about as much before its first page (styles, fonts) as for a few
         pages, so the driver makes those of the chunks ahead together."""
-        wanted = []
+        wanted: list[_Wanted] = []
         for sheets in chunks:
             wanted += self._wanted(sheets) or []
         self._make(wanted)
 
-    def _wanted(self, sheets: Sequence[Any]) -> list[tuple[Any, ...]] | None:
-        """Each letter marked, with its body's and header's keys, texts, number and
-        QR code; None when the chunk is not stamped."""
-        from .render import Sheet, qr_target_of
-
-        if any(sheet.kind != "letter" for sheet in sheets):
+    def _wanted(self, sheets: Sequence[Any]) -> list[_Wanted] | None:
+        """Each sheet marked; None when the chunk is not stamped."""
+        if any(sheet.kind not in TEXTS for sheet in sheets):
             return None
-        wanted = []
         try:
-            for sheet in sheets:
-                view, texts = marked(sheet.data["v"])
-                group = sheet.data["group"]
-                number = str(sheet.data["number"]) if group else ""
-                figures = FIGURE * len(number)
-                data = {"v": view, "group": group, "number": figures}
-                header_key = (group.name, group.count, view["r"].school, len(number)) if group else None
-                wanted.append((Sheet("letter", data), layout_key(view), header_key, texts, number,
-                               qr_target_of(sheet.data["v"])))
+            return [self._letter(sheet) if sheet.kind == "letter" else self._cards_sheet(sheet) for sheet in sheets]
         except Unknown:
             return None
-        return wanted
 
-    def _make(self, wanted: Sequence[tuple[Any, ...]]) -> None:
-        """The stamps ``wanted`` lacks, made."""
-        for _attempt in range(2):
-            # A marked page for each body and each header not known yet (most
-            # pages bring both), then for each pair whose header's height differs.
-            missing: dict[tuple[Any, str], Any] = {}
-            bodies, headers = set(self._bodies), set(self._headers)
-            for marked_sheet, body_key, header_key, *_rest in wanted:
-                if self._find(body_key, header_key) is None and (
-                    body_key not in bodies or (header_key is not None and header_key not in headers) or _attempt
-                ):
-                    missing.setdefault((header_key, body_key), marked_sheet)
-                    bodies.add(body_key)
-                    headers.add(header_key)
-            if not missing:
-                break
-            self._render(missing)
+    def _letter(self, sheet: Any) -> _Wanted:
+        from .render import Sheet, qr_target_of
 
-    def _find(self, body_key: str, header_key: Any) -> tuple[int | None, int] | None:
-        """The stamps of a letter: its header's and its body's."""
+        view, texts = marked(sheet.data["v"])
+        group = sheet.data["group"]
+        number = str(sheet.data["number"]) if group else ""
+        page = Sheet("letter", {"v": view, "group": group, "number": FIGURE * len(number)})
+        header_key = repr(("letter", group.name, group.count, view["r"].school, len(number))) if group else None
+        return _Wanted(page, layout_key(view), header_key, tuple(texts), number, qr_target_of(sheet.data["v"]))
+
+    def _cards_sheet(self, sheet: Any) -> _Wanted:
+        from .render import CARD_TOP, Sheet, qr_target_of
+
+        data = sheet.data
+        group = data["group"]
+        number = str(data["sheet"]) if group else ""
+        page = Sheet("cards", {**data, "cards": [], "sheet": FIGURE * len(number)})
+        header_key = repr(("cards", group.name, group.count, data["school"], len(number), data["sheets"])) if group else None
+        body_key = repr(("cards", data["rows"], group is None))
+        cards = []
+        for view in data["cards"]:
+            card, texts = marked(view, "cards")
+            card.update(left=0, top=CARD_TOP)
+            cards.append(_Card(layout_key(card), card, tuple(texts), qr_target_of(view),
+                               (view["left"] * MM, (CARD_TOP - view["top"]) * MM)))
+        return _Wanted(page, body_key, header_key, number=number, cards=tuple(cards))
+
+    def _make(self, wanted: Sequence[_Wanted]) -> None:
+        """The stamps ``wanted`` lacks, taken from the run's other processes, or
+        made: a marked page for each body and each header not known yet (most
+        pages bring both), then for each pair whose header's height differs."""
+        if any(self._missing(wanted, exact=False)):
+            self._adopt_shared()
+        for exact in (False, True):
+            pages, cards = self._missing(wanted, exact)
+            if pages or cards:
+                self._render(pages, cards)
+
+    def _missing(self, wanted: Sequence[_Wanted], exact: bool) -> tuple[dict[tuple[str | None, str], Any], dict[str, Any]]:
+        """The marked pages to render for ``wanted``, by (header, body) keys, and
+        the cards, by key. Not ``exact``: a page only for a body or a header not
+        known yet."""
+        pages: dict[tuple[str | None, str], Any] = {}
+        cards: dict[str, dict[str, Any]] = {}
+        bodies, headers = set(self._bodies), set(self._headers)
+        for sheet in wanted:
+            if self._find(sheet.body_key, sheet.header_key) is None and (
+                exact or sheet.body_key not in bodies or (sheet.header_key is not None and sheet.header_key not in headers)
+            ):
+                pages.setdefault((sheet.header_key, sheet.body_key), sheet.page)
+                bodies.add(sheet.body_key)
+                if sheet.header_key is not None:
+                    headers.add(sheet.header_key)
+            for card in sheet.cards:
+                if card.key not in self._cards:
+                    cards.setdefault(card.key, card.view)
+        return pages, cards
+
+    def _find(self, body_key: str, header_key: str | None) -> tuple[int | None, int] | None:
+        """The stamps of a page: its header's and its body's."""
         if header_key is None:
             body = self._bodies.get(body_key)
             return None if body is None else (None, body)
@@ -302,22 +404,59 @@ class Stamper:
             return None  # a header of another height: the body moves
         return header, body
 
-    def _render(self, missing: dict[tuple[Any, str], Any]) -> None:
-        """One xhtml2pdf call for the marked pages the chunk lacks."""
-        from .render import render_document
+    def _render(self, pages: dict[tuple[str | None, str], Any], cards: dict[str, dict[str, Any]]) -> None:
+        """One xhtml2pdf call for the marked pages and cards missing; its index
+        written beside it for the run's other processes."""
+        from .render import Sheet, render_document
 
-        keys = list(missing)
-        html = render_document([missing[k] for k in keys], self.options, self.settings)
+        sheets = list(pages.values())
+        roles: list[list[Any]] = [[_PAGE, body_key, header_key] for header_key, body_key in pages]
+        if cards:
+            blank = {"cards": [], "rows": 1, "group": None, "sheet": 0, "sheets": 0, "school": ""}
+            sheets.append(Sheet("cards", blank))
+            roles.append([_BLANK])
+            for key, view in cards.items():
+                sheets.append(Sheet("cards", {**blank, "cards": [view]}))
+                roles.append([_CARD, key])
+        html = render_document(sheets, self.options, self.settings)
         self.directory.mkdir(parents=True, exist_ok=True)
         # Named apart: Celery's chunk tasks may make stamps side by side.
         path = str(self.directory / f"stamps-{os.getpid()}-{id(self):x}-{self._renders:04d}.pdf")
         self._renders += 1
         self.lay_out(html, path, self.settings.roots, collect=False)
-        for page, stamp in enumerate(read_stamps(path)):
-            header_key, body_key = keys[page]
+        index = Path(path).with_suffix(".json")
+        partial = index.with_suffix(".part")
+        partial.write_text(json.dumps(roles), encoding="utf-8")
+        os.replace(partial, index)
+        self._adopt(path, roles)
+
+    def _adopt_shared(self) -> bool:
+        """The stamps the run's other processes made (their index files): True when any."""
+        if not self.directory.is_dir():
+            return False
+        found = False
+        for index in sorted(self.directory.glob("stamps-*.json")):
+            path = str(index.with_suffix(".pdf"))
+            if path not in self._adopted:
+                self._adopt(path, json.loads(index.read_text(encoding="utf-8")))
+                found = True
+        return found
+
+    def _adopt(self, path: str, roles: Sequence[Sequence[Any]]) -> None:
+        """The pages of a marked PDF read back as stamps, as its index says."""
+        self._adopted.add(path)
+        for role, stamp in zip(roles, read_stamps(path, [role[0] for role in roles])):
             index = len(self.stamps)
+            if role[0] == _BLANK:
+                continue
+            if role[0] == _CARD:
+                if stamp is not None:
+                    self.stamps[index] = stamp
+                self._cards.setdefault(role[1], None if stamp is None else index)
+                continue
+            _kind, body_key, header_key = role
             self.stamps[index] = stamp
-            self._exact[(header_key, body_key)] = index
+            self._exact.setdefault((header_key, body_key), index)
             self._bodies.setdefault(body_key, index)
             if header_key is not None:
                 self._headers.setdefault(header_key, index)
@@ -385,15 +524,31 @@ class _Name(bytes):
     """A resource's name in a band (without its slash): renamed when the page is made."""
 
 
-def read_stamps(path: str) -> list[Stamp]:
-    """Every page of a marked PDF read back as a stamp."""
+def read_stamps(path: str, roles: Sequence[str] = ()) -> list[Stamp | None]:
+    """Every page of a marked PDF read back as a stamp; a card's page (``roles``,
+    :data:`_CARD`) read as what it draws beyond the last blank sheet before it
+    (None when it does not begin as that sheet)."""
     from pypdf import PdfReader
 
     reader = PdfReader(path)
-    return [_read_page(reader, path, number) for number in range(len(reader.pages))]
+    stamps: list[Stamp | None] = []
+    blank: tuple[tuple[bytes, ...], ...] | None = None
+    for number in range(len(reader.pages)):
+        role = roles[number] if number < len(roles) else _PAGE
+        if role == _CARD and blank is None:
+            stamps.append(None)
+            continue
+        stamp = _read_page(reader, path, number, under=blank if role == _CARD else None)
+        if role == _BLANK:
+            blank = stamp.outline if stamp is not None else None
+        stamps.append(stamp)
+    return stamps
 
 
-def _read_page(reader: Any, path: str, number: int) -> Stamp:
+def _read_page(reader: Any, path: str, number: int, under: tuple[tuple[bytes, ...], ...] | None = None) -> Stamp | None:
+    """Page ``number`` read back as a stamp; ``under``: the outline of a page
+    this one draws over (a card's sheet without it): only what it draws beyond
+    that, or None when it does not begin with that page's blocks."""
     from pypdf.generic import ArrayObject, ByteStringObject, ContentStream, IndirectObject
 
     page = reader.pages[number]
@@ -538,6 +693,11 @@ def _read_page(reader: Any, path: str, number: int) -> Stamp:
                 continue
         kept.append((out_operands, out_operator))
 
+    outline = tuple(tuple(op[1] if isinstance(op, tuple) else b"" for op in block[0]) for block in blocks)
+    if under is not None:
+        if outline[: len(under)] != under:
+            return None
+        blocks = blocks[len(under):]
     header_ops: list[Any] = []
     body_ops: list[Any] = []
     header_bottom: float | None = None
@@ -548,7 +708,7 @@ def _read_page(reader: Any, path: str, number: int) -> Stamp:
         else:
             body_ops += operations_of
     return Stamp(path, number, _band(header_ops, reader, named), _band(body_ops, reader, named),
-                 header_bottom, fields, number_field, qr, tuple(kinds))
+                 header_bottom, fields, number_field, qr, tuple(kinds), outline)
 
 
 #: The tokens of a content stream as reportlab writes it (:func:`_operations`).
@@ -766,7 +926,7 @@ def compose(plan: Plan, out: Any) -> None:
             found = canvas_entries(canvas, kind.encode("ascii"))
             if found:
                 kinds[kind] = [found]
-        for index in dict.fromkeys(i for i in (spec.header, spec.body) if i is not None):
+        for index in dict.fromkeys(layer.stamp for layer in spec.layers):
             for kind, items in entries(index).items():
                 kinds.setdefault(kind, []).append(items)
         return (b"<< /ProcSet [ /PDF /Text /ImageB /ImageC /ImageI ] "
@@ -783,16 +943,18 @@ def compose(plan: Plan, out: Any) -> None:
         if b"/FlateDecode" in head:
             data = zlib.decompress(data)
         pieces = _SLOT.split(data)
-        texts = {slot: piece for slot, piece in zip(pieces[1::2], pieces[2::2])}
+        texts = {(layer, slot): piece for layer, slot, piece in zip(pieces[1::3], pieces[2::3], pieces[3::3])}
         parts: list[bytes] = []
-        for index, band in ((spec.header, "header"), (spec.body, "body")):
-            if index is None:
-                continue
-            cuts, slots = bound(index, band)
+        for number, layer in enumerate(spec.layers):
+            cuts, slots = bound(layer.stamp, layer.band)
+            key = b"%d" % number
+            if layer.offset is not None:
+                parts.append(b"q 1 0 0 1 " + _numbers(layer.offset) + b" cm\n")
             for cut, slot in zip(cuts, slots):
-                parts += (cut, texts.get(b"%d" % slot, b""))
-            parts.append(cuts[-1])
-        parts.append(texts.get(b"qr", b""))
+                parts += (cut, texts.get((key, b"%d" % slot), b""))
+            parts += (cuts[-1], texts.get((key, b"qr"), b""))
+            if layer.offset is not None:
+                parts.append(b"Q\n")
         data = zlib.compress(b"".join(parts))
         return b"<< /Filter /FlateDecode /Length %d >>\n" % len(data) + b"stream\n" + data + b"\nendstream"
 
@@ -829,8 +991,8 @@ def compose(plan: Plan, out: Any) -> None:
 
 
 _REFERENCE = re.compile(rb"(\d+) 0 R")
-#: The comment the canvas writes before each text it draws: the text's slot.
-_SLOT = re.compile(rb"%PP(-?\d+|qr)\r?\n")
+#: The comment the canvas writes before each text it draws: the text's layer and slot.
+_SLOT = re.compile(rb"%PP(\d+)\.(-?\d+|qr)\r?\n")
 
 
 def _prefix(index: int) -> bytes:
@@ -914,20 +1076,19 @@ def _draw(plan: Plan, typesetter: fonts.Typesetter) -> bytes:
     pdf = canvas.Canvas(buffer, pagesize=A4, pageCompression=1, initialFontName=fonts.initial_font())
     qr_forms: dict[str, str] = {}
     for spec in plan.pages:
-        body = plan.stamps[spec.body]
-        for index, text in enumerate(spec.texts):
-            place = body.fields.get(index)
-            if place is not None and text:
-                pdf.addLiteral(f"%PP{index}")
-                _text(pdf, typesetter, place, text, get_display, needs_bidi)
-        if spec.number and spec.header is not None:
-            place = plan.stamps[spec.header].number
-            if place is not None:
-                pdf.addLiteral(f"%PP{NUMBER}")
-                _text(pdf, typesetter, place, spec.number, get_display, needs_bidi)
-        if spec.qr and body.qr:
-            pdf.addLiteral("%PPqr")
-            _qr(pdf, spec.qr, body.qr, qr_forms)
+        for number, layer in enumerate(spec.layers):
+            stamp = plan.stamps[layer.stamp]
+            for index, text in enumerate(layer.texts):
+                place = stamp.fields.get(index)
+                if place is not None and text:
+                    pdf.addLiteral(f"%PP{number}.{index}")
+                    _text(pdf, typesetter, place, text, get_display, needs_bidi)
+            if layer.number and stamp.number is not None:
+                pdf.addLiteral(f"%PP{number}.{NUMBER}")
+                _text(pdf, typesetter, stamp.number, layer.number, get_display, needs_bidi)
+            if layer.qr and stamp.qr:
+                pdf.addLiteral(f"%PP{number}.qr")
+                _qr(pdf, layer.qr, stamp.qr, qr_forms)
         pdf.showPage()
     pdf.save()
     return buffer.getvalue()
