@@ -202,6 +202,42 @@ class TestCeleryPath:
             pipeline.chunk_task(run.id, 1)
         assert merges == [run.id]
 
+    # Letters: the first chunk's numbers have one digit, the next ones' two (a
+    # header of its own); cards: one kind, five sheets of eight.
+    @pytest.mark.parametrize("template, renders", [("letter", 2), ("cards", 1)])
+    def test_chunk_tasks_lay_out_each_kind_once(
+        self, app: Any, client: Any, monkeypatch: Any, template: str, renders: int
+    ) -> None:
+        # Each chunk task has a job of its own: the layouts one made are found in
+        # the run's work folder by the others, not laid out again.
+        from flask_publipostage.pdf import pipeline
+
+        layouts: list[str] = []
+        render_file = pipeline.worker.render_file
+
+        def spying(html: Any, path: str, roots: Any, collect: bool = True) -> str:
+            if Path(path).parent.name == "stamps":
+                layouts.append(path)
+            return render_file(html, path, roots, collect)
+
+        monkeypatch.setattr(pipeline.worker, "render_file", spying)
+        with app.app_context():
+            add_class_of("CE2 Nord", 40, prefix="cn")
+            db.session.commit()
+        response = post_pdf(client, "sort=class", template=template)
+        assert response.status_code == 303
+        job_id = response.headers["Location"].rsplit("/", 1)[-1]
+        status = client.get(f"{URL}/pdf/jobs/{job_id}/status", "adml_a").get_json()
+        assert status["state"] == "done", status
+        with app.app_context():
+            run = db.session.execute(sa.select(Run).where(Run.token == job_id)).scalar_one()
+            chunks = {chunk for (chunk,) in db.session.execute(sa.select(RunItem.chunk).where(RunItem.run_id == run.id))}
+        assert len(chunks) >= 3 and len(layouts) == renders, layouts
+        with client.get(status["download_url"], "adml_a") as download:
+            text = "\n".join(pages_text(download.get_data()))
+        for i in range(40):
+            assert count_word(text, f"cn{i:04d}") == 1
+
     def test_a_zip_from_chunk_tasks(self, app: Any, client: Any) -> None:
         with app.app_context():
             _, nord = add_class_of("CE2 Nord", 21, prefix="cn")

@@ -288,7 +288,9 @@ class Stamper:
         self._headers: dict[str, int] = {}
         self._exact: dict[tuple[str | None, str], int] = {}
         self._cards: dict[str, int | None] = {}
-        self._adopted: set[str] = set()
+        #: The index of each marked PDF of the run, and its pages read here.
+        self._indexes: dict[str, list[list[Any]]] = {}
+        self._read: dict[str, set[int]] = {}
         self._renders = 0
 
     def plan(self, sheets: Sequence[Any]) -> Plan | None:
@@ -363,7 +365,7 @@ class Stamper:
         made: a marked page for each body and each header not known yet (most
         pages bring both), then for each pair whose header's height differs."""
         if any(self._missing(wanted, exact=False)):
-            self._adopt_shared()
+            self._adopt_shared(wanted)
         for exact in (False, True):
             pages, cards = self._missing(wanted, exact)
             if pages or cards:
@@ -428,38 +430,43 @@ class Stamper:
         partial = index.with_suffix(".part")
         partial.write_text(json.dumps(roles), encoding="utf-8")
         os.replace(partial, index)
-        self._adopt(path, roles)
+        self._indexes[path] = roles
+        self._adopt(path, roles, [number for number, role in enumerate(roles) if role[0] != _BLANK])
 
-    def _adopt_shared(self) -> bool:
-        """The stamps the run's other processes made (their index files): True when any."""
+    def _adopt_shared(self, wanted: Sequence[_Wanted]) -> None:
+        """The stamps ``wanted`` lacks that the run's other processes made (their
+        index files): only those pages are read."""
         if not self.directory.is_dir():
-            return False
-        found = False
+            return
+        keys = {key for sheet in wanted for key in (sheet.body_key, sheet.header_key)}
+        keys |= {card.key for sheet in wanted for card in sheet.cards}
+        keys.discard(None)
         for index in sorted(self.directory.glob("stamps-*.json")):
             path = str(index.with_suffix(".pdf"))
-            if path not in self._adopted:
-                self._adopt(path, json.loads(index.read_text(encoding="utf-8")))
-                found = True
-        return found
+            roles = self._indexes.get(path)
+            if roles is None:
+                roles = self._indexes[path] = json.loads(index.read_text(encoding="utf-8"))
+            pages = [number for number, role in enumerate(roles)
+                     if number not in self._read.setdefault(path, set()) and set(role[1:]) & keys]
+            if pages:
+                self._adopt(path, roles, pages)
 
-    def _adopt(self, path: str, roles: Sequence[Sequence[Any]]) -> None:
-        """The pages of a marked PDF read back as stamps, as its index says."""
-        self._adopted.add(path)
-        for role, stamp in zip(roles, read_stamps(path, [role[0] for role in roles])):
-            index = len(self.stamps)
-            if role[0] == _BLANK:
-                continue
+    def _adopt(self, path: str, roles: Sequence[Sequence[Any]], pages: Sequence[int]) -> None:
+        """Pages ``pages`` of a marked PDF read back as stamps, as its index ``roles`` says."""
+        self._read.setdefault(path, set()).update(pages)
+        for number, stamp in zip(pages, read_stamps(path, [role[0] for role in roles], pages)):
+            role, index = roles[number], len(self.stamps)
             if role[0] == _CARD:
                 if stamp is not None:
                     self.stamps[index] = stamp
                 self._cards.setdefault(role[1], None if stamp is None else index)
-                continue
-            _kind, body_key, header_key = role
-            self.stamps[index] = stamp
-            self._exact.setdefault((header_key, body_key), index)
-            self._bodies.setdefault(body_key, index)
-            if header_key is not None:
-                self._headers.setdefault(header_key, index)
+            elif role[0] == _PAGE and stamp is not None:
+                _kind, body_key, header_key = role
+                self.stamps[index] = stamp
+                self._exact.setdefault((header_key, body_key), index)
+                self._bodies.setdefault(body_key, index)
+                if header_key is not None:
+                    self._headers.setdefault(header_key, index)
 
 
 # -- reading a marked page ------------------------------------------------------------------------
@@ -524,24 +531,32 @@ class _Name(bytes):
     """A resource's name in a band (without its slash): renamed when the page is made."""
 
 
-def read_stamps(path: str, roles: Sequence[str] = ()) -> list[Stamp | None]:
-    """Every page of a marked PDF read back as a stamp; a card's page (``roles``,
-    :data:`_CARD`) read as what it draws beyond the last blank sheet before it
-    (None when it does not begin as that sheet)."""
+def read_stamps(path: str, roles: Sequence[str] = (), pages: Sequence[int] | None = None) -> list[Stamp | None]:
+    """Pages ``pages`` (default: all) of a marked PDF read back as stamps; a card's
+    page (``roles``, :data:`_CARD`) read as what it draws beyond the last blank
+    sheet before it (None when it does not begin as that sheet)."""
     from pypdf import PdfReader
 
     reader = PdfReader(path)
+    roles = list(roles) + [_PAGE] * (len(reader.pages) - len(roles))
+    outlines: dict[int, tuple[tuple[bytes, ...], ...] | None] = {}
+
+    def under(number: int) -> tuple[tuple[bytes, ...], ...] | None:
+        blank = max((n for n in range(number) if roles[n] == _BLANK), default=None)
+        if blank is None:
+            return None
+        if blank not in outlines:
+            stamp = _read_page(reader, path, blank)
+            outlines[blank] = stamp.outline if stamp is not None else None
+        return outlines[blank]
+
     stamps: list[Stamp | None] = []
-    blank: tuple[tuple[bytes, ...], ...] | None = None
-    for number in range(len(reader.pages)):
-        role = roles[number] if number < len(roles) else _PAGE
-        if role == _CARD and blank is None:
-            stamps.append(None)
-            continue
-        stamp = _read_page(reader, path, number, under=blank if role == _CARD else None)
-        if role == _BLANK:
-            blank = stamp.outline if stamp is not None else None
-        stamps.append(stamp)
+    for number in range(len(reader.pages)) if pages is None else pages:
+        if roles[number] == _CARD:
+            outline = under(number)
+            stamps.append(None if outline is None else _read_page(reader, path, number, under=outline))
+        else:
+            stamps.append(_read_page(reader, path, number))
     return stamps
 
 
