@@ -49,6 +49,7 @@ import io
 import json
 import os
 import re
+import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -288,10 +289,8 @@ class Stamper:
         self._headers: dict[str, int] = {}
         self._exact: dict[tuple[str | None, str], int] = {}
         self._cards: dict[str, int | None] = {}
-        #: The index of each marked PDF of the run, and its pages read here.
+        #: The index of each marked PDF of the run (what each page is).
         self._indexes: dict[str, list[list[Any]]] = {}
-        self._read: dict[str, set[int]] = {}
-        self._renders = 0
 
     def plan(self, sheets: Sequence[Any]) -> Plan | None:
         """The chunk's plan, or None when a sheet is neither a letter nor cards (or
@@ -422,9 +421,9 @@ class Stamper:
                 roles.append([_CARD, key])
         html = render_document(sheets, self.options, self.settings)
         self.directory.mkdir(parents=True, exist_ok=True)
-        # Named apart: Celery's chunk tasks may make stamps side by side.
-        path = str(self.directory / f"stamps-{os.getpid()}-{id(self):x}-{self._renders:04d}.pdf")
-        self._renders += 1
+        # Named apart: Celery's chunk tasks may make stamps side by side (and a
+        # file once written never changes: its pages are kept read, :func:`_stamp_at`).
+        path = str(self.directory / f"stamps-{uuid.uuid4().hex}.pdf")
         self.lay_out(html, path, self.settings.roots, collect=False)
         index = Path(path).with_suffix(".json")
         partial = index.with_suffix(".part")
@@ -435,25 +434,43 @@ class Stamper:
 
     def _adopt_shared(self, wanted: Sequence[_Wanted]) -> None:
         """The stamps ``wanted`` lacks that the run's other processes made (their
-        index files): only those pages are read."""
+        index files): one page read for each."""
         if not self.directory.is_dir():
             return
-        keys = {key for sheet in wanted for key in (sheet.body_key, sheet.header_key)}
-        keys |= {card.key for sheet in wanted for card in sheet.cards}
-        keys.discard(None)
         for index in sorted(self.directory.glob("stamps-*.json")):
             path = str(index.with_suffix(".pdf"))
-            roles = self._indexes.get(path)
-            if roles is None:
-                roles = self._indexes[path] = json.loads(index.read_text(encoding="utf-8"))
-            pages = [number for number, role in enumerate(roles)
-                     if number not in self._read.setdefault(path, set()) and set(role[1:]) & keys]
-            if pages:
-                self._adopt(path, roles, pages)
+            if path not in self._indexes:
+                self._indexes[path] = json.loads(index.read_text(encoding="utf-8"))
+        exact: dict[tuple[str | None, str], tuple[str, int]] = {}
+        bodies: dict[str, tuple[str, int]] = {}
+        headers: dict[str, tuple[str, int]] = {}
+        cards: dict[str, tuple[str, int]] = {}
+        for path, roles in self._indexes.items():
+            for number, role in enumerate(roles):
+                if role[0] == _PAGE:
+                    exact.setdefault((role[2], role[1]), (path, number))
+                    bodies.setdefault(role[1], (path, number))
+                    if role[2] is not None:
+                        headers.setdefault(role[2], (path, number))
+                elif role[0] == _CARD:
+                    cards.setdefault(role[1], (path, number))
+        pages: set[tuple[str, int]] = set()
+        for sheet in wanted:
+            if self._find(sheet.body_key, sheet.header_key) is None:
+                pair = exact.get((sheet.header_key, sheet.body_key))
+                if pair is not None:
+                    pages.add(pair)
+                else:
+                    if sheet.body_key not in self._bodies and sheet.body_key in bodies:
+                        pages.add(bodies[sheet.body_key])
+                    if sheet.header_key is not None and sheet.header_key not in self._headers and sheet.header_key in headers:
+                        pages.add(headers[sheet.header_key])
+            pages |= {cards[card.key] for card in sheet.cards if card.key not in self._cards and card.key in cards}
+        for path in sorted({path for path, _number in pages}):
+            self._adopt(path, self._indexes[path], sorted(number for p, number in pages if p == path))
 
     def _adopt(self, path: str, roles: Sequence[Sequence[Any]], pages: Sequence[int]) -> None:
         """Pages ``pages`` of a marked PDF read back as stamps, as its index ``roles`` says."""
-        self._read.setdefault(path, set()).update(pages)
         for number, stamp in zip(pages, read_stamps(path, [role[0] for role in roles], pages)):
             role, index = roles[number], len(self.stamps)
             if role[0] == _CARD:
@@ -535,32 +552,46 @@ def read_stamps(path: str, roles: Sequence[str] = (), pages: Sequence[int] | Non
     """Pages ``pages`` (default: all) of a marked PDF read back as stamps; a card's
     page (``roles``, :data:`_CARD`) read as what it draws beyond the last blank
     sheet before it (None when it does not begin as that sheet)."""
-    from pypdf import PdfReader
-
-    reader = PdfReader(path)
-    roles = list(roles) + [_PAGE] * (len(reader.pages) - len(roles))
-    outlines: dict[int, tuple[tuple[bytes, ...], ...] | None] = {}
-
-    def under(number: int) -> tuple[tuple[bytes, ...], ...] | None:
-        blank = max((n for n in range(number) if roles[n] == _BLANK), default=None)
-        if blank is None:
-            return None
-        if blank not in outlines:
-            stamp = _read_page(reader, path, blank)
-            outlines[blank] = stamp.outline if stamp is not None else None
-        return outlines[blank]
-
+    count = len(_marked_pdf(path)[0].pages)
+    roles = list(roles) + [_PAGE] * (count - len(roles))
     stamps: list[Stamp | None] = []
-    for number in range(len(reader.pages)) if pages is None else pages:
+    for number in range(count) if pages is None else pages:
         if roles[number] == _CARD:
-            outline = under(number)
-            stamps.append(None if outline is None else _read_page(reader, path, number, under=outline))
+            blank = max((n for n in range(number) if roles[n] == _BLANK), default=None)
+            stamps.append(None if blank is None else _stamp_at(path, number, blank))
         else:
-            stamps.append(_read_page(reader, path, number))
+            stamps.append(_stamp_at(path, number, None))
     return stamps
 
 
-def _read_page(reader: Any, path: str, number: int, under: tuple[tuple[bytes, ...], ...] | None = None) -> Stamp | None:
+@functools.lru_cache(maxsize=8)
+def _marked_pdf(path: str) -> tuple[Any, dict[int, _Font]]:
+    """A marked PDF's reader, and the decoders of its fonts (by object number):
+    its pages share them."""
+    from pypdf import PdfReader
+
+    return PdfReader(path), {}
+
+
+@functools.lru_cache(maxsize=1024)
+def _stamp_at(path: str, number: int, blank: int | None) -> Stamp | None:
+    """Page ``number`` of a marked PDF as a stamp (what it draws beyond page
+    ``blank``, when given): kept, as a process (a Celery worker) reads the same
+    pages for chunk after chunk of a run."""
+    reader, fonts = _marked_pdf(path)
+    under = None
+    if blank is not None:
+        page = _stamp_at(path, blank, None)
+        if page is None:
+            return None
+        under = page.outline
+    return _read_page(reader, path, number, under=under, fonts=fonts)
+
+
+def _read_page(
+    reader: Any, path: str, number: int, under: tuple[tuple[bytes, ...], ...] | None = None,
+    fonts: dict[int, _Font] | None = None,
+) -> Stamp | None:
     """Page ``number`` read back as a stamp; ``under``: the outline of a page
     this one draws over (a card's sheet without it): only what it draws beyond
     that, or None when it does not begin with that page's blocks."""
@@ -570,7 +601,13 @@ def _read_page(reader: Any, path: str, number: int, under: tuple[tuple[bytes, ..
     resources = page["/Resources"].get_object()
     font_dicts = resources.get("/Font", {})
     font_dicts = font_dicts.get_object() if font_dicts else {}
-    decoders = {name: _Font(value.get_object()) for name, value in font_dicts.items()}
+    fonts = {} if fonts is None else fonts
+    decoders = {}
+    for name, value in font_dicts.items():
+        key = value.idnum if isinstance(value, IndirectObject) else -1 - len(fonts)
+        if key not in fonts:
+            fonts[key] = _Font(value.get_object())
+        decoders[name] = fonts[key]
     xobjects = resources.get("/XObject", {})
     xobjects = xobjects.get_object() if xobjects else {}
     try:
