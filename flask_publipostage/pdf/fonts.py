@@ -25,6 +25,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from markupsafe import Markup, escape
 
@@ -480,6 +481,14 @@ def stable_font_class() -> type:
     from reportlab.pdfbase.ttfonts import TTFont
 
     class StableSubsetFont(TTFont):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # The same subsets in chunk after chunk: each font program is made once
+            # a process (a third of the time of saving a chunk of stamped letters).
+            face = self.face
+            made = functools.lru_cache(maxsize=32)(lambda codes: type(face).makeSubset(face, list(codes)))
+            face.makeSubset = lambda subset: made(tuple(subset))
+
         def splitString(self, text: str, doc: object, encoding: str = "utf-8") -> list[tuple[int, bytes]]:
             if doc not in self.state:
                 super().splitString(STABLE_CHARACTERS, doc)
