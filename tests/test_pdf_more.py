@@ -116,6 +116,23 @@ def test_be1d_parents_print_under_their_childrens_classes(console: Any) -> None:
         assert count_word(everything, parent.login) == 1
 
 
+@pytest.mark.parametrize("template", ["letter", "cards"])
+def test_a_class_named_with_the_numbers_stand_in_keeps_its_name_and_numbers(
+    app_ctx: Any, client: Any, template: str
+) -> None:
+    # Stamped sheets stand "¥" in for the number in the group's header: a class
+    # whose name holds one is laid out whole.
+    add_class_of("CM1 ¥ Lune", 3, prefix="yn")
+    db.session.commit()
+    response = post_pdf(client, "sort=class", template=template)
+    assert response.status_code == 200
+    texts = pages_text(response.data)
+    numbers = ["1/3", "2/3", "3/3"] if template == "letter" else ["feuille 1/1"]
+    assert len(texts) == len(numbers)
+    for text, number in zip(texts, numbers):
+        assert text.startswith("CM1 ¥ Lune ·") and number in text.splitlines()[0], text
+
+
 # -- Celery: one task per chunk, the last one merges ----------------------------------------
 
 

@@ -230,6 +230,14 @@ def layout_key(view: dict[str, Any]) -> str:
                  account.school, bool(account.children)))
 
 
+def _numbered(group: Any, school: str) -> Any:
+    """The group of a sheet whose header shows its number; :class:`Unknown` when
+    the header prints the number's stand-in itself (it would be taken for it)."""
+    if group is not None and FIGURE in f"{group.name}{school}":
+        raise Unknown(FIGURE)
+    return group
+
+
 @functools.cache
 def _stand_in_qr() -> str:
     from PIL import Image
@@ -336,7 +344,7 @@ class Stamper:
         from .render import Sheet, qr_target_of
 
         view, texts = marked(sheet.data["v"])
-        group = sheet.data["group"]
+        group = _numbered(sheet.data["group"], view["r"].school)
         number = str(sheet.data["number"]) if group else ""
         page = Sheet("letter", {"v": view, "group": group, "number": FIGURE * len(number)})
         header_key = repr(("letter", group.name, group.count, view["r"].school, len(number))) if group else None
@@ -346,7 +354,7 @@ class Stamper:
         from .render import CARD_TOP, Sheet, qr_target_of
 
         data = sheet.data
-        group = data["group"]
+        group = _numbered(data["group"], data["school"])
         number = str(data["sheet"]) if group else ""
         page = Sheet("cards", {**data, "cards": [], "sheet": FIGURE * len(number)})
         header_key = repr(("cards", group.name, group.count, data["school"], len(number), data["sheets"])) if group else None
