@@ -358,6 +358,17 @@ class TestLogoAndOverride:
         images = [name for page in reader.pages for name in page.images]
         assert len(reader.pages) == 2 and len(images) == 2
 
+    def test_the_logo_is_in_the_file_once(self, app_ctx: Any, client: Any) -> None:
+        # Each chunk embeds it: the merge keeps one copy, as it does of the fonts.
+        from .test_pdf_preflight import background_file
+
+        app_ctx.config.update(PUBLIPOSTAGE_PDF_CHUNK_SIZE=4, PUBLIPOSTAGE_PDF_SYNC_LIMIT=0)
+        add_class_of("CP Logo", 14, prefix="lg")
+        db.session.commit()
+        reader = PdfReader(io.BytesIO(background_file(client, "")))
+        drawn = [image.indirect_reference.idnum for page in reader.pages for image in page.images]
+        assert len(reader.pages) == len(drawn) == 14 and len(set(drawn)) == 1
+
     def test_host_overrides_a_template_by_path(self, app_ctx: Any, client: Any) -> None:
         add_class_of("CP Surcharge", 3, prefix="ov")
         db.session.commit()

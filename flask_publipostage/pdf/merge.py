@@ -14,7 +14,7 @@ times under one name (ISO 32000-1 §9.6.4 wants distinct tags for distinct
 subsets). The renderer gives every chunk the same first subsets
 (:data:`~.fonts.STABLE_CHARACTERS`), so the merge keeps one copy of each font
 object it has already written (same bytes, same references) and gives each
-distinct subset a tag of its own. The file ends with its description (title,
+distinct subset a tag of its own; so it does of each image (the logo). The file ends with its description (title,
 author, subject, language) and a trailer ``/ID``, as preflights expect.
 """
 
@@ -325,6 +325,7 @@ _LENGTH = re.compile(rb"/Length (\d+)(?!\s+\d+\s+R)")
 _TYPE = re.compile(rb"/Type /(\w+)")
 _FONT_DICT = re.compile(rb"/Type\s*/Font(?![A-Za-z])")
 _DESCRIPTOR = re.compile(rb"/FontDescriptor\s+(\d+) 0 R")
+_IMAGE = re.compile(rb"/Subtype\s*/Image(?![A-Za-z])")
 _SUBSET_TAG = re.compile(rb"(/(?:BaseFont|FontName)\s*/)[A-Z]{6}\+")
 #: A font dictionary's ``/Name``, obsolete (PDF 1.0): the renderer's name of the
 #: font in its document, which differs for one subset between a stamped page's
@@ -343,9 +344,9 @@ def _subset_tag(index: int) -> bytes:
 
 class _FontGraph:
     """The font objects of one chunk (font dictionaries and what they refer
-    to: descriptors, font programs, encodings), each with a key of its content
-    and of the content of what it refers to: two chunks' objects of equal keys
-    are the same object."""
+    to: descriptors, font programs, encodings) and its images (the logo, in
+    every chunk), each with a key of its content and of the content of what it
+    refers to: two chunks' objects of equal keys are the same object."""
 
     def __init__(self, objects: _RawObjects) -> None:
         self.objects = objects
@@ -355,7 +356,7 @@ class _FontGraph:
         self._descriptor_of: dict[int, int] = {}
         fonts = [n for n in objects.kept if _FONT_DICT.search(objects.body(n)[0])]
         self._members: set[int] = set()
-        for number in fonts:
+        for number in fonts + [n for n in objects.kept if _IMAGE.search(objects.body(n)[0])]:
             self._collect(number, 0)
         for number in fonts:
             head = objects.body(number)[0]

@@ -637,6 +637,7 @@ def _read_page(
     fields: dict[int, Field] = {}
     number_field: Field | None = None
     qr: tuple[float, float, float, float] | None = None
+    stand_in = b""  # the QR code stand-in's name: not drawn, not kept
     # The graphics state this reading needs: matrix, font, size, leading, colour.
     ctm: tuple[float, ...] = (1, 0, 0, 1, 0, 0)
     font: _Font | None = None
@@ -750,6 +751,7 @@ def _read_page(
                     and int(target.get("/Height", 0)) == QR_PIXELS:
                 a, _b, _c, d, e, f = ctm
                 qr = (e, f, a, d)
+                stand_in = str(operands[0]).encode("latin-1")
                 continue
         kept.append((out_operands, out_operator))
 
@@ -768,7 +770,8 @@ def _read_page(
         else:
             body_ops += operations_of
     return Stamp(path, number, _band(header_ops, reader, named), _band(body_ops, reader, named),
-                 header_bottom, fields, number_field, qr, tuple(kinds), outline)
+                 header_bottom, fields, number_field, qr,
+                 tuple(k for k in kinds if (k[0], k[1]) != ("/XObject", stand_in)), outline)
 
 
 #: The tokens of a content stream as reportlab writes it (:func:`_operations`).
