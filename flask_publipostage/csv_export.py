@@ -156,7 +156,7 @@ def record(selection: Selection, file_name: str, accounts: int) -> Run:
     (one INSERT … SELECT, distributed already: no second pass over them)."""
     run, _created = core.start(
         KIND, selection, {}, item_kind="export", file_name=file_name, audit_action="csv",
-        audit_template="csv", audit_count=accounts, inline=True, items=False,
+        audit_template="csv", audit_count=accounts, inline=True, items=False, perimeter=False,
     )
     core.finish(run.id)
     return run

@@ -333,44 +333,53 @@ def for_accounts(selection: Selection, rows: Iterable[Any]) -> dict[Any, History
     by id: two queries whatever the number of rows, and at most :data:`SHOWN` + 1
     items read per account whatever the length of its history.
 
-    The items are ranked on the index ``(user_id, distributed_at)`` alone (the id
-    is in it: SQLite's rowid), last recorded first and latest distributed first,
-    and counted there; only the :data:`SHOWN` last recorded, and the latest
-    distribution when it is older, are read with their runs, and shown newest
-    first. An account printed 140 times costs the page 140 index entries, not 140
-    rows, their runs and 140 lines of history. The stale-code flag is the
-    follow-up's (:func:`stale_rows`), one look-up per account."""
+    Per account, three look-ups on the index ``(user_id, distributed_at)`` (the id
+    is in it: SQLite's rowid) say how many items it has, which is the oldest of
+    the :data:`SHOWN` last recorded and which is its latest distribution (latest
+    distributed first); only those items are read with their runs, and shown
+    newest first. An account printed 140 times costs the page 140 index entries,
+    not 140 rows, their runs and 140 lines of history, nor a sort of them. The
+    stale-code flag is the follow-up's (:func:`stale_rows`), one look-up per
+    account."""
     rows = list(rows)
     if not rows:
         return {}
     by_text = {str(r.id): r for r in rows}
     i, r = item_t.c, run_t.c
-    ranked = (
-        sa.select(
-            i.id,
-            sa.func.row_number().over(partition_by=i.user_id, order_by=i.id.desc()).label("rank"),
-            # Rank 1 of the distributed items: the latest distribution.
-            sa.func.row_number().over(partition_by=(i.user_id, i.distributed_at.is_(None)),
-                                      order_by=(i.distributed_at.desc(), i.id.desc())).label("rank_of_kind"),
-            sa.func.count().over(partition_by=i.user_id).label("total"),
-            i.distributed_at,
-        )
-        .where(i.user_id.in_(list(by_text)))
-        .subquery("pp_ranked")
+    host = state().host
+    own = sa.cast(host.user_id, sa.String)
+    x = item_t.alias("pp_item").c
+    # Correlated on the host's account: each runs once per account of the page.
+    total = sa.select(sa.func.count()).where(x.user_id == own).scalar_subquery()
+    oldest_shown = (
+        sa.select(x.id).where(x.user_id == own).order_by(x.id.desc()).offset(SHOWN - 1).limit(1).scalar_subquery()
     )
-    k = ranked.c
-    kept = (
-        sa.select(k.id, k.rank, k.rank_of_kind, k.total)
-        .where(sa.or_(k.rank <= SHOWN, sa.and_(k.distributed_at.is_not(None), k.rank_of_kind == 1)))
-        .subquery("pp_kept")
+    latest = (
+        sa.select(x.id)
+        .where(x.user_id == own, x.distributed_at.is_not(None))
+        .order_by(x.distributed_at.desc(), x.id.desc())
+        .limit(1)
+        .scalar_subquery()
     )
+    # Materialized: the per-account look-ups run once each, not once per item joined.
+    accounts = (
+        sa.select(own.label("user_id"), total.label("total"), oldest_shown.label("oldest_shown"),
+                  latest.label("latest"))
+        .select_from(host.user_model)
+        .where(host.user_id.in_([row.id for row in rows]))
+        .cte("pp_accounts")
+        .prefix_with("MATERIALIZED", dialect="sqlite")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
+    a = accounts.c
+    shown = sa.or_(a.oldest_shown.is_(None), i.id >= a.oldest_shown)
     at = sa.func.coalesce(i.distributed_at, i.done_at, r.created_at)
     stmt = (
         sa.select(i.id, i.user_id, i.kind, i.state, at.label("at"), i.distributed_at, i.run_id, i.group_key, i.reason,
-                  r.kind.label("run_kind"), r.actor, r.actor_name, r.selection, kept.c.rank, kept.c.rank_of_kind,
-                  kept.c.total)
-        .select_from(kept)
-        .join(item_t, i.id == kept.c.id)
+                  r.kind.label("run_kind"), r.actor, r.actor_name, r.selection, a.total,
+                  shown.label("shown"), (i.id == a.latest).label("is_latest"))
+        .select_from(accounts)
+        .join(item_t, sa.and_(i.user_id == a.user_id, sa.or_(shown, i.id == a.latest)))
         .join(run_t, r.id == i.run_id)
         .order_by(at.desc(), i.id.desc())
     )
@@ -394,13 +403,12 @@ def for_accounts(selection: Selection, rows: Iterable[Any]) -> dict[Any, History
             item_id=row.id,
         )
         totals[row.user_id] = row.total
-        if row.rank <= SHOWN:
+        if row.shown:
             events[row.user_id].append(event)
-        if event.distributed and row.rank_of_kind == 1:
+        if row.is_latest:
             latest[row.user_id] = event
     # The follow-up's rule, from the page's accounts: one index look-up each (an
     # IN on the items would run it once per item, each of an account's items).
-    host = state().host
     columns, (codes, on) = stale_rows(host)
     stale = {
         str(row.id): stale_label(row.kind)

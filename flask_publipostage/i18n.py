@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flask import current_app
-from flask_babel import Domain, LazyString
+from flask import current_app, g
+from flask_babel import Domain, LazyString, get_locale
 
 from .state import mounted
 
@@ -40,19 +40,39 @@ def _domain() -> Domain | None:
     return found.domain  # type: ignore[no-any-return]
 
 
-def gettext(string: str, **variables: Any) -> str:
+def _catalog() -> Any:
+    """The domain's translations for the current locale, None without the domain.
+
+    Kept on ``g`` with the domain and the locale object it was looked up for (a
+    ``force_locale`` or a ``refresh`` gives another): Flask-Babel's own look-up,
+    at each string, costs more than the rest of a history line, and a preview
+    translates thousands of strings."""
     domain = _domain()
     if domain is None:
+        return None
+    locale = get_locale()
+    kept = g.get("_publipostage_catalog")
+    if kept is not None and kept[0] is domain and kept[1] is locale:
+        return kept[2]
+    translations = domain.get_translations()
+    g._publipostage_catalog = (domain, locale, translations)
+    return translations
+
+
+def gettext(string: str, **variables: Any) -> str:
+    catalog = _catalog()
+    if catalog is None:
         return string % variables if variables else string
-    return domain.gettext(string, **variables)
+    found = catalog.ugettext(string)
+    return found % variables if variables else found  # type: ignore[no-any-return]
 
 
 def ngettext(singular: str, plural: str, num: int, **variables: Any) -> str:
-    domain = _domain()
-    if domain is None:
-        variables.setdefault("num", num)
+    variables.setdefault("num", num)
+    catalog = _catalog()
+    if catalog is None:
         return (singular if num == 1 else plural) % variables
-    return domain.ngettext(singular, plural, num, **variables)
+    return catalog.ungettext(singular, plural, num) % variables  # type: ignore[no-any-return]
 
 
 def lazy_gettext(string: str, **variables: Any) -> LazyString:

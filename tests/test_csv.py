@@ -20,6 +20,7 @@ from flask_publipostage.views import current_selection
 from .conftest import RoleClient
 from .hosts import Personne, add_person, db, inscription
 from .school_matrix import MatrixSchool, build_matrix_school
+from .test_security_support import count_statements
 
 CSV = "/imports-exports/publipostage/export.csv"
 
@@ -107,6 +108,16 @@ def test_too_big(client: RoleClient, matrix: MatrixSchool, app: Flask) -> None:
     assert response.status_code == 400
     assert "16 comptes" in response.data.decode()
     assert client.get(f"{CSV}?profile=Relative", "adml_a").status_code == 200
+
+
+def test_an_export_writes_no_perimeter(client: RoleClient, matrix: MatrixSchool, app: Flask) -> None:
+    """Its run is done as it starts and nothing drives it: the admin's perimeter,
+    kept for the drivers of PDF files and campaigns, is not written (a row per
+    account, deleted at once)."""
+    with count_statements(app) as statements:
+        response = client.get(CSV, "adml_a")
+        assert response.status_code == 200 and len(read(response.data)) == 16 + 1
+    assert [s for s in statements if "publipostage_run_perimeter" in s and s.lstrip().startswith("INSERT")] == []
 
 
 def _bulk_pupils(n: int, start: int = 0) -> None:

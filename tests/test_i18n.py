@@ -69,3 +69,20 @@ def test_host_catalog_untouched(client: Any, school: Any) -> None:
     with client.client.application.test_request_context():
         assert render_template_string("{{ _('Activation code') }}") == "Activation code"
         assert render_template_string("{{ _pp('Activation code') }}") == "Code d&#39;activation"
+
+
+def test_the_locale_forced_within_a_request_is_followed(client: Any, school: Any) -> None:
+    """The catalog is looked up once per request and locale: a ``force_locale``
+    inside the request (the mail commands force French), or a ``refresh``, is
+    followed at the next string, and left behind after it."""
+    from flask_babel import force_locale
+
+    from flask_publipostage.i18n import gettext, ngettext
+
+    with client.client.application.test_request_context():
+        assert gettext("Activation code") == "Code d'activation"
+        with force_locale("en"):
+            assert gettext("Activation code") == "Activation code"
+            assert ngettext("%(num)d class", "%(num)d classes", 1) == "1 class"
+        assert gettext("Activation code") == "Code d'activation"
+        assert ngettext("%(num)d class", "%(num)d classes", 1) == "1 classe"

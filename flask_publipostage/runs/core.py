@@ -140,6 +140,7 @@ def start(
     audit_count: int | None = None,
     inline: bool = False,
     items: bool = True,
+    perimeter: bool = True,
 ) -> tuple[Run, bool]:
     """Record a run of ``selection`` with its items and audit row, in one commit,
     and hand it to the runner. Returns ``(run, created)``.
@@ -155,6 +156,9 @@ def start(
     the caller at once (a small PDF, in its request, calls :func:`drive`): it
     takes no slot. Without ``items`` the caller adds them itself
     (:func:`freeze_items`; a CSV export, once streamed) and gives ``audit_count``.
+    Without ``perimeter`` the admin's perimeter is not kept: no driver will read
+    it (a CSV export, done as it starts), and it costs a row per account written
+    and deleted at once.
     """
     scope = selection.scope
     assert scope is not None
@@ -189,7 +193,8 @@ def start(
         raise SelectionError(
             _("The database must be upgraded for this option: run “flask publipostage upgrade-db”."), status=503
         ) from None
-    _freeze_perimeter(run, scope)
+    if perimeter:
+        _freeze_perimeter(run, scope)
     if audit_count is None:
         audit_count = count_accounts([run.id], session.connection())[run.id]
     audit.record(audit_action, selection, audit_count, template=audit_template, run_id=run.id)
