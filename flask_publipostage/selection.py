@@ -170,7 +170,7 @@ def describe(args: Mapping[str, list[str]], names: Mapping[str, Mapping[str, str
             words.append(", ".join(p.plural_label for p in _read_profiles(raw)))
         elif param in ("class", "school", "account"):
             known = (names or {}).get(param, {})
-            words.append(", ".join(known.get(v, v) for v in raw))
+            words.append(", ".join(known.get(v) or (v if names is None else _unnamed(param, v)) for v in raw))
         elif param in ("sort", "then"):
             keys = [found.choice_label(raw[0]), *(FILTERS["then"].choice_label(v) for v in args.get("then", []))]
             words.append(_("Sorted by %(keys)s", keys=", ".join(keys).lower()))
@@ -181,6 +181,16 @@ def describe(args: Mapping[str, list[str]], names: Mapping[str, Mapping[str, str
         else:
             words.append(f"{found.label} {', '.join(raw)}")
     return " · ".join(words) or _("All accounts")
+
+
+def _unnamed(param: str, value: str) -> str:
+    """A class, school or account a stored selection names that the admin's
+    perimeter no longer holds (or that no longer exists): its id, and why."""
+    if param == "class":
+        return _("class %(id)s, unknown or outside your perimeter", id=value[:40])
+    if param == "school":
+        return _("school %(id)s, unknown or outside your perimeter", id=value[:40])
+    return _("account %(id)s, unknown or outside your perimeter", id=value[:40])
 
 
 def _read_profiles(values: list[str]) -> tuple[Profile, ...]:

@@ -260,7 +260,9 @@ def test_a_perimeter_shrunk_since_is_refused_when_used(
     assert logins(client.get(links["Mes élèves"], "prof_a")) == ["lucas.etienne"]
     monkeypatch.setitem(hosts.ROLES, "prof_a", {**hosts.ROLES["prof_a"], "class": CP})
     # Still listed (the class shows as its id: it is no longer theirs to name).
-    assert {name for name, _link, _words in listed(client, "prof_a")} == {"Ma classe", "Mes élèves"}
+    described = {name: words for name, _link, words in listed(client, "prof_a")}
+    assert set(described) == {"Ma classe", "Mes élèves"}
+    assert f"classe {school.ce2.ref}, inconnue ou hors de votre périmètre" in described["Ma classe"]
     refused = client.get(links["Ma classe"], "prof_a")
     assert refused.status_code == 403
     assert "Une des classes choisies est hors de votre périmètre." in text(refused)
