@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, cast
@@ -71,19 +71,31 @@ def code_digest(user_id: Any, code: str | None) -> str | None:
     code of the same account, unrelated otherwise, and without the key no guess
     of an 8-character code can be checked against it. None without a code, or
     without a secret key (the stale-code flag is then never raised)."""
-    if not code:
-        return None
+    return code_digester()(user_id, code)
+
+
+def code_digester() -> Callable[[Any, str | None], str | None]:
+    """:func:`code_digest` with the key read and set up once: the follow-up of a
+    territory hashes tens of thousands of codes."""
     key = current_app.secret_key
     if not key:
-        return None
-    raw_key = key.encode("utf-8") if isinstance(key, str) else bytes(key)
-    message = f"publipostage-code\0{user_id}\0{code}".encode()
-    return hmac.new(raw_key, message, hashlib.sha256).hexdigest()[:CODE_HASH_LENGTH]
+        return lambda user_id, code: None
+    keyed = hmac.new(key.encode("utf-8") if isinstance(key, str) else bytes(key), digestmod=hashlib.sha256)
+
+    def digest(user_id: Any, code: str | None) -> str | None:
+        if not code:
+            return None
+        found = keyed.copy()
+        found.update(f"publipostage-code\0{user_id}\0{code}".encode())
+        return found.hexdigest()[:CODE_HASH_LENGTH]
+
+    return digest
 
 
-def is_stale(user_id: Any, code: str | None, digest: str | None) -> bool:
-    """The account's code is no longer the one its latest sheet or message carried."""
-    return digest is not None and code_digest(user_id, code) not in (None, digest)
+def is_stale(user_id: Any, code: str | None, digest: str | None, digester: Any = code_digest) -> bool:
+    """The account's code is no longer the one its latest sheet or message carried
+    (``digester``: :func:`code_digester`'s, for many accounts)."""
+    return digest is not None and digester(user_id, code) not in (None, digest)
 
 
 def latest_code_item(user_id: Any) -> Any:
@@ -500,8 +512,9 @@ def count_stale(rows: Iterable[Any], key: Any = None) -> Mapping[Any, int]:
     """Accounts whose code changed since, among ``stale_rows`` results, per
     ``key(row)`` (one total under None without a key)."""
     found: dict[Any, int] = defaultdict(int)
+    digester = code_digester()
     for row in rows:
-        if is_stale(str(row.id), row.code, row.code_hmac):
+        if is_stale(str(row.id), row.code, row.code_hmac, digester):
             found[key(row) if key else None] += 1
     return found
 
