@@ -659,8 +659,11 @@ def run_database(label: str, url: str, args: argparse.Namespace, instance: str) 
     create_indexes(app, wanted=not args.no_indexes)
     report: dict[str, Any] = {"label": label, "cases": [], "items": items}
     for name, role, query, target in cases(app):
+        if not chosen(name, args):
+            continue
         result = ours(app, role, query, args.reps)
-        base = naive(app, role, query, args.naive_reps if role == "super" else args.reps)
+        naive_reps = args.naive_reps if role == "super" else args.reps
+        base = naive(app, role, query, naive_reps) if naive_reps else {**result, "ms": float("nan")}
         assert base["rows"] == result["rows"], (name, base["rows"], result["rows"])
         same_page = base["first_logins"] == result["first_logins"]
         report["cases"].append({"name": name, "target": target, **result, "naive_ms": base["ms"],
@@ -673,6 +676,8 @@ def run_database(label: str, url: str, args: argparse.Namespace, instance: str) 
     report["preview_territory_ms"] = preview_request_ms(app, "super", "sort=class", args.reps)
     report["follow_ups"] = []
     for name, role, query, target in FOLLOW_UPS:
+        if not chosen(f"follow-up, {name}", args):
+            continue
         ms = preview_request_ms(app, role, query, args.reps, page="follow-up")
         report["follow_ups"].append({"name": name, "ms": ms, "target": target})
         print(f"[{label}] follow-up, {name}: {ms:.1f} ms", flush=True)
@@ -691,6 +696,11 @@ def run_database(label: str, url: str, args: argparse.Namespace, instance: str) 
         db.session.remove()
         db.engine.dispose()
     return report
+
+
+def chosen(name: str, args: argparse.Namespace) -> bool:
+    """The case is measured: no ``--cases``, or its name holds one of them."""
+    return not args.cases or any(part in name for part in args.cases.split(","))
 
 
 def print_report(reports: list[dict[str, Any]], args: argparse.Namespace) -> None:
@@ -761,13 +771,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--schools", type=int, default=50)
     parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--naive-reps", type=int, default=3)
+    parser.add_argument("--naive-reps", type=int, default=3, help="0: no naive way over the territory")
     parser.add_argument("--reuse", action="store_true", help="keep the data of a previous run")
     parser.add_argument("--no-indexes", action="store_true", help="measure without the secondary indexes")
     parser.add_argument("--no-csv", action="store_true")
     parser.add_argument("--no-browser", action="store_true")
     parser.add_argument("--databases", default="sqlite,postgresql",
                         help="comma-separated: sqlite, postgresql (default both)")
+    parser.add_argument("--cases", default="",
+                        help="comma-separated parts of the names of the selections and follow-ups to measure "
+                             "(default all), e.g. 'territory: sorted,follow-up, territory'")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--csv-child", help=argparse.SUPPRESS)
     parser.add_argument("--instance", help=argparse.SUPPRESS)

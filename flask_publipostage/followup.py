@@ -152,11 +152,9 @@ def _school_tally(selection: Selection) -> dict[Any, Row]:
             sa.select(school, *history.tally_columns(host)).where(*conditions).group_by(school)
         )
     }
-    columns, (codes, on) = history.stale_rows(host)
     stale = history.count_stale(
         state().session.execute(
-            sa.select(school, *columns).select_from(host.user_model).join(codes, on)
-            .where(*conditions, sa.not_(host.user_column("activated")))
+            sa.select(school, *history.stale_rows(host)).where(*conditions, sa.not_(host.user_column("activated")))
         ),
         key=lambda r: r.school,
     )
@@ -187,11 +185,9 @@ def _total(selection: Selection, base: dict[str, list[str]], school_tally: dict[
     host = state().host
     conditions = selection.conditions(host)
     row.add(state().session.execute(sa.select(*history.tally_columns(host)).where(*conditions)).one())
-    columns, (codes, on) = history.stale_rows(host)
     stale = history.count_stale(
         state().session.execute(
-            sa.select(*columns).select_from(host.user_model).join(codes, on)
-            .where(*conditions, sa.not_(host.user_column("activated")))
+            sa.select(*history.stale_rows(host)).where(*conditions, sa.not_(host.user_column("activated")))
         )
     )
     row.stale = stale.get(None, 0)
@@ -220,10 +216,9 @@ def _class_sections(
     tally = session.execute(
         sa.select(*keys, *history.tally_columns(host)).select_from(source).where(*conditions).group_by(*keys)
     ).all()
-    columns, (codes, on) = history.stale_rows(host)
     stale = history.count_stale(
         session.execute(
-            sa.select(*keys, *columns).select_from(source.join(codes, on))
+            sa.select(*keys, *history.stale_rows(host)).select_from(source)
             .where(*conditions, sa.not_(host.user_column("activated")))
         ),
         key=lambda r: (_school_of(r), r.class_id, _canonical(r.profile)),

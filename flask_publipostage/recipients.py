@@ -26,7 +26,7 @@ from .config import config_value, time_zone
 from .host import HostModels
 from .i18n import gettext as _
 from .profiles import Profile
-from .selection import Selection
+from .selection import NO_RANK, Selection
 from .sql import fold_for_sort, name_key, name_sort_key
 from .state import state
 
@@ -210,10 +210,8 @@ def local_date(moment: datetime | None, zone: tzinfo | None = None) -> date | No
 
 def page(selection: Selection, number: int, size: int | None = None) -> list[Recipient]:
     """One page of the preview (1-based)."""
-    found = state()
     size = size or config_value("PAGE_SIZE")
-    stmt = selection.statement(found.host).limit(size).offset((number - 1) * size)
-    return build(selection, found.session.execute(stmt).all())
+    return build(selection, _page_rows(selection, size, (number - 1) * size))
 
 
 def page_next_to(
@@ -232,24 +230,73 @@ def page_next_to(
     values = session.execute(boundary_stmt.with_only_columns(*boundary_keys).order_by(None).limit(1)).first()
     if values is None:
         return None
-    stmt, keys = selection.ordered_statement(host)
-    bound = sa.tuple_(*[sa.literal(v) if v is not None else sa.null() for v in values])
-    if before:
-        stmt = stmt.where(sa.tuple_(*keys) < bound).order_by(None).order_by(*[k.desc() for k in keys])
-    else:
-        stmt = stmt.where(sa.tuple_(*keys) > bound)
-    rows = session.execute(stmt.limit(size)).all()
-    return build(selection, rows[::-1] if before else rows)
+    return build(selection, _page_rows(selection, size, bound=tuple(values), backwards=before))
 
 
 def last_page(selection: Selection, count: int, size: int | None = None) -> list[Recipient]:
     """The last page, read backwards: no OFFSET over the whole selection."""
     size = size or config_value("PAGE_SIZE")
-    remainder = count % size or size
-    stmt, keys = selection.ordered_statement(state().host)
-    stmt = stmt.order_by(None).order_by(*[k.desc() for k in keys]).limit(remainder)
-    rows = state().session.execute(stmt).all()
-    return build(selection, rows[::-1])
+    return build(selection, _page_rows(selection, count % size or size, backwards=True))
+
+
+#: The first window of a page read by windows, in ranks of its first sort level:
+#: a few classes, one school; each next one is four times as wide.
+WINDOW = {"class": 8, "school": 1}
+
+
+def _page_rows(
+    selection: Selection, size: int, offset: int = 0, *, bound: Any = None, backwards: bool = False
+) -> list[Any]:
+    """The rows of one page (:meth:`~.Selection.page_statement`), in print order.
+
+    Sorted by class or by school first over many of them, a page from the start,
+    next to a boundary or from the end is read by windows of classes (schools)
+    from there on, each wider than the last, until it is full: the first window
+    of a territory holds a few classes or one school."""
+    host = state().host
+    session = state().session
+
+    def read(window: tuple[int, int] | None, wanted: int) -> list[Any]:
+        stmt = selection.page_statement(host, wanted, offset, bound=bound, backwards=backwards, window=window)
+        return list(session.execute(stmt).all())
+
+    ranks = None if offset else selection.first_ranks(host)
+    if ranks is None:
+        return read(None, size)
+    rows: list[Any] = []
+    start = None if bound is None else int(bound[0])
+    for window in _windows(ranks, start, backwards, WINDOW[selection.sort[0]]):
+        found = read(window, size - len(rows))
+        rows = found + rows if backwards else rows + found
+        if len(rows) >= size:
+            break
+    return rows
+
+
+def _windows(ranks: int, start: int | None, backwards: bool, width: int) -> Iterator[tuple[int, int]]:
+    """The windows ``(low, high)`` of ranks (both included) a page reads in turn,
+    from ``start`` (the first level's rank of the boundary) on, or back; the last
+    ones reach :data:`~.selection.NO_RANK` (no class, no school) and rank 1;
+    ``width``: the first one's."""
+    if not backwards:
+        low = 1 if start is None else start
+        while low < NO_RANK:
+            high = low + width - 1
+            if high >= ranks:
+                high = NO_RANK
+            yield low, high
+            low, width = high + 1, width * 4
+        if low == NO_RANK:
+            yield NO_RANK, NO_RANK
+        return
+    high = NO_RANK if start is None else start
+    if high == NO_RANK:
+        yield NO_RANK, NO_RANK
+        high = NO_RANK - 1
+    while high >= 1:
+        low = max(1, min(high, ranks) - width + 1)
+        yield low, high
+        high, width = low - 1, width * 4
 
 
 def iter_batches(selection: Selection, batch_size: int | None = None, stmt: Any = None) -> Iterator[list[Recipient]]:

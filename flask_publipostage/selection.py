@@ -717,7 +717,9 @@ class Selection:
                 conds.append(condition)
         return conds
 
-    def class_key(self, host: HostModels, owner: Any = None) -> tuple[Any, list[tuple[Any, Any]]]:
+    def class_key(
+        self, host: HostModels, owner: Any = None, among: Any = None, keys: Any = None
+    ) -> tuple[Any, list[tuple[Any, Any]], Any]:
         """An account's class, as a sort key: the smallest :meth:`~.HostModels.class_sort_key` of its
         classes, among the chosen classes and those of the scope; for an account
         in none of them, the smallest of their children's (a parent); NULL
@@ -725,23 +727,29 @@ class Selection:
 
         The one rule of "an account's class": the sort and the PDF groups use it,
         and :func:`~flask_publipostage.recipients.build` names a group by finding the
-        class with this key. Returns the key and the outer joins ``(subquery, on)``
-        it needs: a grouped query over the (member, class) pairs, much faster
-        over a territory than a correlated subquery per account; another over the
-        (parent, child's class) pairs. The classes' keys are computed once per
-        class (:meth:`_class_keys`), not once per pair, and ranked: the pairs carry
-        the key's rank, an integer, so the groupings (a hundred thousand accounts)
-        compare and hold integers, not texts, and each reads one link table whose
-        statistics the database knows. ``owner``: that account's key alone (the
-        rest are not computed).
+        class with this key. Returns the key's rank (an integer, NULL without a
+        class), the outer joins ``(subquery, on)`` it needs, and the CTE of the
+        ranks' keys (``rank``, ``k``): the text of a rank, joined only where the
+        key is shown. The joins are a grouped query over the (member, class)
+        pairs, much faster over a territory than a correlated subquery per
+        account, and another over the (parent, child's class) pairs. The classes'
+        keys are computed once per class (:meth:`_class_keys`), not once per
+        pair, and ranked: the pairs carry the key's rank, so the groupings (a
+        hundred thousand accounts) and the sort compare and hold integers, not
+        texts, and each grouping reads one link table whose statistics the
+        database knows. ``owner``: that account's key alone (the rest are not
+        computed); ``among``: a CTE of ids (``id``), the keys of those accounts
+        alone; ``keys``: :meth:`_class_keys`, when the statement already has it.
         """
         users = self.scope.users if self.scope is not None else None
-        keys = self._class_keys(host)
+        keys = self._class_keys(host) if keys is None else keys
 
         def smallest(pairs: Any, cls: Any, name: str) -> Any:
             stmt = pairs.select(keys.c.rank.label("r")).join(keys, keys.c.id == host.class_id_of(cls))
             if owner is not None:
                 stmt = stmt.where(pairs.owner_id == owner)
+            if among is not None:
+                stmt = stmt.where(pairs.owner_id.in_(sa.select(among.c.id)))
             rows = self._restrict_classes(stmt, host, cls).subquery(f"{name}_pairs")
             return sa.select(rows.c.owner, sa.func.min(rows.c.r).label("r")).group_by(rows.c.owner).subquery(name)
 
@@ -755,7 +763,38 @@ class Selection:
             joins.append((via, via.c.owner == host.user_id))
             rank = sa.func.coalesce(own.c.r, via.c.r)
         ranks = sa.select(keys.c.rank, keys.c.k).distinct().cte("pp_class_ranks").prefix_with(materialized())
-        return bytewise(ranks.c.k), [*joins, (ranks, ranks.c.rank == rank)]
+        return rank, joins, ranks
+
+    def _class_window(self, host: HostModels, keys: Any, low: int, high: int) -> Any:
+        """A CTE of the ids (``id``) of the accounts whose class ranks from ``low``
+        to ``high`` (:meth:`class_key`), and of some more: the members of those
+        classes and the parents of their pupils, found through the link tables'
+        indexes, whose own rank is computed next (``keys``: :meth:`_class_keys`)."""
+        found = [
+            stmt.join(keys, keys.c.id == host.class_id_of(cls)).where(keys.c.rank.between(low, high))
+            for stmt, cls, _owner_id in self._class_owner_rows(host)
+        ]
+        return sa.union(*found).cte("pp_window").prefix_with(materialized())
+
+    def _class_owners(self, host: HostModels, owner: Any) -> list[Any]:
+        """The (owner, class) rows of :meth:`class_key` of the account ``owner``
+        (a column), its own classes and its children's: a correlated subquery each."""
+        return [stmt.where(owner_id == owner) for stmt, _cls, owner_id in self._class_owner_rows(host)]
+
+    def _class_owner_rows(self, host: HostModels) -> list[tuple[Any, Any, Any]]:
+        """``(statement, class alias, owner id)`` of the owners' ids (``id``) of
+        :meth:`class_key`'s rows: the members of the chosen classes and the
+        scope's, the parents of their pupils."""
+        users = self.scope.users if self.scope is not None else None
+        cls, via_cls = aliased(host.class_model), aliased(host.class_model)
+        pairs = [(host.pairs("classes", cls, users), cls)]
+        if host.has_children:
+            pairs.append((host.children_classes(aliased(host.user_model), via_cls, users), via_cls))
+        found = []
+        for rows, model in pairs:
+            stmt = sa.select(rows.owner_id.label("id")).select_from(rows.clause).where(*rows.conditions)
+            found.append((self._restrict_classes(stmt, host, model), model, rows.owner_id))
+        return found
 
     def _class_keys(self, host: HostModels) -> Any:
         """(``id``, ``k``, ``rank``) of the classes an account's class is chosen
@@ -841,54 +880,111 @@ class Selection:
         whens = [(profile.in_(host.host_profile_values(p)), index) for index, p in enumerate(PROFILE_ORDER)]
         return sa.case(*whens, else_=len(PROFILE_ORDER))
 
-    def school_key(self, host: HostModels) -> tuple[Any, tuple[Any, Any]]:
+    def school_key(self, host: HostModels) -> tuple[Any, Any, tuple[Any, Any]]:
         """An account's school, as a sort key (:meth:`HostModels.school_sort_key`;
-        NULL without a school), and the ``(school keys, on)`` outer join it needs:
-        the keys are computed once per school (a materialized CTE of a few hundred
-        rows), not once per account."""
+        NULL without a school), the key's rank (an integer, NULL without a
+        school), and the ``(school keys, on)`` outer join they need: the keys are
+        computed once per school (a materialized CTE of a few hundred rows), not
+        once per account, and ranked there (the sort compares integers)."""
+        key = host.school_sort_key()
         keys = (
-            sa.select(host.school_id.label("id"), host.school_sort_key().label("k"))
+            sa.select(
+                host.school_id.label("id"),
+                key.label("k"),
+                sa.func.dense_rank().over(order_by=key).label("rank"),
+            )
             .cte("pp_school_keys")
             .prefix_with(materialized())
         )
-        return keys.c.k, (keys, keys.c.id == host.school_of_user())
+        return keys.c.k, keys.c.rank, (keys, keys.c.id == host.school_of_user())
 
     def _query(
-        self, host: HostModels, every_class: bool = False, owner: Any = None
-    ) -> tuple[Any, Any, dict[str, Any], list[Any]]:
-        """(FROM clause, class key, the key of each sort level, ORDER BY keys);
-        every key ascending, never NULL. ``every_class``: one row per account and
-        class it counts in (:meth:`class_pairs`) rather than one per account;
-        ``owner``: the row of that account alone (:meth:`ordered_statement`)."""
+        self,
+        host: HostModels,
+        every_class: bool = False,
+        owner: Any = None,
+        texts: bool = True,
+        window: tuple[int, int] | None = None,
+    ) -> "_Sort":
+        """The FROM clause and keys of the sort (:class:`_Sort`). ``every_class``:
+        one row per account and class it counts in (:meth:`class_pairs`) rather
+        than one per account; ``owner``: the row of that account alone
+        (:meth:`ordered_statement`); ``texts``: with the levels' texts (the class
+        key, the group key), else with the ORDER BY keys alone; ``window``: only
+        the accounts whose first sort level (a class or a school) ranks between
+        these two (:meth:`page_statement`)."""
         source: Any = host.user_model
         class_key: Any = sa.null()
-        if self.by_class and every_class:
+        ranks: dict[str, Any] = {}
+        class_ranks = None
+        conditions: list[Any] = []
+        # The accounts of a window of classes (schools), or of "no class" ("no
+        # school") alone, are found first: the class keys are computed for them
+        # alone. A window from a class (school) to the end is read whole.
+        among = None
+        alone = window == (NO_RANK, NO_RANK)
+        first = self.sort[0] if window is not None and (window[1] < NO_RANK or alone) else None
+        if "school" in self.sort:
+            school_text, ranks["school"], (school, school_on) = self.school_key(host)
+            if first == "school":
+                assert window is not None
+                of_user = host.school_of_user()
+                if alone:
+                    in_window = sa.or_(of_user.is_(None), of_user.not_in(sa.select(school.c.id)))
+                else:
+                    in_window = of_user.in_(sa.select(school.c.id).where(school.c.rank.between(*window)))
+                conditions.append(in_window)
+                among = sa.select(host.user_id.label("id")).where(in_window).cte("pp_window")
+        if first == "class" and alone:
+            # No class: neither their own nor their children's (apart: else the
+            # database sorts every account before it looks at their classes).
+            ranks["class"] = sa.null()
+            none = [sa.not_(sa.exists(rows)) for rows in self._class_owners(host, host.user_id)]
+            among = sa.select(host.user_id.label("id")).where(*none).cte("pp_window").prefix_with(materialized())
+            conditions.append(host.user_id.in_(sa.select(among.c.id)))
+        elif self.by_class and every_class:
             pairs = self.class_pairs(host)
             bundle = aliased(host.class_model)
             class_key = host.class_sort_key(bundle)
             source = sa.orm.join(host.user_model, pairs, pairs.c.owner == host.user_id, isouter=True)
             source = source.outerjoin(bundle, host.class_id_of(bundle) == pairs.c.bundle)
         elif self.by_class:
-            class_key, joins = self.class_key(host, owner)
+            keys = self._class_keys(host)
+            if first == "class":
+                assert window is not None
+                among = self._class_window(host, keys, *window)
+                conditions.append(host.user_id.in_(sa.select(among.c.id)))
+            ranks["class"], joins, class_ranks = self.class_key(host, owner, among, keys)
             source = sa.orm.join(host.user_model, *joins[0], isouter=True)
             for subquery, on in joins[1:]:
                 source = source.outerjoin(subquery, on)
-        texts = {"class": class_key}
+            if texts:
+                class_key = bytewise(class_ranks.c.k)
+                source = source.outerjoin(class_ranks, class_ranks.c.rank == ranks["class"])
         if "school" in self.sort:
-            texts["school"], (school, on) = self.school_key(host)
-            source = sa.orm.outerjoin(source, school, on)
+            source = sa.orm.outerjoin(source, school, school_on)
+        keys_texts = {"class": class_key}
+        if "school" in self.sort:
+            keys_texts["school"] = school_text
         levels: dict[str, Any] = {}
+        order: list[Any] = []
         for key in self.sort:
-            if key in texts:
-                # Accounts without a class (a school) last.
-                levels[key] = sa.func.coalesce(sa.literal("0", sa.String).concat(texts[key]), sa.literal("1", sa.String))
+            if key in keys_texts:
+                # Accounts without a class (a school) last. The texts name the
+                # groups; the ranks sort in the same order, as integers.
+                text = keys_texts[key]
+                levels[key] = sa.func.coalesce(sa.literal("0", sa.String).concat(text), sa.literal("1", sa.String))
+                order.append(sa.func.coalesce(ranks[key], NO_RANK) if key in ranks else levels[key])
             else:
                 levels[key] = self.profile_rank(host)
+                order.append(levels[key])
         # Then French name order, the account id last: ties in print order never
         # depend on the database.
         names = (host.user_column(name) for name in ("last_name", "first_name", "login"))
-        keys = [*levels.values(), *name_order(*names), host.user_id]
-        return source, class_key, levels, keys
+        keys = [*order, *name_order(*names), host.user_id]
+        if window is not None:
+            conditions.append(order[0].between(*window))
+        return _Sort(source, keys, levels, class_key, class_ranks, conditions)
 
     def statement(self, host: HostModels) -> sa.Select[Any]:
         """The selected accounts, one row each, in print order.
@@ -902,12 +998,79 @@ class Selection:
         """:meth:`statement` and its ORDER BY expressions (keyset pages compare them).
         ``owner``: that account's row alone, its keys computed for it alone (the
         boundary of a keyset page costs a lookup, not a pass over the territory)."""
-        source, class_key, _levels, keys = self._query(host, owner=owner)
-        stmt = sa.select(*host.scalar_columns(), *state_columns(host), class_key.label("class_key")).select_from(source)
+        sort = self._query(host, owner=owner)
+        stmt = sa.select(*self._columns(host), sort.class_key.label("class_key")).select_from(sort.source)
         stmt = stmt.where(*self.conditions(host))
         if owner is not None:
             stmt = stmt.where(host.user_id == owner)
-        return stmt.order_by(*keys), keys
+        return stmt.order_by(*sort.keys), sort.keys
+
+    def first_ranks(self, host: HostModels) -> int | None:
+        """How many ranks the first sort level has when it is the class or the
+        school (the ranks :meth:`page_statement`'s windows count in: one per
+        class of the chosen ones and the scope's, one per school; "no class" is
+        :data:`NO_RANK`), else None: a page is then read in one go."""
+        if not self.sort or self.sort[0] not in ("class", "school"):
+            return None
+        session = state().session
+        if self.sort[0] == "school":
+            if len(perimeter_schools(self.scope)) < MIN_WINDOW_SCHOOLS:
+                return None
+            return int(session.execute(sa.select(sa.func.count()).select_from(host.school_model)).scalar_one())
+        cls = aliased(host.class_model)
+        stmt = self._restrict_classes(sa.select(sa.func.count()).select_from(cls), host, cls)
+        ranks = int(session.execute(stmt).scalar_one())
+        return ranks if ranks >= MIN_WINDOW_CLASSES else None
+
+    @staticmethod
+    def _columns(host: HostModels) -> list[Any]:
+        return [*host.scalar_columns(), *state_columns(host)]
+
+    def page_statement(
+        self,
+        host: HostModels,
+        size: int,
+        offset: int = 0,
+        *,
+        bound: Any = None,
+        backwards: bool = False,
+        window: tuple[int, int] | None = None,
+    ) -> sa.Select[Any]:
+        """A page of :meth:`statement`'s rows, in print order: ``size`` rows from
+        ``offset``, or (``bound``: the values of :meth:`ordered_statement`'s keys
+        for one account) the ``size`` rows just after it; ``backwards``: the
+        ``size`` rows just before it, or the last ones without ``bound``.
+
+        The sort runs on narrow rows, each account's id and sort keys, and only the
+        page's accounts are then read whole, with their class's key: over a
+        territory the sort holds a hundred thousand short rows rather than as many
+        accounts joined to their class keys.
+
+        ``window`` (``(low, high)``, see :meth:`first_ranks`): only the accounts
+        whose first sort level ranks between the two, both included. Short of
+        :data:`NO_RANK`, its accounts are found through the indexes (a class's
+        members and their parents, a school's accounts) and the class keys are
+        computed for them alone: a page of a territory sorted by class or school
+        reads a few classes or one school, not a hundred thousand accounts."""
+        sort = self._query(host, texts=False, window=window)
+        columns = [key.label(f"pp_key_{index}") for index, key in enumerate(sort.keys)]
+        narrow = sa.select(host.user_id.label("pp_id"), *columns).select_from(sort.source)
+        narrow = narrow.where(*self.conditions(host), *sort.conditions)
+        keys: list[Any] = sort.keys
+        if bound is not None:
+            values = sa.tuple_(*[sa.literal(v) if v is not None else sa.null() for v in bound])
+            narrow = narrow.where(sa.tuple_(*keys) < values if backwards else sa.tuple_(*keys) > values)
+        if backwards:
+            keys = [key.desc() for key in keys]
+        found = narrow.order_by(*keys).limit(size).offset(offset or None).subquery("pp_page")
+        source = sa.orm.join(host.user_model, found, found.c.pp_id == host.user_id)
+        class_key: Any = sa.null()
+        if sort.class_ranks is not None:
+            rank = found.c[f"pp_key_{self.sort.index('class')}"]
+            source = source.outerjoin(sort.class_ranks, sort.class_ranks.c.rank == rank)
+            class_key = bytewise(sort.class_ranks.c.k)
+        stmt = sa.select(*self._columns(host), class_key.label("class_key")).select_from(source)
+        return stmt.order_by(*(found.c[c.name] for c in columns))
 
     def numbered(self, host: HostModels, *, every_class: bool = False) -> sa.Select[Any]:
         """The selected accounts as the rows a run freezes: ``position`` (1-based,
@@ -920,7 +1083,8 @@ class Selection:
         back): the level keys in sort order, joined by :data:`LEVEL_SEPARATOR` —
         the profile's rank, "0" and the class's (the school's) key or "1" without
         one; NULL unsorted."""
-        source, _class_key, levels, keys = self._query(host, every_class)
+        sort = self._query(host, every_class)
+        source, levels, keys = sort.source, sort.levels, sort.keys
         first = sa.func.coalesce(host.user_column("first_name"), "")
         last = sa.func.coalesce(host.user_column("last_name"), "")
         email = host.user_column("email")
@@ -980,6 +1144,35 @@ class Selection:
             how_many(is_blocked(host)),
             how_many(sa.and_(has_code(host), sa.not_(code_expired(host)))),
         ).where(*self.conditions(host))
+
+
+@dataclass(frozen=True)
+class _Sort:
+    """How :meth:`Selection._query` sorts the selected accounts."""
+
+    #: The users joined to what the keys need.
+    source: Any
+    #: The ORDER BY keys, each ascending and never NULL (keyset pages compare
+    #: them as a tuple): a rank for the class and the school levels.
+    keys: list[Any]
+    #: Each sort level's text (the group key's parts; the class's is NULL
+    #: without ``texts``).
+    levels: dict[str, Any]
+    #: The account's class key (a text; NULL unless sorted by each account's class).
+    class_key: Any
+    #: (``rank``, ``k``): the class key of each rank, when sorted by class.
+    class_ranks: Any
+    #: Conditions of the window (:meth:`Selection.page_statement`).
+    conditions: list[Any]
+
+
+#: The rank of "no class" ("no school"): after every class (school).
+NO_RANK = 2**31 - 1
+#: A page sorted by class (school) first is read by windows of classes (schools)
+#: from this many classes in the selection (schools in the perimeter) on; below,
+#: in one go (:meth:`Selection.first_ranks`).
+MIN_WINDOW_CLASSES = 64
+MIN_WINDOW_SCHOOLS = 3
 
 
 @dataclass(frozen=True)

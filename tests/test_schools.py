@@ -11,11 +11,16 @@ import html
 import io
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 from flask import Flask
+from werkzeug.datastructures import MultiDict
 
+from flask_publipostage.access import current_scope
 from flask_publipostage.host import HostModels, MappingError
+from flask_publipostage.selection import Selection
+from flask_publipostage.state import state
 
 from .conftest import RoleClient
 from .hosts import FIELDS, SCHOOL_FIELDS, Division, Ecole, Personne, add_person, db
@@ -241,3 +246,41 @@ def test_a_territory_zip_names_each_file_with_its_school(client: RoleClient, ter
     status = client.get(f"{URL}/pdf/jobs/{job}/status", "super").get_json()
     archive = zipfile.ZipFile(io.BytesIO(client.get(status["download_url"], "super").data))
     assert sorted(archive.namelist()) == ["CE1.pdf", "CM2.pdf"]
+
+
+# -- pages read by windows of classes or schools ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["sort=school", "sort=school&then=class", "sort=class", "sort=class&then=school", "profile=Relative&sort=class"],
+)
+@pytest.mark.parametrize("role", ["super", "adml_a"])
+def test_pages_read_by_windows_are_the_pages_read_in_one_go(
+    app: Flask, territory: Any, monkeypatch: pytest.MonkeyPatch, query: str, role: str
+) -> None:
+    """A territory sorted by class or school reads a page a few classes (one school)
+    at a time: from the start, next to an account either way, and from the end,
+    the pages are those of the whole sorted list."""
+    from flask_publipostage import recipients, selection
+
+    with app.test_request_context(f"/?{query}", headers={"X-Test-User": role}):
+        chosen = Selection.from_args(MultiDict(list(parse_qsl(query))), current_scope())
+        whole = [r.login for r in recipients.page(chosen, 1, 100)]
+        monkeypatch.setattr(selection, "MIN_WINDOW_CLASSES", 1)
+        monkeypatch.setattr(selection, "MIN_WINDOW_SCHOOLS", 1)
+        monkeypatch.setattr(recipients, "WINDOW", {"class": 1, "school": 1})
+        assert chosen.first_ranks(state().host) is not None
+        for size in (1, 2, 3):
+            forward = recipients.page(chosen, 1, size)
+            rows = list(forward)
+            while forward:
+                forward = recipients.page_next_to(chosen, rows[-1].id, size) or []
+                rows += forward
+            assert [r.login for r in rows] == whole, size
+            backward = recipients.last_page(chosen, len(whole), size)
+            rows = list(backward)
+            while backward:
+                backward = recipients.page_next_to(chosen, rows[0].id, size, before=True) or []
+                rows = backward + rows
+            assert [r.login for r in rows] == whole, size
