@@ -150,8 +150,8 @@ def upgrade_db() -> None:
     campaigns of version 0.1 (their recipients become the items of runs, with the
     same ids) into the tables of runs (PDF jobs of 0.1 are not kept: their files
     expired within the hour); let a PDF hold an account in several bundles; give
-    the items what the distribution history reads; create the tables added since
-    (the saved selections)."""
+    the items what the distribution history reads; create the tables and the
+    indexes of the items added since (the saved selections, the latest code's)."""
     with force_locale("fr"):
         _upgrade()
 
@@ -203,6 +203,13 @@ def _upgrade() -> None:
             ))
             conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_publipostage_audit_run_id ON publipostage_audit (run_id)"))
         click.echo(_("The log now records each run's stop, resumption, take-over and download."))
+    if core.item_t.name in existing:
+        present = {index["name"] for index in sa.inspect(engine).get_indexes(core.item_t.name)}
+        added = sorted((index for index in core.item_t.indexes if index.name not in present), key=lambda i: str(i.name))
+        for index in added:
+            index.create(engine)
+        if added:
+            click.echo(_("Indexes created: %(names)s.", names=", ".join(str(index.name) for index in added)))
     if OLD_TABLES[0] not in existing:
         click.echo(_("Nothing to upgrade: no table of version 0.1."))
         return

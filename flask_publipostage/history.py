@@ -102,8 +102,9 @@ def latest_code_item(user_id: Any) -> Any:
     """The id of the account's latest distribution that carried a code (its
     newest item distributed with one), for ``user_id`` (the host's id as text, a
     column of the outer query): the one rule of the stale-code flag, for the
-    preview's rows and the follow-up's counts. A correlated subquery: the index
-    on ``(user_id, distributed_at)`` finds an account's two or three items."""
+    preview's rows and the follow-up's counts. A correlated subquery: one entry
+    of the partial index ``ix_publipostage_run_item_code``, however many items
+    without a code (CSV exports) the account has."""
     i = item_t.alias("pp_code_item")
     return (
         sa.select(sa.func.max(i.c.id))

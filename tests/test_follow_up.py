@@ -595,6 +595,22 @@ def test_purge_history_keeps_history_days(app: Flask, client: Any, school: Built
         db.session.remove()
 
 
+def test_upgrade_db_creates_the_latest_code_index(app: Flask, client: Any, school: Built) -> None:
+    """An install of before the partial index on the items that carried a code
+    (the stale-code flag reads one entry of it an account) gets it."""
+    with app.app_context():
+        db.session.execute(sa.text("DROP INDEX ix_publipostage_run_item_code"))
+        db.session.commit()
+    result = app.test_cli_runner().invoke(args=["publipostage", "upgrade-db"])
+    assert result.exit_code == 0 and "Index créés : ix_publipostage_run_item_code." in result.output, result.output
+    with app.app_context():
+        names = {index["name"] for index in sa.inspect(db.engine).get_indexes("publipostage_run_item")}
+        assert "ix_publipostage_run_item_code" in names
+        db.session.remove()
+    again = app.test_cli_runner().invoke(args=["publipostage", "upgrade-db"])
+    assert again.exit_code == 0 and "Index créés" not in again.output
+
+
 def test_upgrade_db_gives_older_items_their_history(app: Flask, client: Any, school: Built, smtp: SmtpServer) -> None:
     assert post_pdf(client, "profile=Teacher").data.startswith(b"%PDF")
     campaign_id_of(post_mail(client, "adml_a", "profile=Relative"))

@@ -131,6 +131,10 @@ class Run(Base):
 _EMAIL = sa.text("kind = 'email'")
 
 
+#: Items distributed with a code (letters, cards, messages; not CSV rows).
+_WITH_CODE = sa.text("code_hmac IS NOT NULL AND distributed_at IS NOT NULL")
+
+
 class RunItem(Base):
     """One sheet or message of a run, for one account: what was done, when, and why not."""
 
@@ -147,6 +151,9 @@ class RunItem(Base):
         # An account's history; who received their credentials and when last
         # (the ``distributed`` filters and the follow-up read this index alone).
         sa.Index("ix_publipostage_run_item_distributed", "user_id", "distributed_at"),
+        # An account's latest distribution that carried a code (the stale-code
+        # flag): one entry to read, however many CSV exports (no code) came since.
+        sa.Index("ix_publipostage_run_item_code", "user_id", "id", sqlite_where=_WITH_CODE, postgresql_where=_WITH_CODE),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
