@@ -92,6 +92,30 @@ def test_factory_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert "publipostage" in app.extensions
 
 
+def test_the_sqlite_log_is_emptied_while_readers_come_and_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under load the server's threads always have a reader on the log, so SQLite
+    never starts it over by itself: the console checkpoints and empties it."""
+    monkeypatch.delenv("ENT_CONSOLE_DATABASE_URL", raising=False)
+    app = create_app({"TESTING": True, "SECRET_KEY": "x"}, instance_path=tmp_path)
+    log = tmp_path / "ent_console.sqlite3-wal"
+    with app.app_context():
+        reader = db.engine.connect()
+        reader.exec_driver_sql("BEGIN")
+        reader.exec_driver_sql("SELECT count(*) FROM etablissement").all()  # a snapshot held on the log
+        for number in range(50):
+            db.session.add(Etablissement(nom=f"École {number}", uai=f"{number:07d}X", type="école"))
+            db.session.commit()
+        db.session.remove()
+        reader.rollback()
+        reader.close()
+        assert log.stat().st_size > 0
+        monkeypatch.setattr(time, "monotonic", lambda: 10.0**9)  # a second and more later
+        db.session.add(Etablissement(nom="École de plus", uai="9999999X", type="école"))
+        db.session.commit()
+        db.session.remove()
+    assert log.stat().st_size == 0
+
+
 def test_factory_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'other.sqlite3'}"
     monkeypatch.setenv("ENT_CONSOLE_DATABASE_URL", url)
