@@ -34,6 +34,7 @@ def test_print_the_letters_of_a_class_not_yet_activated(page: Any) -> None:
     page.goto(PAGE)
     page.get_by_role("link", name="Suivi des activations").click()
     row = page.locator(f'tr[data-pp-row="{CP}"]')
+    row.wait_for()  # the follow-up page, loaded (reading at once raced with the navigation)
     assert row.locator("td").all_text_contents()[:6] == ["3", "1", "33 %", "2", "0", "3"]
     row.locator('a[data-pp-column="not_activated"]').click()
     page.wait_for_url("**/publipostage/?*activation=inactive*")
@@ -51,5 +52,6 @@ def test_print_the_letters_of_a_class_not_yet_activated(page: Any) -> None:
     assert "marie.abel" in letters[0] and "CODE-marie.abel" in letters[0]
     # Back on the follow-up: both are distributed now.
     page.get_by_role("link", name="Suivi des activations").click()
+    page.locator(f'tr[data-pp-row="{CP}"]').wait_for()
     cells = page.locator(f'tr[data-pp-row="{CP}"] td').all_text_contents()
     assert cells[4:6] == ["2", "1"]
