@@ -144,6 +144,19 @@ def _eager_celery() -> Any:
     return app
 
 
+def _finished(app: Any, client: Any, response: Any) -> tuple[dict[str, Any], int]:
+    """The status of the background PDF ``response`` started (done at once by
+    eager Celery), and its run's id."""
+    assert response.status_code == 303
+    job_id = response.headers["Location"].rsplit("/", 1)[-1]
+    status = client.get(f"{URL}/pdf/jobs/{job_id}/status", "adml_a").get_json()
+    assert status["state"] == "done", status
+    with app.app_context():
+        run_id = db.session.execute(sa.select(Run.id).where(Run.token == job_id)).scalar_one()
+        db.session.remove()
+    return status, run_id
+
+
 class TestCeleryPath:
     @pytest.fixture
     def app_config(self) -> dict[str, Any]:
@@ -161,15 +174,10 @@ class TestCeleryPath:
             elsewhere = add_person("autre.b", "Hors", "Périmètre", "ELEVE", school="B")
             add_person("parent.cs", "Mère", "Sud", "PARENT", enfants=[sud[3], nord[5], elsewhere])
             db.session.commit()
-        response = post_pdf(client, "sort=class", signoff="y")
-        assert response.status_code == 303
-        job_id = response.headers["Location"].rsplit("/", 1)[-1]
-        status = client.get(f"{URL}/pdf/jobs/{job_id}/status", "adml_a").get_json()
-        assert status["state"] == "done", status
+        status, run_id = _finished(app, client, post_pdf(client, "sort=class", signoff="y"))
         with app.app_context():
-            run = db.session.execute(sa.select(Run).where(Run.token == job_id)).scalar_one()
             chunks = db.session.execute(
-                sa.select(RunItem.chunk, RunItem.state).where(RunItem.run_id == run.id)
+                sa.select(RunItem.chunk, RunItem.state).where(RunItem.run_id == run_id)
             ).all()
             assert len({chunk for chunk, _state in chunks}) >= 3
             assert {item_state for _chunk, item_state in chunks} == {PRINTED}
@@ -241,14 +249,9 @@ class TestCeleryPath:
         with app.app_context():
             add_class_of("CE2 Nord", 40, prefix="cn")
             db.session.commit()
-        response = post_pdf(client, "sort=class", template=template)
-        assert response.status_code == 303
-        job_id = response.headers["Location"].rsplit("/", 1)[-1]
-        status = client.get(f"{URL}/pdf/jobs/{job_id}/status", "adml_a").get_json()
-        assert status["state"] == "done", status
+        status, run_id = _finished(app, client, post_pdf(client, "sort=class", template=template))
         with app.app_context():
-            run = db.session.execute(sa.select(Run).where(Run.token == job_id)).scalar_one()
-            chunks = {chunk for (chunk,) in db.session.execute(sa.select(RunItem.chunk).where(RunItem.run_id == run.id))}
+            chunks = {chunk for (chunk,) in db.session.execute(sa.select(RunItem.chunk).where(RunItem.run_id == run_id))}
         assert len(chunks) >= 3 and len(layouts) == renders, layouts
         with client.get(status["download_url"], "adml_a") as download:
             text = "\n".join(pages_text(download.get_data()))
