@@ -116,6 +116,20 @@ def test_the_sqlite_log_is_emptied_while_readers_come_and_go(tmp_path: Path, mon
     assert log.stat().st_size == 0
 
 
+def test_commands_run_in_an_admins_perimeter(app: Flask) -> None:
+    """``flask publipostage pdf --as-actor LOGIN --scope-key KEY``: that admin's
+    perimeter, and only theirs."""
+    runner = app.test_cli_runner()
+    with app.app_context():
+        ecole = db.session.scalar(sa.select(Utilisateur.etablissement_id).where(Utilisateur.login == "adml.ecole"))
+        college = db.session.scalar(sa.select(Utilisateur.etablissement_id).where(Utilisateur.login == "adml.college"))
+        db.session.remove()
+    refused = runner.invoke(args=["publipostage", "pdf", "--as-actor", "adml.ecole", "--scope-key", f"etab:{college}"])
+    assert refused.exit_code == 1 and f"etab:{college}" in refused.output
+    unknown = runner.invoke(args=["publipostage", "pdf", "--as-actor", "personne", "--scope-key", f"etab:{ecole}"])
+    assert unknown.exit_code == 1
+
+
 def test_factory_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'other.sqlite3'}"
     monkeypatch.setenv("ENT_CONSOLE_DATABASE_URL", url)

@@ -426,6 +426,8 @@ def test_command_line(
     assert (tmp_path / "ent_console.sqlite3").is_file()
     first = capsys.readouterr().out
     assert "Collège Victor Hugo" in first and "adml.ecole" in first
+    # The rentrée under way: the école's admin printed two classes' letters.
+    assert "Historique : lettres des classes" in first and "imprimées par adml.ecole" in first
 
     assert main([]) == 0  # a second run adds nothing
     assert "déjà" in capsys.readouterr().out
@@ -433,8 +435,16 @@ def test_command_line(
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'ent_console.sqlite3'}")
     with engine.connect() as connection:
         schools = connection.scalar(sa.text("SELECT COUNT(*) FROM etablissement"))
+        runs = connection.execute(sa.text("SELECT kind, actor_name, scope_key, state FROM publipostage_run")).all()
+        items, distributed = connection.execute(
+            sa.text("SELECT COUNT(*), COUNT(distributed_at) FROM publipostage_run_item")
+        ).one()
     engine.dispose()
     assert schools == 2
+    # In the admin's perimeter and journal, as from the page; the sheets handed out.
+    assert [(kind, scope, state) for kind, _name, scope, state in runs] == [("pdf", "etab:1", "done")]
+    assert "(adml.ecole)" in runs[0][1]
+    assert items > 50 and distributed > items * 0.9
 
 
 # -- `make demo` ---------------------------------------------------------------------------

@@ -22,8 +22,9 @@ from flask_mail import Mail
 from flask_wtf import CSRFProtect
 
 from flask_publipostage import Publipostage
+from flask_publipostage.state import state as publipostage_state
 
-from .access import current_admin_can, current_admin_scope
+from .access import cli_scope, current_admin_can, current_admin_scope
 from .models import Classe, Etablissement, Utilisateur, db
 from .renouvellement import emettre_codes
 
@@ -210,4 +211,6 @@ def create_app(
         step_up=auth.authentification_recente,
         step_up_url=auth.page_de_reauthentification,
     )
+    # `flask publipostage pdf --as-actor adml.ecole --scope-key etab:1`: an admin's perimeter.
+    publipostage_state(app).extras["cli_scope"] = cli_scope
     return app

@@ -47,8 +47,20 @@ def est_enseignant_de_classe(user: Utilisateur) -> bool:
 def current_admin_scope() -> Scope | None:
     """The accounts and classes the logged-in user may administer (None: logged out)."""
     user = _utilisateur_connecte()
-    if user is None:
-        return None
+    return None if user is None else scope_of(user)
+
+
+def cli_scope(actor: str, scope_key: str) -> Scope | None:
+    """The perimeter of ``flask publipostage`` commands (``extras["cli_scope"]``):
+    ``--as-actor`` is a login, ``--scope-key`` must be that user's perimeter
+    (``etab:3``, ``enseignant:12``, ``*``); None otherwise."""
+    user = db.session.scalar(sa.select(Utilisateur).where(Utilisateur.login == actor))
+    scope = scope_of(user) if user is not None else None
+    return scope if scope is not None and scope.key == scope_key else None
+
+
+def scope_of(user: Utilisateur) -> Scope:
+    """The accounts and classes ``user`` may administer."""
     # The journal names the admin as people know them.
     name = f"{user.nom_complet} ({user.login})"
     if user.is_super_admin:

@@ -16,6 +16,7 @@ import logging
 import random
 import re
 import sys
+import tempfile
 import time
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -863,6 +864,32 @@ def _valid_email(value: str) -> str | None:
 # -- command line --------------------------------------------------------------------------
 
 
+def seed_history(app: Any) -> str:
+    """The rentrée under way: the école's local admin has printed the letters of
+    its first two classes, through ``flask publipostage pdf`` as from a shell (her
+    perimeter, her journal), so "Suivi des activations" has something to follow
+    from the start. What was done, in a line."""
+    from .models import db
+
+    admin = db.session.scalar(sa.select(Utilisateur).where(Utilisateur.login == "adml.ecole"))
+    if admin is None or admin.etablissement_id is None:
+        return "Historique : aucune administratrice d'école."
+    classes = db.session.scalars(
+        sa.select(Classe).where(Classe.etablissement_id == admin.etablissement_id).order_by(Classe.nom).limit(2)
+    ).all()
+    db.session.commit()
+    with tempfile.TemporaryDirectory() as folder:
+        result = app.test_cli_runner().invoke(args=[
+            "publipostage", "pdf", "--as-actor", admin.login, "--scope-key", f"etab:{admin.etablissement_id}",
+            "--sort", "class", *(option for classe in classes for option in ("--class", str(classe.id))),
+            "--output", str(Path(folder) / "lettres.pdf"),
+        ])
+    if result.exit_code != 0:
+        raise RuntimeError(f"flask publipostage pdf : {result.output.strip()}")
+    noms = ", ".join(classe.nom for classe in classes)
+    return f"Historique : lettres des classes {noms} imprimées par {admin.login}."
+
+
 def reset_database() -> None:
     """Drop every table of the database (the extension's too), then create them again."""
     from flask import current_app
@@ -952,6 +979,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             seed_database(db.session, seed=args.seed)
             db.session.commit()
+            print(seed_history(app))
         if args.import_be1d is not None:
             exists = db.session.scalar(
                 sa.select(Etablissement.id).where(Etablissement.nom == BE1D_SCHOOL_NAME)
