@@ -250,11 +250,6 @@ def qr_target(recipient: Recipient, settings: Settings) -> str | None:
     return url
 
 
-def qr_target_of(view: dict[str, Any]) -> str | None:
-    """What the QR code of a letter or card view holds (None: no QR code)."""
-    return view.get("qr_target")
-
-
 def _day(value: Any) -> str:
     return value.strftime("%d/%m/%Y") if value else ""
 
@@ -344,8 +339,8 @@ def card_view(recipient: Recipient, settings: Settings) -> dict[str, Any]:
     address are fitted beside it (``CARD_BESIDE_QR``), and the login too when the
     lines above would bring it down to the code (``CARD_LINES_ABOVE_QR``)."""
     t = settings.typesetter
-    qr = qr_target(recipient, settings)
-    beside = CARD_BESIDE_QR if qr else CARD_WIDTH
+    target = qr_target(recipient, settings)
+    beside = CARD_BESIDE_QR if target is not None else CARD_WIDTH
     content = recipient.content
     code, until = printed_code(recipient)
     if content == FEDERATED:
@@ -374,7 +369,7 @@ def card_view(recipient: Recipient, settings: Settings) -> dict[str, Any]:
     head = " · ".join(p for p in (settings.ent_name, title, recipient.school or settings.school_name) if p)
     name_lines = t.fit_lines(recipient.full_name, CARD_WIDTH, 11, lines=2, bold=True)
     login_lines = t.fit_lines(recipient.login, CARD_WIDTH, 10.5, lines=3, family="PPMono", bold=True)
-    if qr and len(name_lines) + len(lines) + len(login_lines) > CARD_LINES_ABOVE_QR:
+    if target is not None and len(name_lines) + len(lines) + len(login_lines) > CARD_LINES_ABOVE_QR:
         login_lines = t.fit_lines(recipient.login, beside, 10.5, lines=3, family="PPMono", bold=True)
     return {
         "r": recipient,
@@ -391,7 +386,7 @@ def card_view(recipient: Recipient, settings: Settings) -> dict[str, Any]:
                                   beside, 8.5, lines=2) if content == FEDERATED else [],
         "url_size": url_size,
         "url_lines": url_lines,
-        "qr_target": (target := qr_target(recipient, settings)),
+        "qr_target": target,
         "qr": qr_data_uri(target) if target is not None else None,
     }
 

@@ -341,17 +341,17 @@ class Stamper:
             return None
 
     def _letter(self, sheet: Any) -> _Wanted:
-        from .render import Sheet, qr_target_of
+        from .render import Sheet
 
         view, texts = marked(sheet.data["v"])
         group = _numbered(sheet.data["group"], view["r"].school)
         number = str(sheet.data["number"]) if group else ""
         page = Sheet("letter", {"v": view, "group": group, "number": FIGURE * len(number)})
         header_key = repr(("letter", group.name, group.count, view["r"].school, len(number))) if group else None
-        return _Wanted(page, layout_key(view), header_key, tuple(texts), number, qr_target_of(sheet.data["v"]))
+        return _Wanted(page, layout_key(view), header_key, tuple(texts), number, sheet.data["v"]["qr_target"])
 
     def _cards_sheet(self, sheet: Any) -> _Wanted:
-        from .render import CARD_TOP, Sheet, qr_target_of
+        from .render import CARD_TOP, Sheet
 
         data = sheet.data
         group = _numbered(data["group"], data["school"])
@@ -363,7 +363,7 @@ class Stamper:
         for view in data["cards"]:
             card, texts = marked(view, "cards")
             card.update(left=0, top=CARD_TOP)
-            cards.append(_Card(layout_key(card), card, tuple(texts), qr_target_of(view),
+            cards.append(_Card(layout_key(card), card, tuple(texts), view["qr_target"],
                                (view["left"] * MM, (CARD_TOP - view["top"]) * MM)))
         return _Wanted(page, body_key, header_key, number=number, cards=tuple(cards))
 
@@ -371,8 +371,9 @@ class Stamper:
         """The stamps ``wanted`` lacks, taken from the run's other processes, or
         made: a marked page for each body and each header not known yet (most
         pages bring both), then for each pair whose header's height differs."""
-        if any(self._missing(wanted, exact=False)):
-            self._adopt_shared(wanted)
+        if not any(self._missing(wanted, exact=False)):
+            return  # the usual case: every layout known
+        self._adopt_shared(wanted)
         for exact in (False, True):
             pages, cards = self._missing(wanted, exact)
             if pages or cards:
@@ -556,14 +557,12 @@ class _Name(bytes):
     """A resource's name in a band (without its slash): renamed when the page is made."""
 
 
-def read_stamps(path: str, roles: Sequence[str] = (), pages: Sequence[int] | None = None) -> list[Stamp | None]:
-    """Pages ``pages`` (default: all) of a marked PDF read back as stamps; a card's
-    page (``roles``, :data:`_CARD`) read as what it draws beyond the last blank
-    sheet before it (None when it does not begin as that sheet)."""
-    count = len(_marked_pdf(path)[0].pages)
-    roles = list(roles) + [_PAGE] * (count - len(roles))
+def read_stamps(path: str, roles: Sequence[str], pages: Sequence[int]) -> list[Stamp | None]:
+    """Pages ``pages`` of a marked PDF read back as stamps, as ``roles`` (one per
+    page) says: a card's page (:data:`_CARD`) as what it draws beyond the last
+    blank sheet before it (None when it does not begin as that sheet)."""
     stamps: list[Stamp | None] = []
-    for number in range(count) if pages is None else pages:
+    for number in pages:
         if roles[number] == _CARD:
             blank = max((n for n in range(number) if roles[n] == _BLANK), default=None)
             stamps.append(None if blank is None else _stamp_at(path, number, blank))
